@@ -1,0 +1,1 @@
+"""HTTP layer: FastAPI routers and pydantic schemas. Handlers call the service."""

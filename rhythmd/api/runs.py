@@ -1,0 +1,62 @@
+"""Runs: create, list, read, finish."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep, SettingsDep
+from rhythmd.api.schemas import EventList, Run, RunCreate, RunFinish, RunList
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Run,
+             responses={200: {"model": Run, "description": "The run_id existed: returned as is."},
+                        409: {"description": "run_id exists with another name or project."},
+                        **INVALID})
+def create_run(body: RunCreate, service: ServiceDep, response: Response) -> dict:
+    """Create a run. Send its metrics to ``POST /v1/runs/{run_id}/metrics``."""
+    run, created = service.create_run(body.name, body.project, body.config, body.tags,
+                                      body.run_id)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return run
+
+
+@router.get("", response_model=RunList, responses={**INVALID})
+def list_runs(
+    service: ServiceDep,
+    settings: SettingsDep,
+    project: Annotated[str | None, Query(max_length=128, description="Only this project.")] = None,
+    status_: Annotated[str | None, Query(
+        alias="status", pattern="^(running|finished|failed|stopped)$",
+        description="Only runs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size (capped by "
+                                "RHYTHMD_MAX_PAGE_SIZE).")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Runs to skip.")] = 0,
+) -> dict:
+    """Runs, newest first, optionally of one project; page with ``limit`` and ``offset``."""
+    limit = min(limit, settings.max_page_size)
+    runs, total = service.list_runs(project, status_, limit, offset)
+    nxt = offset + len(runs) if offset + len(runs) < total else None
+    return {"runs": runs, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
+
+
+@router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND})
+def get_run(run_id: str, service: ServiceDep) -> dict:
+    return service.get_run(run_id)
+
+
+@router.post("/{run_id}/finish", response_model=Run, responses={**NOT_FOUND, **INVALID})
+def finish_run(run_id: str, service: ServiceDep, body: RunFinish | None = None) -> dict:
+    """Mark a run as ended (the client's ``close()`` calls this)."""
+    body = body or RunFinish()
+    return service.finish_run(run_id, body.status, body.step)
+
+
+@router.get("/{run_id}/events", response_model=EventList, responses={**NOT_FOUND})
+def list_events(run_id: str, service: ServiceDep) -> dict:
+    """The run's event log, oldest first: recommendations issued and acknowledged, ends."""
+    return {"run_id": run_id, "events": service.list_events(run_id)}

@@ -1,0 +1,198 @@
+"""Pydantic models of the v1 API: request bodies and the documented shape of responses."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NonFiniteString = Literal["NaN", "Infinity", "-Infinity"]
+FloatOut = float | NonFiniteString
+"""A float in a response: a JSON number, or one of the strings for non-finite values."""
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$",
+                      description="Human-readable run name (not unique).")
+    project: str | None = Field(None, min_length=1, max_length=128,
+                                pattern=r"^[^\x00-\x1f\x7f/]+$", description="Project name.")
+    config: dict[str, Any] | None = Field(
+        None, description="Free-form run configuration (optimizer, lr, schedule, total_steps…).")
+    tags: dict[str, Any] | None = Field(None, description="Free-form tags.")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Optional client-chosen id: creating it again returns the existing run "
+                    "(200), so a restarted job re-attaches to its run.")
+
+
+class Run(BaseModel):
+    run_id: str
+    name: str
+    project: str | None
+    config: dict[str, Any] | None
+    tags: dict[str, Any] | None
+    status: str = Field(description="running, finished, failed or stopped.")
+    created_at: float = Field(description="Unix seconds.")
+    updated_at: float = Field(description="Unix seconds.")
+    last_step: int | None = Field(description="Highest step of the latest branch.")
+    n_points: int
+    n_batches: int
+    branch: int = Field(description="Latest branch (0 until the first rollback).")
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class RunFinish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["finished", "failed", "stopped"] = "finished"
+    step: int | None = Field(None, ge=0, le=2**62)
+
+
+class SeriesIn(BaseModel):
+    name: str = Field(..., description="Metric name, e.g. train_loss, val/acc@1.",
+                      min_length=1, max_length=256)
+    steps: list[int] = Field(..., description="Optimizer steps (>= 0), one per value.")
+    values: list[float | NonFiniteString | None] = Field(
+        ..., description='Values; NaN/Infinity literals, the strings "NaN", "Infinity", '
+                         '"-Infinity" and null (NaN) are non-finite data, stored exactly.')
+    wall_times: list[float] | None = Field(None, description="Unix seconds, one per value.")
+
+
+class MetricBatchIn(BaseModel):
+    batch_id: str | None = Field(
+        None, description="Idempotency key: a retried batch with the same id is stored once.",
+        pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")
+    branch: int = Field(0, ge=0, description="0 until a rollback; the client increments it "
+                                             "when it resumes from a checkpoint.")
+    branch_start_step: int | None = Field(
+        None, ge=0, description="Step a new branch resumed from (default: its first step).")
+    series: list[SeriesIn]
+
+
+class Recommendation(BaseModel):
+    id: str
+    run_id: str
+    action: str = Field(description="reduce_lr, warmup, set_schedule, increase_lr, rollback "
+                                    "or stop (docs/recommendations.md).")
+    params: dict[str, Any]
+    reason: str
+    diagnosis_id: str | None
+    author: str = Field(description="'rhythmd' for the policy, else who issued it by hand.")
+    issued_at_step: int | None
+    expires_at_step: int | None
+    status: Literal["pending", "applied", "rejected", "expired"]
+    created_at: float
+    updated_at: float
+    applied_step: int | None
+    lr_before: list[FloatOut] | None
+    lr_after: list[FloatOut] | None
+    note: str | None
+
+
+class IngestResponse(BaseModel):
+    accepted: int = Field(description="Points stored by this batch (or by its first delivery).")
+    duplicate: bool = Field(description="True when this batch_id was already stored.")
+    batch_id: str
+    seq_start: int = Field(description="Arrival sequence number of the batch's first point.")
+    branch: int
+    recommendations: list[Recommendation] = Field(
+        description="The run's pending recommendations, so the client needs no extra request.")
+
+
+class MetricInfo(BaseModel):
+    name: str
+    points: int
+    nonfinite_points: int
+    first_step: int | None
+    last_step: int | None
+
+
+class MetricList(BaseModel):
+    run_id: str
+    metrics: list[MetricInfo]
+
+
+class SeriesOut(BaseModel):
+    run_id: str
+    name: str
+    branch: int | Literal["latest", "all"]
+    total_points: int = Field(description="Points in the selection before downsampling.")
+    returned_points: int
+    downsampled: bool
+    steps: list[int]
+    values: list[FloatOut]
+    wall_times: list[FloatOut] | None = None
+    branches: list[int] | None = Field(None, description="Branch of each point (branch=all).")
+
+
+class Branch(BaseModel):
+    branch: int
+    start_step: int | None
+    parent_branch: int | None
+    created_at: float
+
+
+class BranchList(BaseModel):
+    run_id: str
+    branches: list[Branch]
+
+
+class RecommendationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(..., max_length=32)
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = Field("issued by hand", max_length=2000)
+    author: str = Field("user", min_length=1, max_length=128)
+    expires_at_step: int | None = Field(None, ge=0, le=2**62)
+
+
+class RecommendationList(BaseModel):
+    run_id: str
+    recommendations: list[Recommendation]
+
+
+class RecommendationAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["applied", "rejected"]
+    step: int | None = Field(None, ge=0, le=2**62)
+    lr_before: list[float] | None = Field(None, max_length=4096,
+                                          description="LR per param group before.")
+    lr_after: list[float] | None = Field(None, max_length=4096,
+                                         description="LR per param group after.")
+    note: str | None = Field(None, max_length=2000)
+
+
+class Event(BaseModel):
+    event_id: int
+    kind: str
+    step: int | None
+    wall_time: float
+    ref_id: str | None
+    payload: dict[str, Any]
+
+
+class EventList(BaseModel):
+    run_id: str
+    events: list[Event]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
+    schema_version: int | None
+    version: str
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]]

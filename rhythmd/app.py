@@ -1,0 +1,161 @@
+"""The ASGI application: ``uvicorn rhythmd.app:app`` or ``create_app()`` for tests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import Response
+
+from rhythmd import __version__
+from rhythmd.api import metrics, recommendations, runs
+from rhythmd.api.deps import ServiceDep
+from rhythmd.api.encoding import RhythmdJSONResponse
+from rhythmd.api.limits import BodyLimitMiddleware
+from rhythmd.api.schemas import Health, MetricBatchIn
+from rhythmd.config import Settings
+from rhythmd.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StoreUnavailableError,
+    TooLargeError,
+)
+from rhythmd.service import Service
+from rhythmd.store import Store
+
+log = logging.getLogger("rhythmd")
+RETRY_AFTER_S = 5
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the daemon. The database is opened (and the schema checked) at startup."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.database_url, pool_size=settings.db_pool_size)
+        try:
+            await run_in_threadpool(store.open)
+        except ConfigurationError as exc:
+            log.error("rhythmd cannot start: %s", exc)
+            raise
+        app.state.store = store
+        app.state.service = Service(store)
+        log.info("rhythmd %s serving on %s (schema v%s)", __version__,
+                 store.engine.url.render_as_string(hide_password=True), store.schema_version)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(store.close)
+
+    app = FastAPI(
+        title="rhythmd",
+        version=__version__,
+        summary="Training-rhythm debugger for PyTorch: metric streams, diagnoses, LR fixes.",
+        description=(
+            "Non-finite floats in responses are the strings `NaN`, `Infinity` and `-Infinity`. "
+            "Steps are optimizer steps; LRs are absolute values; recommended LR changes are "
+            "factors relative to each param group's LR when applied."
+        ),
+        lifespan=lifespan,
+        default_response_class=RhythmdJSONResponse,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(runs.router)
+    app.include_router(metrics.router)
+    app.include_router(recommendations.router)
+
+    @app.get("/healthz", response_model=Health, tags=["health"],
+             responses={503: {"model": Health, "description": "Database unreachable."}})
+    def healthz(service: ServiceDep) -> Response:
+        """Liveness, and whether the database answers."""
+        body: dict[str, Any] = {"status": "ok", "database": "ok",
+                                "schema_version": service.store.schema_version,
+                                "version": __version__}
+        try:
+            service.store.ping()
+        except StoreUnavailableError as exc:
+            body.update(status="unavailable", database=str(exc))
+            return RhythmdJSONResponse(body, status_code=503,
+                                       headers={"Retry-After": str(RETRY_AFTER_S)})
+        return RhythmdJSONResponse(body)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            body_schema = MetricBatchIn.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            for name, sub in body_schema.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components.setdefault("MetricBatchIn", body_schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def detail(status: int, message: Any, headers: dict[str, str] | None = None) -> Response:
+        return RhythmdJSONResponse({"detail": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> Response:
+        return detail(404, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(_: Request, exc: InvalidInputError) -> Response:
+        return detail(422, exc.detail())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")}
+                  for e in exc.errors()]
+        return detail(422, _jsonable(errors))
+
+    @app.exception_handler(TooLargeError)
+    async def _too_large(_: Request, exc: TooLargeError) -> Response:
+        return detail(413, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> Response:
+        return detail(409, str(exc))
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _unavailable(_: Request, exc: StoreUnavailableError) -> Response:
+        log.warning("503: %s", exc)
+        return detail(503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types only (validation errors may carry bytes or exotic inputs)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")[:200]
+    return repr(obj)[:200]
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn rhythmd.app:app`: the app is built on first access, from RHYTHMD_* settings.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

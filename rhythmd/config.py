@@ -1,0 +1,40 @@
+"""Daemon settings, read from ``RHYTHMD_*`` environment variables (and CLI flags)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./rhythmd.db"
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon. Each field is also ``RHYTHMD_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RHYTHMD_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description=(
+            "SQLAlchemy URL of the store. Default: a SQLite file (WAL mode) in the working "
+            "directory, single-process mode. postgresql+psycopg://user@host/db for several "
+            "daemon processes sharing one database."
+        ),
+    )
+    host: str = Field("127.0.0.1", description="Address to bind (rhythmd serve).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to bind (rhythmd serve).")
+    workers: int = Field(
+        1, ge=1, description="Daemon processes (rhythmd serve). More than 1 needs PostgreSQL."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    max_body_bytes: int = Field(
+        16 * 2**20, ge=1024, description="Largest accepted request body, in bytes (413 above)."
+    )
+    max_points_per_batch: int = Field(
+        200_000, ge=1, description="Most points (summed over series) in one metrics batch (413)."
+    )
+    max_series_per_batch: int = Field(
+        1_000, ge=1, description="Most series in one metrics batch (413 above)."
+    )
+    max_page_size: int = Field(500, ge=1, description="Largest `limit` of a run listing page.")
+    db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")

@@ -1,0 +1,259 @@
+"""Orchestration: the only place that touches storage, analysis and policy together.
+
+Every method is synchronous (SQLAlchemy Core); the API layer runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from rhythmd.batch import MetricBatch, check_metric_name
+from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
+from rhythmd.recommendations import validate_action
+from rhythmd.store import Store
+from rhythmd.store import points as points_q
+from rhythmd.store import recommendations as recs_q
+from rhythmd.store import runs as runs_q
+from rhythmd.store.downsample import downsample_indices
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+RUN_STATUSES = ("running", "finished", "failed", "stopped")
+BranchSelector = int | Literal["latest", "all"]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    duplicate: bool
+    batch_id: str
+    seq_start: int
+    branch: int
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SeriesView:
+    name: str
+    branch: BranchSelector
+    steps: np.ndarray
+    values: np.ndarray
+    wall_times: np.ndarray | None
+    branches: np.ndarray | None
+    total_points: int
+    downsampled: bool
+
+
+class Service:
+    """The daemon's use cases over one :class:`~rhythmd.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # runs ---------------------------------------------------------------------------------
+    def create_run(
+        self, name: str, project: str | None = None, config: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None, run_id: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create a run; with an existing ``run_id`` return it instead (created = False)."""
+        if run_id is not None and not RUN_ID_RE.match(run_id):
+            raise InvalidInputError(("body", "run_id"),
+                                    "run_id must be 1-64 characters of A-Z a-z 0-9 _ . -", run_id)
+        rid = run_id or uuid.uuid4().hex
+        with self.store.write(rid) as conn:
+            existing = runs_q.get_run(conn, rid)
+            if existing is not None:
+                if existing["name"] != name or existing["project"] != project:
+                    raise ConflictError(
+                        f"run {rid!r} exists with name {existing['name']!r} and project "
+                        f"{existing['project']!r}: use another run_id or the same name and project"
+                    )
+                return runs_q.run_to_dict(existing), False
+            runs_q.insert_run(conn, rid, name, project, config, tags)
+            return runs_q.run_to_dict(runs_q.get_run(conn, rid)), True
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self.store.read() as conn:
+            return runs_q.run_to_dict(self._run_row(conn, run_id))
+
+    def list_runs(
+        self, project: str | None = None, status: str | None = None,
+        limit: int = 50, offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        with self.store.read() as conn:
+            rows, total = runs_q.list_runs(conn, project, status, limit, offset)
+            return [runs_q.run_to_dict(r) for r in rows], total
+
+    def finish_run(self, run_id: str, status: str, step: int | None) -> dict[str, Any]:
+        if status not in RUN_STATUSES[1:]:
+            raise InvalidInputError(("body", "status"),
+                                    f"status must be one of {', '.join(RUN_STATUSES[1:])}", status)
+        with self.store.write(run_id) as conn:
+            self._run_row(conn, run_id)
+            runs_q.set_status(conn, run_id, status, step)
+            recs_q.add_event(conn, run_id, "run_finished", step, {"status": status})
+            return runs_q.run_to_dict(runs_q.get_run(conn, run_id))
+
+    @staticmethod
+    def _run_row(conn: Any, run_id: str) -> Any:
+        row = runs_q.get_run(conn, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return row
+
+    # metrics ------------------------------------------------------------------------------
+    def ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
+        """Store a batch exactly once (idempotent on ``batch_id``), in one transaction under
+        the run's write lock, and return the run's pending recommendations."""
+        with self.store.write(run_id) as conn:
+            run = self._run_row(conn, run_id)
+            if batch.batch_id is not None:
+                seen = runs_q.find_batch(conn, run_id, batch.batch_id)
+                if seen is not None:
+                    return IngestResult(seen.n_points, True, batch.batch_id, seen.seq_start,
+                                        seen.branch, self._pending(conn, run_id))
+            seq_start = int(run["next_seq"])
+            batch_id = batch.batch_id or f"srv-{seq_start}"
+            branch = batch.branch
+            n = batch.n_points
+            if branch != 0 or batch.branch_start_step is not None:
+                start = batch.branch_start_step
+                if start is None and batch.series:
+                    start = min(int(s.steps.min()) for s in batch.series)
+                runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
+            next_seq = seq_start
+            if batch.series:
+                next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch)
+            runs_q.record_batch(conn, run_id, batch_id, seq_start, n, branch)
+            max_branch = max(int(run["max_branch"]), branch)
+            last_step = None
+            if batch.series and branch >= int(run["max_branch"]):
+                last_step = max(int(s.steps.max()) for s in batch.series)
+                if branch == int(run["max_branch"]) and run["last_step"] is not None:
+                    last_step = max(last_step, int(run["last_step"]))
+            status = "running" if run["status"] != "running" and n else None
+            runs_q.advance_run(conn, run_id, next_seq=next_seq, add_points=n,
+                               last_step=last_step, max_branch=max_branch, status=status)
+            if last_step is not None:
+                recs_q.expire_stale(conn, run_id, last_step)
+            return IngestResult(n, False, batch_id, seq_start, branch,
+                                self._pending(conn, run_id))
+
+    def list_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            return [
+                {"name": s.name, "points": s.n_points, "nonfinite_points": s.n_nonfinite,
+                 "first_step": s.first_step, "last_step": s.last_step}
+                for s in points_q.series_infos(conn, run_id)
+            ]
+
+    def read_metric(
+        self, run_id: str, name: str, *, branch: BranchSelector = "latest",
+        start_step: int | None = None, end_step: int | None = None,
+        max_points: int | None = None, with_wall_times: bool = False,
+    ) -> SeriesView:
+        """Read a series: the latest branch's lineage by default, a given branch's lineage,
+        or (``"all"``) every point ever stored in arrival order."""
+        check_metric_name(name, ("path", "name"))
+        with self.store.read() as conn:
+            run = self._run_row(conn, run_id)
+            info = points_q.series_info(conn, run_id, name)
+            if info is None:
+                raise NotFoundError(f"run {run_id!r} has no metric {name!r}")
+            if branch == "all":
+                windows = None
+            else:
+                wanted = int(run["max_branch"]) if branch == "latest" else int(branch)
+                known = {b["branch"] for b in runs_q.list_branches(conn, run_id)}
+                if wanted not in known:
+                    raise NotFoundError(f"run {run_id!r} has no branch {wanted}")
+                windows = points_q.lineage(conn, run_id, wanted)
+            pts = points_q.read_points(conn, info.series_id, windows, start_step, end_step,
+                                       with_wall_times=with_wall_times)
+        steps, values, walls = pts.steps, pts.values, pts.wall_times
+        brs = pts.branches if branch == "all" else None
+        downsampled = False
+        if max_points is not None and pts.size > max_points:
+            idx = downsample_indices(steps, values, max_points)
+            steps, values = steps[idx], values[idx]
+            walls = walls[idx] if walls is not None else None
+            brs = brs[idx] if brs is not None else None
+            downsampled = True
+        return SeriesView(name, branch, steps, values, walls, brs, pts.size, downsampled)
+
+    def list_branches(self, run_id: str) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            return runs_q.list_branches(conn, run_id)
+
+    # recommendations ----------------------------------------------------------------------
+    def _pending(self, conn: Any, run_id: str) -> list[dict[str, Any]]:
+        return [recs_q.rec_to_dict(r) for r in recs_q.list_recommendations(conn, run_id,
+                                                                            "pending")]
+
+    def create_recommendation(
+        self, run_id: str, action: str, params: dict[str, Any], *, reason: str,
+        author: str, expires_at_step: int | None = None, diagnosis_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Issue a recommendation (by hand or from the policy); the client applies it."""
+        validate_action(action, params)
+        with self.store.write(run_id) as conn:
+            run = self._run_row(conn, run_id)
+            rec = {
+                "id": uuid.uuid4().hex[:16], "run_id": run_id, "action": action,
+                "params": params, "reason": reason, "author": author,
+                "diagnosis_id": diagnosis_id, "issued_at_step": run["last_step"],
+                "expires_at_step": expires_at_step,
+            }
+            recs_q.insert_recommendation(conn, rec)
+            recs_q.add_event(conn, run_id, "recommendation_issued", run["last_step"],
+                             {"action": action, "params": params, "author": author,
+                              "reason": reason}, ref_id=rec["id"])
+            return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec["id"]))
+
+    def list_recommendations(self, run_id: str, status: str | None = None) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            return [recs_q.rec_to_dict(r)
+                    for r in recs_q.list_recommendations(conn, run_id, status)]
+
+    def ack_recommendation(
+        self, run_id: str, rec_id: str, status: str, step: int | None,
+        lr_before: list[float] | None, lr_after: list[float] | None, note: str | None,
+    ) -> dict[str, Any]:
+        """Record what the client did with a recommendation. Acknowledging again with the same
+        status is idempotent (a retried request); a different outcome is a conflict."""
+        if status not in ("applied", "rejected"):
+            raise InvalidInputError(("body", "status"), "status must be applied or rejected",
+                                    status)
+        for key, lrs in (("lr_before", lr_before), ("lr_after", lr_after)):
+            if lrs is not None and not all(math.isfinite(v) and v >= 0 for v in lrs):
+                raise InvalidInputError(("body", key), f"{key} must be finite LRs >= 0")
+        with self.store.write(run_id) as conn:
+            self._run_row(conn, run_id)
+            row = recs_q.get_recommendation(conn, run_id, rec_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} has no recommendation {rec_id!r}")
+            if row["status"] == status:
+                return recs_q.rec_to_dict(row)
+            if row["status"] not in ("pending", "expired"):
+                raise ConflictError(
+                    f"recommendation {rec_id!r} is already {row['status']}; it cannot become "
+                    f"{status}"
+                )
+            recs_q.resolve_recommendation(conn, rec_id, status, step, lr_before, lr_after, note)
+            recs_q.add_event(conn, run_id, f"recommendation_{status}", step,
+                             {"action": row["action"], "lr_before": lr_before,
+                              "lr_after": lr_after, "note": note}, ref_id=rec_id)
+            return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
+
+    def list_events(self, run_id: str) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            return recs_q.list_events(conn, run_id)

@@ -1,0 +1,220 @@
+"""Columnar point chunks: writing a batch's series and reading a series back.
+
+One chunk is one (run, metric, batch) row. Reading a step range selects the chunks whose
+[min_step, max_step] overlaps it and cuts them with numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from rhythmd.batch import SeriesData
+from rhythmd.store.schema import branches, chunks, series
+
+_I8 = np.dtype("<i8")
+_F8 = np.dtype("<f8")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    series_id: int
+    name: str
+    n_points: int
+    n_nonfinite: int
+    first_step: int | None
+    last_step: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Points:
+    """A series read back: parallel arrays, in step order (lineage views) or arrival order."""
+
+    steps: np.ndarray
+    values: np.ndarray
+    seqs: np.ndarray
+    branches: np.ndarray
+    wall_times: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return int(self.steps.size)
+
+
+def series_infos(conn: Connection, run_id: str) -> list[SeriesInfo]:
+    rows = conn.execute(
+        select(series).where(series.c.run_id == run_id).order_by(series.c.name)
+    ).mappings()
+    return [_info(r) for r in rows]
+
+
+def _info(r: object) -> SeriesInfo:
+    return SeriesInfo(r["series_id"], r["name"], r["n_points"], r["n_nonfinite"],  # type: ignore[index]
+                      r["first_step"], r["last_step"])  # type: ignore[index]
+
+
+def series_info(conn: Connection, run_id: str, name: str) -> SeriesInfo | None:
+    row = conn.execute(
+        select(series).where(series.c.run_id == run_id, series.c.name == name)
+    ).mappings().first()
+    return _info(row) if row is not None else None
+
+
+def write_series(
+    conn: Connection, run_id: str, items: Sequence[SeriesData], seq_start: int, branch: int
+) -> int:
+    """Append ``items`` as chunks numbered from ``seq_start``; returns the next free sequence
+    number. The caller holds the run's write lock."""
+    names = [s.name for s in items]
+    known = {
+        r.name: r
+        for r in conn.execute(
+            select(series).where(series.c.run_id == run_id, series.c.name.in_(names))
+        )
+    }
+    missing = [n for n in names if n not in known]
+    if missing:
+        conn.execute(insert(series), [{"run_id": run_id, "name": n, "n_points": 0,
+                                        "n_nonfinite": 0} for n in missing])
+        for r in conn.execute(
+            select(series).where(series.c.run_id == run_id, series.c.name.in_(missing))
+        ):
+            known[r.name] = r
+    chunk_rows = []
+    stat_rows = []
+    seq = seq_start
+    for s in items:
+        row = known[s.name]
+        finite = s.values[np.isfinite(s.values)]
+        n_nonfinite = s.values.size - finite.size
+        lo, hi = int(s.steps.min()), int(s.steps.max())
+        chunk_rows.append({
+            "series_id": row.series_id,
+            "seq_start": seq,
+            "branch": branch,
+            "n": int(s.steps.size),
+            "min_step": lo,
+            "max_step": hi,
+            "n_nonfinite": int(n_nonfinite),
+            "vmin": float(finite.min()) if finite.size else None,
+            "vmax": float(finite.max()) if finite.size else None,
+            "steps": s.steps.astype(_I8, copy=False).tobytes(),
+            "values": s.values.astype(_F8, copy=False).tobytes(),
+            "wall_times": (s.wall_times.astype(_F8, copy=False).tobytes()
+                           if s.wall_times is not None else None),
+        })
+        stat_rows.append({
+            "sid": row.series_id,
+            "np": row.n_points + int(s.steps.size),
+            "nn": row.n_nonfinite + int(n_nonfinite),
+            "fs": lo if row.first_step is None else min(lo, row.first_step),
+            "ls": hi if row.last_step is None else max(hi, row.last_step),
+        })
+        seq += int(s.steps.size)
+    conn.execute(insert(chunks), chunk_rows)
+    conn.execute(
+        update(series)
+        .where(series.c.series_id == bindparam("sid"))
+        .values(n_points=bindparam("np"), n_nonfinite=bindparam("nn"),
+                first_step=bindparam("fs"), last_step=bindparam("ls")),
+        stat_rows,
+    )
+    return seq
+
+
+def lineage(conn: Connection, run_id: str, branch: int) -> list[tuple[int, int | None, int | None]]:
+    """The (branch, lo, hi) step windows that make up the view of ``branch``.
+
+    A branch shows its own points from its start step on, and its ancestors' points below the
+    start of the child that replaced them: after a rollback to step 400 on branch 1, the view of
+    branch 1 is branch 0's steps < 400 followed by branch 1's steps >= 400.
+    """
+    rows = {r.branch: r for r in conn.execute(select(branches).where(branches.c.run_id == run_id))}
+    out: list[tuple[int, int | None, int | None]] = []
+    hi: int | None = None
+    current: int | None = branch
+    visited: set[int] = set()
+    while current is not None and current not in visited:
+        visited.add(current)
+        row = rows.get(current)
+        lo = row.start_step if row is not None and current != 0 else None
+        out.append((current, lo, hi))
+        if row is None:
+            break
+        if lo is not None:
+            hi = lo if hi is None else min(hi, lo)
+        current = row.parent_branch
+    return out
+
+
+def read_points(
+    conn: Connection,
+    series_id: int,
+    windows: Iterable[tuple[int | None, int | None, int | None]] | None,
+    start_step: int | None,
+    end_step: int | None,
+    *,
+    with_wall_times: bool = False,
+) -> Points:
+    """Read a series. ``windows`` is a lineage (branch, lo, hi) list, or None for every point of
+    every branch in arrival order. ``start_step``/``end_step`` are inclusive bounds."""
+    cond = [chunks.c.series_id == series_id]
+    if start_step is not None:
+        cond.append(chunks.c.max_step >= start_step)
+    if end_step is not None:
+        cond.append(chunks.c.min_step <= end_step)
+    window_list = list(windows) if windows is not None else None
+    if window_list is not None:
+        cond.append(or_(*[
+            and_(chunks.c.branch == b,
+                 *([chunks.c.max_step >= lo] if lo is not None else []),
+                 *([chunks.c.min_step < hi] if hi is not None else []))
+            for b, lo, hi in window_list
+        ]))
+    cols = [chunks.c.seq_start, chunks.c.branch, chunks.c.n, chunks.c.steps, chunks.c["values"]]
+    if with_wall_times:
+        cols.append(chunks.c.wall_times)
+    rows = conn.execute(select(*cols).where(*cond).order_by(chunks.c.seq_start)).all()
+    bounds = {b: (lo, hi) for b, lo, hi in window_list} if window_list is not None else None
+    st_parts, va_parts, sq_parts, br_parts, wt_parts = [], [], [], [], []
+    for row in rows:
+        steps = np.frombuffer(row.steps, dtype=_I8)
+        values = np.frombuffer(row[4], dtype=_F8)
+        keep = np.ones(steps.size, dtype=bool)
+        if start_step is not None:
+            keep &= steps >= start_step
+        if end_step is not None:
+            keep &= steps <= end_step
+        if bounds is not None:
+            lo, hi = bounds[row.branch]
+            if lo is not None:
+                keep &= steps >= lo
+            if hi is not None:
+                keep &= steps < hi
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
+            continue
+        st_parts.append(steps[idx])
+        va_parts.append(values[idx])
+        sq_parts.append(row.seq_start + idx)
+        br_parts.append(np.full(idx.size, row.branch, dtype=np.int64))
+        if with_wall_times:
+            wt_parts.append(np.frombuffer(row.wall_times, dtype=_F8)[idx]
+                            if row.wall_times is not None else np.full(idx.size, np.nan))
+    if not st_parts:
+        empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
+        return Points(empty_i, empty_f, empty_i, empty_i, empty_f if with_wall_times else None)
+    steps = np.concatenate(st_parts)
+    values = np.concatenate(va_parts)
+    seqs = np.concatenate(sq_parts)
+    brs = np.concatenate(br_parts)
+    walls = np.concatenate(wt_parts) if with_wall_times else None
+    if window_list is not None:
+        # A lineage view is in step order; ties keep arrival order (stable sort).
+        order = np.argsort(steps, kind="stable")
+        steps, values, seqs, brs = steps[order], values[order], seqs[order], brs[order]
+        walls = walls[order] if walls is not None else None
+    return Points(steps, values, seqs, brs, walls)

@@ -1,0 +1,102 @@
+"""Queries on recommendations and the run's event log."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from rhythmd.store.schema import events, recommendations
+
+
+def rec_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["rec_id"],
+        "run_id": row["run_id"],
+        "action": row["action"],
+        "params": json.loads(row["params"]),
+        "reason": row["reason"],
+        "diagnosis_id": row["diagnosis_id"],
+        "author": row["author"],
+        "issued_at_step": row["issued_at_step"],
+        "expires_at_step": row["expires_at_step"],
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "applied_step": row["applied_step"],
+        "lr_before": json.loads(row["lr_before"]) if row["lr_before"] is not None else None,
+        "lr_after": json.loads(row["lr_after"]) if row["lr_after"] is not None else None,
+        "note": row["note"],
+    }
+
+
+def insert_recommendation(conn: Connection, rec: dict[str, Any]) -> None:
+    now = time.time()
+    conn.execute(insert(recommendations).values(
+        rec_id=rec["id"], run_id=rec["run_id"], action=rec["action"],
+        params=json.dumps(rec["params"]), reason=rec["reason"],
+        diagnosis_id=rec.get("diagnosis_id"), author=rec["author"],
+        issued_at_step=rec.get("issued_at_step"), expires_at_step=rec.get("expires_at_step"),
+        status="pending", created_at=now, updated_at=now,
+    ))
+
+
+def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None:
+    return conn.execute(select(recommendations).where(
+        recommendations.c.run_id == run_id, recommendations.c.rec_id == rec_id)).mappings().first()
+
+
+def list_recommendations(conn: Connection, run_id: str, status: str | None) -> list[Any]:
+    cond = [recommendations.c.run_id == run_id]
+    if status is not None:
+        cond.append(recommendations.c.status == status)
+    return list(conn.execute(
+        select(recommendations).where(*cond)
+        .order_by(recommendations.c.created_at, recommendations.c.rec_id)
+    ).mappings())
+
+
+def expire_stale(conn: Connection, run_id: str, step: int) -> list[str]:
+    """Mark pending recommendations whose ``expires_at_step`` < ``step`` as expired."""
+    rows = conn.execute(select(recommendations.c.rec_id).where(
+        recommendations.c.run_id == run_id, recommendations.c.status == "pending",
+        recommendations.c.expires_at_step.is_not(None),
+        recommendations.c.expires_at_step < step)).scalars().all()
+    if rows:
+        conn.execute(update(recommendations)
+                     .where(recommendations.c.rec_id.in_(rows))
+                     .values(status="expired", updated_at=time.time()))
+    return list(rows)
+
+
+def resolve_recommendation(
+    conn: Connection, rec_id: str, status: str, step: int | None,
+    lr_before: list[float] | None, lr_after: list[float] | None, note: str | None,
+) -> None:
+    conn.execute(update(recommendations).where(recommendations.c.rec_id == rec_id).values(
+        status=status, applied_step=step, updated_at=time.time(),
+        lr_before=json.dumps(lr_before) if lr_before is not None else None,
+        lr_after=json.dumps(lr_after) if lr_after is not None else None,
+        note=note,
+    ))
+
+
+def add_event(
+    conn: Connection, run_id: str, kind: str, step: int | None, payload: dict[str, Any],
+    ref_id: str | None = None,
+) -> None:
+    conn.execute(insert(events).values(
+        run_id=run_id, kind=kind, step=step, wall_time=time.time(), ref_id=ref_id,
+        payload=json.dumps(payload), processed=False,
+    ))
+
+
+def list_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(events).where(events.c.run_id == run_id).order_by(events.c.event_id)
+    ).mappings()
+    return [{"event_id": r["event_id"], "kind": r["kind"], "step": r["step"],
+             "wall_time": r["wall_time"], "ref_id": r["ref_id"],
+             "payload": json.loads(r["payload"])} for r in rows]

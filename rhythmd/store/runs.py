@@ -1,0 +1,134 @@
+"""Queries on runs, their batches and branches."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from rhythmd.store.schema import batches, branches, runs
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+def run_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "run_id": row["run_id"],
+        "name": row["name"],
+        "project": row["project"],
+        "config": _loads(row["config"]),
+        "tags": _loads(row["tags"]),
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "last_step": row["last_step"],
+        "n_points": row["n_points"],
+        "n_batches": row["n_batches"],
+        "branch": row["max_branch"],
+    }
+
+
+def insert_run(
+    conn: Connection, run_id: str, name: str, project: str | None,
+    config: dict[str, Any] | None, tags: dict[str, Any] | None,
+) -> None:
+    now = time.time()
+    conn.execute(insert(runs).values(
+        run_id=run_id, name=name, project=project,
+        config=json.dumps(config) if config is not None else None,
+        tags=json.dumps(tags) if tags is not None else None,
+        status="running", created_at=now, updated_at=now, last_step=None,
+        next_seq=0, n_points=0, n_batches=0, max_branch=0,
+    ))
+    conn.execute(insert(branches).values(run_id=run_id, branch=0, start_step=None,
+                                         parent_branch=None, created_seq=0, created_at=now))
+
+
+def get_run(conn: Connection, run_id: str) -> Any | None:
+    return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+
+
+def list_runs(
+    conn: Connection, project: str | None, status: str | None, limit: int, offset: int
+) -> tuple[list[Any], int]:
+    cond = []
+    if project is not None:
+        cond.append(runs.c.project == project)
+    if status is not None:
+        cond.append(runs.c.status == status)
+    total = conn.execute(select(func.count()).select_from(runs).where(*cond)).scalar_one()
+    rows = conn.execute(
+        select(runs).where(*cond)
+        .order_by(runs.c.created_at.desc(), runs.c.run_id)
+        .limit(limit).offset(offset)
+    ).mappings().all()
+    return list(rows), int(total)
+
+
+def find_batch(conn: Connection, run_id: str, batch_id: str) -> Any | None:
+    return conn.execute(
+        select(batches).where(batches.c.run_id == run_id, batches.c.batch_id == batch_id)
+    ).first()
+
+
+def record_batch(
+    conn: Connection, run_id: str, batch_id: str, seq_start: int, n_points: int, branch: int
+) -> None:
+    conn.execute(insert(batches).values(
+        run_id=run_id, batch_id=batch_id, seq_start=seq_start, n_points=n_points,
+        branch=branch, received_at=time.time(),
+    ))
+
+
+def ensure_branch(
+    conn: Connection, run_id: str, branch: int, start_step: int | None, seq: int
+) -> bool:
+    """Declare ``branch`` if new (its parent is the highest branch below it). True if created."""
+    known = {r.branch for r in conn.execute(
+        select(branches.c.branch).where(branches.c.run_id == run_id))}
+    if branch in known:
+        return False
+    parents = [b for b in known if b < branch]
+    conn.execute(insert(branches).values(
+        run_id=run_id, branch=branch, start_step=start_step,
+        parent_branch=max(parents) if parents else None, created_seq=seq,
+        created_at=time.time(),
+    ))
+    return True
+
+
+def list_branches(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(branches).where(branches.c.run_id == run_id).order_by(branches.c.branch)
+    ).mappings()
+    return [{"branch": r["branch"], "start_step": r["start_step"],
+             "parent_branch": r["parent_branch"], "created_at": r["created_at"]} for r in rows]
+
+
+def advance_run(
+    conn: Connection, run_id: str, *, next_seq: int, add_points: int, last_step: int | None,
+    max_branch: int, status: str | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "next_seq": next_seq,
+        "n_points": runs.c.n_points + add_points,
+        "n_batches": runs.c.n_batches + 1,
+        "updated_at": time.time(),
+        "max_branch": max_branch,
+    }
+    if last_step is not None:
+        values["last_step"] = last_step
+    if status is not None:
+        values["status"] = status
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+
+
+def set_status(conn: Connection, run_id: str, status: str, last_step: int | None) -> None:
+    values: dict[str, Any] = {"status": status, "updated_at": time.time()}
+    if last_step is not None:
+        values["last_step"] = last_step
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))

@@ -1,0 +1,99 @@
+"""The :class:`Store`: the engine, the schema check and the transactions the service uses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from rhythmd.errors import StoreUnavailableError
+from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
+from rhythmd.store.locks import RunLocks, lock_run_in_transaction
+from rhythmd.store.schema import init_schema
+
+
+class Store:
+    """A database behind one SQLAlchemy URL.
+
+    ``sqlite:///rhythmd.db`` is the single-process mode (WAL journal, one daemon process per
+    file, enforced by a lock file). ``postgresql+psycopg://…`` may be shared by any number of
+    daemon processes: every write to a run happens under that run's advisory lock.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self._run_locks = RunLocks()
+        self._sqlite_write_lock = threading.Lock()
+        self._process_lock: ProcessLock | None = None
+        self.schema_version: int | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def open(self) -> None:
+        """Take the SQLite process lock, create or check the schema."""
+        path = sqlite_path(self.url) if self.sqlite else None
+        if path is not None:
+            self._process_lock = ProcessLock(path)
+            self._process_lock.acquire()
+        try:
+            with translate_db_errors():
+                self.schema_version = init_schema(self.engine)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._process_lock is not None:
+            self._process_lock.release()
+            self._process_lock = None
+
+    def ping(self) -> None:
+        with translate_db_errors(), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection (SQLite WAL readers never wait for the writer)."""
+        with translate_db_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self, run_id: str | None = None) -> Iterator[Connection]:
+        """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``)."""
+        guard: AbstractContextManager[object]
+        if self.sqlite:
+            guard = self._sqlite_write_lock
+        elif run_id is not None:
+            guard = self._run_locks.get(run_id)
+        else:
+            guard = nullcontext()
+        with translate_db_errors(), guard, self.engine.begin() as conn:
+            if run_id is not None:
+                lock_run_in_transaction(conn, run_id)
+            yield conn
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn a lost or refused database connection into :class:`StoreUnavailableError` (503)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreUnavailableError(f"database unavailable: {_first_line(exc.orig)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailableError(f"database connection lost: {_first_line(exc.orig)}") \
+                from exc
+        raise
+
+
+def _first_line(exc: object) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
