@@ -93,7 +93,9 @@ def write_series(
         lo, hi = int(s.steps.min()), int(s.steps.max())
         chunk_rows.append({
             "series_id": row.series_id,
+            "run_id": run_id,
             "seq_start": seq,
+            "batch_seq": seq_start,
             "branch": branch,
             "n": int(s.steps.size),
             "min_step": lo,

@@ -108,7 +108,9 @@ chunks = Table(
            autoincrement=True),
     Column("series_id", Integer, ForeignKey("series.series_id", ondelete="CASCADE"),
            nullable=False),
+    Column("run_id", String(64), nullable=False),
     Column("seq_start", BigInteger, nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),  # seq_start of the batch it came in
     Column("branch", Integer, nullable=False),
     Column("n", Integer, nullable=False),
     Column("min_step", BigInteger, nullable=False),
@@ -120,6 +122,7 @@ chunks = Table(
     Column("values", LargeBinary, nullable=False),  # <f8, non-finite kept exactly
     Column("wall_times", LargeBinary, nullable=True),  # <f8 unix seconds
     Index("ix_chunks_series_branch_step", "series_id", "branch", "min_step"),
+    Index("ix_chunks_run_seq", "run_id", "seq_start"),
 )
 
 recommendations = Table(
