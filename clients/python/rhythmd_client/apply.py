@@ -1,0 +1,624 @@
+"""Apply daemon recommendations to a live torch optimizer and its LR scheduler.
+
+Units: ``step`` counts optimizer steps; every LR is an absolute learning rate; every
+``*factor`` is a multiplier relative to a param group's LR at the moment of application.
+Semantics of each action are documented in ``docs/recommendations.md``.
+
+Design in one paragraph: a factor change is written *into the user's scheduler in place*
+(``base_lrs``, ``max_lrs``, ``eta_min``, OneCycle's per-group ``initial_lr``/``max_lr``/
+``min_lr`` and the param groups' ``lr``/``initial_lr``) so that the scheduler the user keeps
+stepping produces ``factor x`` its original trajectory, whether it is chainable (recursive,
+reads ``group["lr"]``) or closed-form (recomputes from ``base_lrs``). Warmup ramps are a
+sequence of such in-place rescales, one per step in :meth:`LRController.on_step`.
+``set_schedule`` installs an override that :meth:`LRController.on_step` writes after the
+user's ``scheduler.step()``. Tensor LRs are changed with ``mul_``/``fill_``, never replaced.
+
+The module imports without torch; torch is only touched through the objects passed in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Applied", "LRController", "RecommendationRejected"]
+
+_MAX_RAMPS = 16
+_UNCHANGED_TOL = 1e-12
+
+
+class RecommendationRejected(Exception):
+    """A recommendation that cannot or must not be applied; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Applied:
+    """Outcome of an applied recommendation: host-side absolute LRs per param group."""
+
+    step: int
+    lr_before: list[float]
+    lr_after: list[float]
+    note: str = ""
+
+
+# --------------------------------------------------------------------------- tensor helpers
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_device_tensor(x: Any) -> bool:
+    """True for a tensor whose value cannot be read without a device sync (non-CPU)."""
+    return _is_tensor(x) and x.device.type != "cpu"
+
+
+def _read_host(x: Any) -> float | None:
+    """Value of a float or CPU tensor; None for a device tensor (reading it would sync)."""
+    if not _is_tensor(x):
+        return float(x)
+    if _is_device_tensor(x):
+        return None
+    return float(x)  # CPU tensor: a memory read, no device sync
+
+
+def _mul_key(d: dict[str, Any], key: str, f: float) -> None:
+    v = d[key]
+    if _is_tensor(v):
+        v.mul_(f)
+    else:
+        d[key] = v * f
+
+
+def _mul_list(lst: list[Any], fs: list[float]) -> None:
+    for i in range(min(len(lst), len(fs))):
+        v = lst[i]
+        if _is_tensor(v):
+            v.mul_(fs[i])
+        else:
+            lst[i] = v * fs[i]
+
+
+def _set_val(d: Any, key: Any, value: float) -> None:
+    """Set ``d[key]`` to ``value``; a tensor is filled in place (no sync, no new tensor)."""
+    if _is_tensor(d[key]):
+        d[key].fill_(value)
+    else:
+        d[key] = value
+
+
+# --------------------------------------------------------------------------- param checks
+
+
+def _num(params: dict[str, Any], key: str, default: float | None = None) -> float:
+    v = params.get(key, default)
+    if v is None:
+        raise RecommendationRejected(f"missing parameter {key!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RecommendationRejected(f"parameter {key!r} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise RecommendationRejected(f"parameter {key!r} must be finite, got {v!r}")
+    return v
+
+
+def _int(params: dict[str, Any], key: str, default: int | None = None, lo: int = 0) -> int:
+    v = params.get(key, default)
+    if v is None:
+        raise RecommendationRejected(f"missing parameter {key!r}")
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RecommendationRejected(f"parameter {key!r} must be an integer, got {v!r}")
+    if v < lo:
+        raise RecommendationRejected(f"parameter {key!r} must be >= {lo}, got {v}")
+    return v
+
+
+def _bounds(value: Any, n: int, name: str) -> list[float] | None:
+    """Normalise a float / per-group list clamp to a list of n floats (None: no clamp)."""
+    if value is None:
+        return None
+    vals = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(vals) != n:
+        raise RecommendationRejected(f"{name} has {len(vals)} values for {n} param groups")
+    out = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise RecommendationRejected(f"{name} must hold finite numbers, got {v!r}")
+        if v < 0:
+            raise RecommendationRejected(f"{name} must be >= 0, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def _lo_of(*bounds: list[float] | None, n: int) -> list[float]:
+    return [max([b[i] for b in bounds if b is not None], default=0.0) for i in range(n)]
+
+
+def _hi_of(*bounds: list[float] | None, n: int) -> list[float]:
+    return [min([b[i] for b in bounds if b is not None], default=math.inf) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- controller
+
+
+class LRController:
+    """Applies LR recommendations to ``optimizer`` and the user's ``scheduler`` in place.
+
+    ``scheduler`` may be None, one scheduler, or a list of schedulers stepped by the user on
+    the same optimizer. ``min_lr``/``max_lr`` (absolute LRs, float or per-group list) bound
+    every LR this controller sets. ``snapshots`` (a ``SnapshotKeeper``) enables ``rollback``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        scheduler: Any = None,
+        *,
+        min_lr: float | list[float] | None = None,
+        max_lr: float | list[float] | None = None,
+        snapshots: Any = None,
+    ) -> None:
+        self.optimizer = optimizer
+        if scheduler is None:
+            self._roots: list[Any] = []
+        elif isinstance(scheduler, (list, tuple)):
+            self._roots = list(scheduler)
+        else:
+            self._roots = [scheduler]
+        n = len(optimizer.param_groups)
+        try:
+            self._min = _bounds(min_lr, n, "min_lr")
+            self._max = _bounds(max_lr, n, "max_lr")
+        except RecommendationRejected as e:
+            raise ValueError(e.reason) from None
+        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
+        if any(a > b for a, b in zip(lo, hi, strict=True)):
+            raise ValueError("min_lr exceeds max_lr")
+        self._step = 0
+        self._cooldown_until = -1
+        self._ramps: list[dict[str, Any]] = []
+        self._override: dict[str, Any] | None = None
+        self.stop_requested = False
+        self.snapshots = snapshots
+        if snapshots is not None and getattr(snapshots, "controller", None) is None:
+            snapshots.controller = self
+        # Host-side LR copies. Reading a device-tensor LR here, once, is the only sync.
+        self._host = [float(g["lr"]) for g in optimizer.param_groups]
+        self._exact = True
+        self._has_device = any(_is_device_tensor(g["lr"]) for g in optimizer.param_groups)
+        self._mirror: dict[int, list[float]] = {}
+        self._mirror_ref: dict[int, Any] = {}
+        if self._has_device:
+            for node in self._nodes():
+                base = getattr(node, "base_lrs", None)
+                if isinstance(base, list):
+                    self._mirror[id(node)] = [float(b) for b in base]
+                    self._mirror_ref[id(node)] = base
+
+    # ------------------------------------------------------------------ public API
+
+    def current_lrs(self) -> list[float]:
+        """Host-side copies of each param group's absolute LR (no device sync)."""
+        return list(self._host)
+
+    @property
+    def active(self) -> bool:
+        """True while a warmup ramp or a set_schedule override needs ``on_step`` every step.
+
+        When False, skipping ``on_step`` changes no LR; host copies of device-tensor LRs are
+        then refreshed by the next ``on_step`` call.
+        """
+        return bool(self._ramps) or self._override is not None
+
+    @property
+    def lrs_exact(self) -> bool:
+        """False when a device-tensor LR could not be modelled on the host since the last sync."""
+        return self._exact
+
+    def sync_host_lrs(self) -> list[float]:
+        """Re-read every group's LR (syncs on device tensors: call only at flush points)."""
+        self._host = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._exact = True
+        for node in self._nodes():
+            if id(node) in self._mirror or (self._has_device and hasattr(node, "base_lrs")):
+                self._mirror[id(node)] = [float(b) for b in node.base_lrs]
+                self._mirror_ref[id(node)] = node.base_lrs
+        return list(self._host)
+
+    def apply(self, action: str, params: dict[str, Any], step: int) -> Applied:
+        """Apply one recommendation at a step boundary (after the user's scheduler.step())."""
+        if not isinstance(params, dict):
+            raise RecommendationRejected("params must be a dict")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise RecommendationRejected(f"step must be an integer, got {step!r}")
+        handlers = {
+            "reduce_lr": self._reduce_lr,
+            "increase_lr": self._increase_lr,
+            "warmup": self._warmup,
+            "set_schedule": self._set_schedule,
+            "rollback": self._rollback,
+            "stop": self._stop,
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            raise RecommendationRejected(f"unknown action {action!r}")
+        before = list(self._host)
+        out_step, note = handler(params, step)
+        return Applied(step=out_step, lr_before=before, lr_after=list(self._host), note=note)
+
+    def on_step(self, step: int) -> None:
+        """Advance warmup ramps and the set_schedule override to ``step``.
+
+        Call after the user's optimizer.step() and scheduler.step(). O(param groups); no
+        device sync: tensors are only changed with ``mul_``/``fill_`` from host floats.
+        """
+        dt = step - self._step
+        self._step = step
+        if dt > 0 and self._ramps:
+            n = len(self._host)
+            total = [1.0] * n
+            alive = []
+            for r in self._ramps:
+                k0 = r["k"]
+                k1 = min(k0 + dt, r["steps"])
+                r["k"] = k1
+                for i in range(n):
+                    total[i] *= _ramp_value(r, i, k1) / _ramp_value(r, i, k0)
+                if k1 < r["steps"]:
+                    alive.append(r)
+            self._ramps = alive
+            self._rescale(total, refresh=False)
+        if self._override is not None:
+            self._write_override(step)
+        else:
+            self._refresh_host()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host-only, JSON-friendly state of the controller (not of the optimizer)."""
+        nodes = self._nodes()
+        return {
+            "version": 1,
+            "step": self._step,
+            "cooldown_until": self._cooldown_until,
+            "ramps": [_copy_ramp(r) for r in self._ramps],
+            "override": _copy_override(self._override),
+            "host": list(self._host),
+            "exact": self._exact,
+            "mirror": [list(self._mirror[id(s)]) if id(s) in self._mirror else None for s in nodes],
+            "stop_requested": self.stop_requested,
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; call after the optimizer/scheduler are restored."""
+        if d.get("version") != 1:
+            raise ValueError(f"unsupported LRController state version {d.get('version')!r}")
+        self._step = int(d["step"])
+        self._cooldown_until = int(d["cooldown_until"])
+        self._ramps = [_copy_ramp(r) for r in d["ramps"]]
+        self._override = _copy_override(d["override"])
+        self._host = [float(x) for x in d["host"]]
+        self._exact = bool(d["exact"])
+        self.stop_requested = bool(d.get("stop_requested", False))
+        self._mirror, self._mirror_ref = {}, {}
+        for node, m in zip(self._nodes(), d.get("mirror", []), strict=False):
+            if m is not None:
+                self._mirror[id(node)] = [float(x) for x in m]
+                self._mirror_ref[id(node)] = getattr(node, "base_lrs", None)
+        self._refresh_host(keep_device=True)
+
+    # ------------------------------------------------------------------ actions
+
+    def _reduce_lr(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        f = _num(params, "factor")
+        if not 0.0 < f < 1.0:
+            raise RecommendationRejected(f"reduce_lr factor must be in (0, 1), got {f}")
+        cooldown = _int(params, "cooldown", 0)
+        if step < self._cooldown_until:
+            raise RecommendationRejected(f"reduce_lr in cooldown until step {self._cooldown_until}")
+        n = len(self._host)
+        lo = _lo_of(self._min, _bounds(params.get("min_lr"), n, "min_lr"), n=n)
+        fs = []
+        for cur, low in zip(self._host, lo, strict=True):
+            new = cur if cur <= low else max(cur * f, low)
+            fs.append(new / cur if cur > 0 else 1.0)
+        if all(abs(x - 1.0) <= _UNCHANGED_TOL for x in fs):
+            raise RecommendationRejected("every param group is already at min_lr")
+        self._rescale(fs)
+        self._reset_plateau(cut=True)
+        self._cooldown_until = step + cooldown
+        return step, _factors_note(fs)
+
+    def _increase_lr(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        f = _num(params, "factor")
+        if not f > 1.0:
+            raise RecommendationRejected(f"increase_lr factor must be > 1, got {f}")
+        n = len(self._host)
+        hi = _hi_of(self._max, _bounds(params.get("max_lr"), n, "max_lr"), n=n)
+        fs = []
+        for cur, high in zip(self._host, hi, strict=True):
+            new = cur if cur >= high else min(cur * f, high)
+            fs.append(new / cur if cur > 0 else 1.0)
+        if all(abs(x - 1.0) <= _UNCHANGED_TOL for x in fs):
+            raise RecommendationRejected("every param group is already at max_lr (or at 0)")
+        self._rescale(fs)
+        self._reset_plateau(cut=False)
+        return step, _factors_note(fs)
+
+    def _warmup(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        steps = _int(params, "warmup_steps", lo=1)
+        start = _num(params, "start_factor", 0.1)
+        peak = _num(params, "peak_factor", 1.0)
+        if start <= 0 or peak <= 0:
+            raise RecommendationRejected("warmup start_factor and peak_factor must be > 0")
+        self._add_ramp(steps, start, peak)
+        return step, f"warmup over {steps} steps from x{start:g} to x{peak:g}"
+
+    def _set_schedule(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        kind = params.get("kind")
+        n = len(self._host)
+        lo = _lo_of(self._min, n=n)
+        base = list(self._host)
+        if kind == "cosine":
+            t_max = _int(params, "T_max", lo=1)
+            if "eta_min" in params and "eta_min_factor" in params:
+                raise RecommendationRejected("give eta_min or eta_min_factor, not both")
+            if "eta_min_factor" in params:
+                ef = _num(params, "eta_min_factor")
+                if not 0.0 <= ef <= 1.0:
+                    raise RecommendationRejected("eta_min_factor must be in [0, 1]")
+                eta = [b * ef for b in base]
+            else:
+                eta = _bounds(params.get("eta_min", 0.0), n, "eta_min") or [0.0] * n
+            eta = [max(min(e, b), low) for e, b, low in zip(eta, base, lo, strict=True)]
+            ov: dict[str, Any] = {"kind": "cosine", "T_max": t_max, "eta": eta}
+            note = f"cosine over {t_max} steps"
+        elif kind == "multistep":
+            ms = params.get("milestones")
+            if not isinstance(ms, (list, tuple)) or not ms:
+                raise RecommendationRejected("multistep needs a non-empty milestones list")
+            marks = sorted({_int({"m": m}, "m", lo=1) for m in ms})
+            gamma = _num(params, "gamma", 0.1)
+            if not 0.0 < gamma <= 1.0:
+                raise RecommendationRejected(f"multistep gamma must be in (0, 1], got {gamma}")
+            ov = {"kind": "multistep", "milestones": marks, "gamma": gamma}
+            note = f"multistep at +{marks} steps, gamma {gamma:g}"
+        else:
+            raise RecommendationRejected(f"unknown schedule kind {kind!r}")
+        ov.update(t0=step, base=base)
+        self._override = ov
+        self._write_override(step)
+        return step, note
+
+    def _rollback(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        to_step = _int(params, "to_step", lo=0)
+        lr_factor = _num(params, "lr_factor", 1.0)
+        if not 0.0 < lr_factor <= 1.0:
+            raise RecommendationRejected(f"rollback lr_factor must be in (0, 1], got {lr_factor}")
+        warm = _int(params, "warmup_steps", 0)
+        warm_start = _num(params, "warmup_start_factor", 0.1)
+        if warm_start <= 0:
+            raise RecommendationRejected("warmup_start_factor must be > 0")
+        if self.snapshots is None:
+            raise RecommendationRejected("no snapshot keeper attached; cannot roll back")
+        restored = self.snapshots.restore(to_step)  # restores this controller's state too
+        self._step = restored
+        self._cooldown_until = -1
+        note = f"restored step {restored}"
+        if lr_factor < 1.0:
+            n = len(self._host)
+            lo = _lo_of(self._min, n=n)
+            fs = []
+            for cur, low in zip(self._host, lo, strict=True):
+                new = cur if cur <= low else max(cur * lr_factor, low)
+                fs.append(new / cur if cur > 0 else 1.0)
+            self._rescale(fs)
+            note += "; " + _factors_note(fs)
+        self._reset_plateau(cut=True)
+        if warm > 0:
+            self._add_ramp(warm, warm_start, 1.0)
+            note += f"; warmup over {warm} steps from x{warm_start:g}"
+        return restored, note
+
+    def _stop(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        self.stop_requested = True
+        return step, "stop"
+
+    # ------------------------------------------------------------------ machinery
+
+    def _nodes(self) -> list[Any]:
+        """Every scheduler object reachable from the roots (composites included), once."""
+        out: list[Any] = []
+        seen: set[int] = set()
+        stack = list(reversed(self._roots))
+        while stack:
+            s = stack.pop()
+            if id(s) in seen:
+                continue
+            seen.add(id(s))
+            out.append(s)
+            stack.extend(reversed(list(getattr(s, "_schedulers", None) or [])))
+        return out
+
+    def _add_ramp(self, steps: int, start: float, peak: float) -> None:
+        if len(self._ramps) >= _MAX_RAMPS:
+            raise RecommendationRejected(f"too many concurrent warmups ({_MAX_RAMPS})")
+        n = len(self._host)
+        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
+        starts, peaks = [], []
+        for cur, low, high in zip(self._host, lo, hi, strict=True):
+            if cur > 0:
+                starts.append(min(max(cur * start, low), high) / cur)
+                peaks.append(min(max(cur * peak, low), high) / cur)
+            else:
+                starts.append(1.0)
+                peaks.append(1.0)
+        ramp = {"steps": steps, "k": 0, "start": starts, "peak": peaks}
+        self._rescale(starts)
+        self._ramps.append(ramp)
+
+    def _rescale(self, fs: list[float], refresh: bool = True) -> None:
+        """Multiply every group's LR trajectory by ``fs[i]`` from now on, in place."""
+        if all(f == 1.0 for f in fs):
+            if refresh:
+                self._refresh_host()
+            return
+        groups = self.optimizer.param_groups
+        nodes = [] if self._override is not None else self._nodes()
+        lr_mod = sys.modules.get("torch.optim.lr_scheduler")
+        onecycle = lr_mod is not None and any(isinstance(s, lr_mod.OneCycleLR) for s in nodes)
+        for g, f in zip(groups, fs, strict=True):
+            if f == 1.0:
+                continue
+            _mul_key(g, "lr", f)
+            if self._override is None and "initial_lr" in g:
+                _mul_key(g, "initial_lr", f)
+            if onecycle:
+                for key in ("max_lr", "min_lr"):
+                    if key in g:
+                        _mul_key(g, key, f)
+        if self._override is not None:
+            ov = self._override
+            ov["base"] = [b * f for b, f in zip(ov["base"], fs, strict=True)]
+            if "eta" in ov:
+                ov["eta"] = [e * f for e, f in zip(ov["eta"], fs, strict=True)]
+        seen: set[int] = set()
+        for s in nodes:
+            for attr in ("base_lrs", "max_lrs", "_last_lr"):
+                lst = getattr(s, attr, None)
+                if isinstance(lst, list) and id(lst) not in seen:
+                    seen.add(id(lst))
+                    _mul_list(lst, fs)
+            if id(s) in self._mirror:
+                self._mirror[id(s)] = [b * f for b, f in zip(self._mirror[id(s)], fs, strict=False)]
+            if isinstance(getattr(s, "eta_min", None), (int, float)) and s.eta_min:
+                # Shared scalar: exact when all groups move by the same factor.
+                s.eta_min = s.eta_min * (sum(fs) / len(fs))
+        self._host = [h * f for h, f in zip(self._host, fs, strict=True)]
+        if refresh or self._override is None:
+            self._refresh_host(keep_device=True)
+
+    def _reset_plateau(self, cut: bool) -> None:
+        """Stop ReduceLROnPlateau from cutting again at once after our change."""
+        for s in self._nodes():
+            if hasattr(s, "num_bad_epochs") and hasattr(s, "cooldown_counter"):
+                s.num_bad_epochs = 0
+                if cut:
+                    s.cooldown_counter = max(int(getattr(s, "cooldown", 0)), s.cooldown_counter)
+
+    def _override_values(self, step: int) -> list[float]:
+        ov = self._override
+        assert ov is not None
+        k = max(0, step - ov["t0"])
+        n = len(ov["base"])
+        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
+        if ov["kind"] == "cosine":
+            t = min(k, ov["T_max"])
+            c = (1.0 + math.cos(math.pi * t / ov["T_max"])) / 2.0
+            vals = [e + (b - e) * c for b, e in zip(ov["base"], ov["eta"], strict=True)]
+        else:
+            p = ov["gamma"] ** bisect.bisect_right(ov["milestones"], k)
+            vals = [b * p for b in ov["base"]]
+        return [min(max(v, low), high) for v, low, high in zip(vals, lo, hi, strict=True)]
+
+    def _write_override(self, step: int) -> None:
+        vals = self._override_values(step)
+        for g, v in zip(self.optimizer.param_groups, vals, strict=True):
+            _set_val(g, "lr", v)
+        seen: set[int] = set()
+        for s in self._nodes():
+            lst = getattr(s, "_last_lr", None)
+            if isinstance(lst, list) and id(lst) not in seen and len(lst) == len(vals):
+                seen.add(id(lst))
+                for i, v in enumerate(vals):
+                    _set_val(lst, i, v)
+        self._host = vals
+        self._exact = True
+
+    def _refresh_host(self, keep_device: bool = False) -> None:
+        """Update host copies: read floats/CPU tensors; model device tensors, never read them."""
+        model: list[float] | None = None
+        modelled = False
+        for i, g in enumerate(self.optimizer.param_groups):
+            v = _read_host(g["lr"])
+            if v is not None:
+                self._host[i] = v
+                continue
+            if keep_device:
+                continue
+            if not modelled:
+                model, modelled = self._model_lrs(), True
+            if model is not None:
+                self._host[i] = model[i]
+            else:
+                self._exact = False
+
+    def _model_lrs(self) -> list[float] | None:
+        """Host model of the user's scheduler output (for device-tensor LRs), or None."""
+        if not self._roots:
+            return list(self._host)
+        if len(self._roots) != 1:
+            return None
+        return self._model_node(self._roots[0])
+
+    def _model_node(self, s: Any) -> list[float] | None:
+        milestones = getattr(s, "_milestones", None)
+        if milestones is not None and hasattr(s, "_schedulers"):  # SequentialLR
+            idx = bisect.bisect_right(milestones, s.last_epoch)
+            return self._model_node(s._schedulers[idx])
+        mirror = self._mirror.get(id(s))
+        if mirror is None or getattr(s, "base_lrs", None) is not self._mirror_ref.get(id(s)):
+            return None
+        lr_mod = sys.modules.get("torch.optim.lr_scheduler")
+        closed = getattr(s, "_get_closed_form_lr", None)
+        is_lambda = lr_mod is not None and type(s) is lr_mod.LambdaLR
+        if closed is None and not is_lambda:
+            return None
+        saved = s.base_lrs
+        s.base_lrs = mirror
+        s._get_lr_called_within_step = True
+        try:
+            vals = closed() if closed is not None else s.get_lr()
+        finally:
+            s.base_lrs = saved
+            s._get_lr_called_within_step = False
+        if any(_is_tensor(v) for v in vals):
+            return None
+        return [float(v) for v in vals]
+
+
+def _ramp_value(r: dict[str, Any], i: int, k: int) -> float:
+    a, b = r["start"][i], r["peak"][i]
+    return a + (b - a) * min(k, r["steps"]) / r["steps"]
+
+
+def _copy_ramp(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "steps": int(r["steps"]),
+        "k": int(r["k"]),
+        "start": [float(x) for x in r["start"]],
+        "peak": [float(x) for x in r["peak"]],
+    }
+
+
+def _copy_override(ov: dict[str, Any] | None) -> dict[str, Any] | None:
+    if ov is None:
+        return None
+    out = dict(ov)
+    for key in ("base", "eta", "milestones"):
+        if key in out:
+            out[key] = list(out[key])
+    return out
+
+
+def _factors_note(fs: list[float]) -> str:
+    return "factors " + ", ".join(f"x{f:.6g}" for f in fs)
