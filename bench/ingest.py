@@ -174,15 +174,19 @@ def main() -> int:
         floor = run_floor(args, tmp)
         results.append(floor)
         for backend in args.backends.split(","):
-            if backend == "sqlite":
-                results.append(run_rhythmd(args, f"sqlite:///{tmp / 'rhythmd.db'}",
-                                           "rhythmd, SQLite", {}))
-            elif backend == "postgresql":
-                url = _fresh_pg(args.pg_url)
-                try:
-                    results.append(run_rhythmd(args, url, "rhythmd, PostgreSQL", {}))
-                finally:
-                    _drop_pg(args.pg_url, url)
+            for analysis in ("1", "0"):
+                label = "analysis on" if analysis == "1" else "analysis off"
+                env = {"RHYTHMD_ANALYSIS": analysis}
+                if backend == "sqlite":
+                    results.append(run_rhythmd(args, f"sqlite:///{tmp / f'r{analysis}.db'}",
+                                               f"rhythmd, SQLite, {label}", env))
+                elif backend == "postgresql":
+                    url = _fresh_pg(args.pg_url)
+                    try:
+                        results.append(run_rhythmd(args, url, f"rhythmd, PostgreSQL, {label}",
+                                                   env))
+                    finally:
+                        _drop_pg(args.pg_url, url)
     print(f"{'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
         print(f"{r['name']:36} {r['pps']:12,.0f} {r['pps'] / floor['pps']:8.2f} "

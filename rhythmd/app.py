@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from rhythmd import __version__
-from rhythmd.api import metrics, recommendations, runs
+from rhythmd.api import analysis, metrics, recommendations, runs
 from rhythmd.api.deps import ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.limits import BodyLimitMiddleware
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("rhythmd cannot start: %s", exc)
             raise
         app.state.store = store
-        app.state.service = Service(store)
+        app.state.service = Service(store, analysis=settings.analysis)
         log.info("rhythmd %s serving on %s (schema v%s)", __version__,
                  store.engine.url.render_as_string(hide_password=True), store.schema_version)
         try:
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(metrics.router)
     app.include_router(recommendations.router)
+    app.include_router(analysis.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"],
              responses={503: {"model": Health, "description": "Database unreachable."}})

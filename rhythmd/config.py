@@ -37,4 +37,7 @@ class Settings(BaseSettings):
         1_000, ge=1, description="Most series in one metrics batch (413 above)."
     )
     max_page_size: int = Field(500, ge=1, description="Largest `limit` of a run listing page.")
+    analysis: bool = Field(
+        True, description="Analyse every ingested batch (diagnoses). Off only for comparisons."
+    )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")

@@ -5,22 +5,32 @@ Every method is synchronous (SQLAlchemy Core); the API layer runs them in a work
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
+from rhythmd.policy import PolicyConfig, RunContext, decide
 from rhythmd.recommendations import validate_action
 from rhythmd.store import Store
+from rhythmd.store import analysis as analysis_q
 from rhythmd.store import points as points_q
 from rhythmd.store import recommendations as recs_q
 from rhythmd.store import runs as runs_q
 from rhythmd.store.downsample import downsample_indices
+
+log = logging.getLogger("rhythmd.service")
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 RUN_STATUSES = ("running", "finished", "failed", "stopped")
@@ -49,11 +59,41 @@ class SeriesView:
     downsampled: bool
 
 
-class Service:
-    """The daemon's use cases over one :class:`~rhythmd.store.Store`."""
+@dataclass(slots=True)
+class _LiveAnalyzer:
+    analyzer: RunAnalyzer
+    analyzed_seq: int  # points with a smaller arrival sequence number have been fed
+    saved_at: float  # time.monotonic() of the last save
+    unsaved_batches: int = 0
 
-    def __init__(self, store: Store) -> None:
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class Service:
+    """The daemon's use cases over one :class:`~rhythmd.store.Store`.
+
+    Analysis runs inside each ingest transaction, under the run's write lock. Analyzers are
+    cached per process; the database holds the truth (the diagnoses, and a saved state with
+    the sequence number it covers), so a cached analyzer that is behind (another process took
+    some batches, or this one restarted) catches up by replaying only the points after it.
+    """
+
+    SAVE_EVERY_BATCHES = 32
+    SAVE_EVERY_SECONDS = 10.0
+
+    def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096) -> None:
         self.store = store
+        self.analysis = analysis
+        self._cache: OrderedDict[str, _LiveAnalyzer] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self.analysis_errors = 0
 
     # runs ---------------------------------------------------------------------------------
     def create_run(
@@ -121,6 +161,7 @@ class Service:
             batch_id = batch.batch_id or f"srv-{seq_start}"
             branch = batch.branch
             n = batch.n_points
+            start = None
             if branch != 0 or batch.branch_start_step is not None:
                 start = batch.branch_start_step
                 if start is None and batch.series:
@@ -129,6 +170,8 @@ class Service:
             next_seq = seq_start
             if batch.series:
                 next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch)
+                if self.analysis:
+                    self._analyze(conn, run, batch, seq_start, next_seq, start)
             runs_q.record_batch(conn, run_id, batch_id, seq_start, n, branch)
             max_branch = max(int(run["max_branch"]), branch)
             last_step = None
@@ -191,6 +234,127 @@ class Service:
         with self.store.read() as conn:
             self._run_row(conn, run_id)
             return runs_q.list_branches(conn, run_id)
+
+    # analysis -----------------------------------------------------------------------------
+    def _analyzer_for(self, conn: Any, run: Any, upto_seq: int) -> _LiveAnalyzer:
+        """The run's analyzer, fed with every point below ``upto_seq``."""
+        run_id = run["run_id"]
+        with self._cache_lock:
+            live = self._cache.get(run_id)
+            if live is not None:
+                self._cache.move_to_end(run_id)
+        if live is not None and live.analyzed_seq == upto_seq:
+            return live
+        if live is None or live.analyzed_seq > upto_seq:
+            config = json.loads(run["config"]) if run["config"] else None
+            analyzer = RunAnalyzer(AnalysisConfig.from_run_config(config))
+            saved = analysis_q.load_state(conn, run_id)
+            analyzed = 0
+            if saved is not None and saved[0] <= upto_seq:
+                analyzer.load_state_dict(saved[1])
+                analyzed = saved[0]
+            live = _LiveAnalyzer(analyzer, analyzed, time.monotonic())
+        for stored in analysis_q.replay_batches(conn, run_id, live.analyzed_seq, upto_seq):
+            live.analyzer.feed(stored.series, stored.branch, stored.branch_start_step)
+            live.unsaved_batches += 1
+        live.analyzed_seq = upto_seq
+        return live
+
+    def _analyze(self, conn: Any, run: Any, batch: MetricBatch, seq_start: int,
+                 next_seq: int, branch_start: int | None) -> None:
+        """Feed the batch to the run's analyzer and persist what changed. An analysis error is
+        logged and counted; it never loses the batch."""
+        run_id = run["run_id"]
+        try:
+            live = self._analyzer_for(conn, run, seq_start)
+            events = live.analyzer.feed({s.name: (s.steps, s.values) for s in batch.series},
+                                        batch.branch, branch_start)
+        except Exception:
+            self.analysis_errors += 1
+            log.exception("analysis failed for run %s; the batch is stored", run_id)
+            with self._cache_lock:
+                self._cache.pop(run_id, None)
+            return
+        live.analyzed_seq = next_seq
+        live.unsaved_batches += 1
+        if events:
+            latest: dict[str, dict[str, Any]] = {}
+            for ev in events:
+                latest[ev.diagnosis.id] = ev.diagnosis.to_dict()
+            changed = analysis_q.upsert_diagnoses(conn, run_id, list(latest.values()))
+            for ev in events:
+                d = ev.diagnosis
+                if ev.type == "updated" and d.id not in changed:
+                    continue
+                recs_q.add_event(conn, run_id, f"diagnosis_{ev.type}", int(ev.step),
+                                 {"kind": d.kind, "severity": d.severity, "message": d.message},
+                                 ref_id=d.id)
+                changed.discard(d.id)
+            self._recommend(conn, run, live.analyzer, events,
+                            max(int(s.steps.max()) for s in batch.series))
+        now = time.monotonic()
+        if (events or live.unsaved_batches >= self.SAVE_EVERY_BATCHES
+                or now - live.saved_at > self.SAVE_EVERY_SECONDS):
+            analysis_q.save_state(conn, run_id, next_seq, live.analyzer.state_dict())
+            live.saved_at, live.unsaved_batches = now, 0
+        with self._cache_lock:
+            self._cache[run_id] = live
+            self._cache.move_to_end(run_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
+                   events: list[DiagnosisEvent], step: int) -> None:
+        """Ask the policy what answers these diagnosis events; store its recommendations."""
+        run_id = run["run_id"]
+        config = json.loads(run["config"]) if run["config"] else None
+        sched = analyzer.sched
+        history = [recs_q.rec_to_dict(r) for r in recs_q.list_recommendations(conn, run_id, None)]
+        ctx = RunContext(
+            step=step,
+            lr=_finite_or_none(sched.last[1] if sched.last else None),
+            first_lr=_finite_or_none(sched.first_lr),
+            total_steps=analyzer.cfg.total_steps,
+            in_warmup=bool(sched.in_warmup()),
+            warmup_end_step=sched.warmup_end_step,
+            history=[{k: h[k] for k in ("id", "action", "status", "issued_at_step",
+                                        "applied_step", "note")} for h in history],
+        )
+        decision = decide(events, ctx, PolicyConfig.from_run_config(config))
+        if decision.cancel:
+            recs_q.cancel_pending(conn, run_id, decision.cancel, "superseded by a divergence fix")
+        for spec in decision.issue:
+            rec = {"id": uuid.uuid4().hex[:16], "run_id": run_id, "action": spec.action,
+                   "params": spec.params, "reason": spec.reason, "author": "rhythmd",
+                   "diagnosis_id": spec.diagnosis_id, "issued_at_step": step,
+                   "expires_at_step": spec.expires_at_step}
+            validate_action(spec.action, spec.params)
+            recs_q.insert_recommendation(conn, rec)
+            recs_q.add_event(conn, run_id, "recommendation_issued", step,
+                             {"action": spec.action, "params": spec.params, "author": "rhythmd",
+                              "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
+                             ref_id=rec["id"])
+
+    def list_diagnoses(self, run_id: str, kind: str | None = None, status: str | None = None
+                       ) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            return analysis_q.list_diagnoses(conn, run_id, kind, status)
+
+    def schedule(self, run_id: str) -> list[dict[str, Any]]:
+        """The LR schedule segments identified so far (saved state plus a replay of the tail)."""
+        with self.store.read() as conn:
+            run = self._run_row(conn, run_id)
+            config = json.loads(run["config"]) if run["config"] else None
+            analyzer = RunAnalyzer(AnalysisConfig.from_run_config(config))
+            saved = analysis_q.load_state(conn, run_id)
+            start = 0
+            if saved is not None:
+                analyzer.load_state_dict(saved[1])
+                start = saved[0]
+            for stored in analysis_q.replay_batches(conn, run_id, start, int(run["next_seq"])):
+                analyzer.feed(stored.series, stored.branch, stored.branch_start_step)
+            return [seg.to_dict() for seg in analyzer.schedule()]
 
     # recommendations ----------------------------------------------------------------------
     def _pending(self, conn: Any, run_id: str) -> list[dict[str, Any]]:

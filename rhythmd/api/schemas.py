@@ -196,3 +196,38 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str | list[dict[str, Any]]
+
+
+class Diagnosis(BaseModel):
+    id: str = Field(description="Stable id, e.g. divergence-1.")
+    kind: str = Field(description="divergence, stagnation, oscillation, slow_progress or spike.")
+    metric: str
+    detected_at_step: int = Field(description="Step at which it was first flagged.")
+    onset_step: int = Field(description="Step where the condition is estimated to begin.")
+    severity: str
+    confidence: float
+    evidence: dict[str, Any]
+    message: str
+    status: Literal["open", "closed"]
+    updated_at_step: int | None = None
+    closed_at_step: int | None = None
+
+
+class DiagnosisList(BaseModel):
+    run_id: str
+    diagnoses: list[Diagnosis]
+
+
+class ScheduleSegment(BaseModel):
+    kind: str = Field(description="constant, warmup, step, linear_decay, exponential, cosine, "
+                                  "one_cycle, increase or unknown.")
+    start_step: int
+    end_step: int
+    lr_start: FloatOut
+    lr_end: FloatOut
+    params: dict[str, Any]
+
+
+class ScheduleOut(BaseModel):
+    run_id: str
+    segments: list[ScheduleSegment]

@@ -71,6 +71,14 @@ def expire_stale(conn: Connection, run_id: str, step: int) -> list[str]:
     return list(rows)
 
 
+def cancel_pending(conn: Connection, run_id: str, rec_ids: list[str], note: str) -> None:
+    """Expire pending recommendations that a newer one supersedes."""
+    conn.execute(update(recommendations).where(
+        recommendations.c.run_id == run_id, recommendations.c.rec_id.in_(rec_ids),
+        recommendations.c.status == "pending").values(status="expired", note=note,
+                                                      updated_at=time.time()))
+
+
 def resolve_recommendation(
     conn: Connection, rec_id: str, status: str, step: int | None,
     lr_before: list[float] | None, lr_after: list[float] | None, note: str | None,

@@ -166,9 +166,25 @@ analysis_state = Table(
     "analysis_state",
     metadata,
     Column("run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("state", Text, nullable=False),  # JSON
+    # Points with an arrival sequence number below this were fed to the saved state; a daemon
+    # (any replica, or a restarted one) continues from it by replaying only the later points.
+    Column("analyzed_seq", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),  # JSON of RunAnalyzer.state_dict()
     Column("updated_at", Float, nullable=False),
+)
+
+diagnoses = Table(
+    "diagnoses",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("diagnosis_id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # open | closed
+    Column("detected_at_step", BigInteger, nullable=True),
+    Column("data", Text, nullable=False),  # JSON of Diagnosis.to_dict()
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_diagnoses_run_kind", "run_id", "kind"),
 )
 
 _INIT_LOCK_KEY = 0x7268_7974_686D_6400 >> 1  # "rhythmd", fits a signed bigint

@@ -1,0 +1,207 @@
+"""Which recommendation answers which diagnosis, and when to escalate.
+
+The policy is a pure function of the diagnosis events of one batch and the run's context
+(latest step and LR, identified warmup, budget, and every recommendation issued so far with
+its outcome). It keeps no state of its own: everything it needs to escalate (rollback
+attempts, reductions that did not help, LR increases) is counted from that history, so any
+daemon process decides the same way.
+
+Rules, in order of precedence:
+
+- **divergence** (opened, or escalated to ``critical``): ``rollback`` to the step before the
+  onset with the LR cut by ``rollback_cut ** attempt`` and a linear warmup of
+  ``warmup_steps`` (longer when the blow-up came during or right after a warmup); pending
+  softer recommendations are cancelled. A client without snapshots rejects a rollback; the
+  policy then falls back to ``warmup`` with the same cut as its peak. After
+  ``max_rollbacks`` attempts the run is told to ``stop``.
+- **oscillation** whose cause is a too-large LR: ``reduce_lr``. Evaluation noise of a small
+  validation set is diagnosed but never acted on.
+- **stagnation**: ``reduce_lr`` (a plateau-style cut); ``stop`` once ``max_reductions``
+  cuts in a row were followed by another stagnation, or the LR is at its floor.
+- **slow_progress**: ``increase_lr`` by ``increase_factor``, at most ``max_increases``
+  times, never after a divergence that followed an increase.
+- At most one pending recommendation; none in the cooldown after an applied change
+  (``cooldown_steps``), except for divergence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rhythmd.analysis import DiagnosisEvent
+
+LR_CHANGES = ("reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback")
+
+
+@dataclass
+class PolicyConfig:
+    """Per-run policy parameters (override with the run config's ``"policy"`` dict).
+
+    Steps are optimizer steps; factors are relative to each param group's LR when applied.
+    """
+
+    reduce_factor: float = 0.5  # reduce_lr on stagnation / LR-caused oscillation
+    min_lr_ratio: float = 1e-3  # LR floor, relative to the first LR reported
+    max_reductions: int = 3  # cuts followed by another stagnation before stop
+    rollback_cut: float = 0.3  # attempt k multiplies the LR by rollback_cut ** k
+    max_rollbacks: int = 3  # then stop
+    increase_factor: float = 2.0
+    max_increases: int = 3
+    cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
+    warmup_steps: int | None = None  # default: max(10, 3% of total_steps or 30)
+    expire_steps: int | None = None  # default: max(50, 10% of total_steps or 100)
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any] | None) -> PolicyConfig:
+        cfg = cls()
+        overrides = (run_config or {}).get("policy")
+        if isinstance(overrides, dict):
+            for key, value in overrides.items():
+                if key in cfg.__dataclass_fields__ and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+                    setattr(cfg, key, type(getattr(cfg, key) or 0)(value)
+                            if getattr(cfg, key) is not None else int(value))
+        cfg.reduce_factor = min(max(cfg.reduce_factor, 1e-3), 0.99)
+        cfg.rollback_cut = min(max(cfg.rollback_cut, 1e-3), 0.99)
+        cfg.increase_factor = min(max(cfg.increase_factor, 1.01), 100.0)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunContext:
+    """What the policy knows about the run when it decides."""
+
+    step: int  # latest step received
+    lr: float | None = None  # latest reported LR (first param group), absolute
+    first_lr: float | None = None  # first reported LR
+    total_steps: int | None = None  # planned budget, if the run declared it
+    in_warmup: bool = False
+    warmup_end_step: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every recommendation issued so far, oldest first: ``action``, ``status``,
+    ``issued_at_step``, ``applied_step``, ``note``, ``id``."""
+
+
+@dataclass
+class RecommendationSpec:
+    action: str
+    params: dict[str, Any]
+    reason: str
+    diagnosis_id: str | None
+    expires_at_step: int | None
+
+
+@dataclass
+class Decision:
+    issue: list[RecommendationSpec] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # ids of pending recommendations
+
+
+def _budget(cfg_value: int | None, total: int | None, frac: float, floor: int,
+            fallback: int) -> int:
+    if cfg_value is not None:
+        return int(cfg_value)
+    return max(floor, int(frac * total)) if total else fallback
+
+
+def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> Decision:
+    """The recommendations answering this batch's diagnosis events (see module docstring)."""
+    out = Decision()
+    triggers = [e for e in events if e.type == "opened"
+                or (e.type == "updated" and e.diagnosis.severity == "critical")]
+    if not triggers:
+        return out
+    hist = ctx.history
+    pending = [h for h in hist if h["status"] == "pending"]
+    applied = [h for h in hist if h["status"] == "applied" and h.get("applied_step") is not None]
+    cooldown = _budget(cfg.cooldown_steps, ctx.total_steps, 0.04, 20, 40)
+    expire = ctx.step + _budget(cfg.expire_steps, ctx.total_steps, 0.10, 50, 100)
+    last_change = max((h["applied_step"] for h in applied if h["action"] in LR_CHANGES),
+                      default=None)
+    cooling = last_change is not None and ctx.step - last_change < cooldown
+
+    divergence = next((e for e in triggers if e.diagnosis.kind == "divergence"), None)
+    if divergence is not None:
+        if any(h["action"] in ("rollback", "stop") for h in pending):
+            return out
+        d = divergence.diagnosis
+        out.cancel = [h["id"] for h in pending]
+        rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
+        attempt = len(rollbacks) + 1
+        if attempt > cfg.max_rollbacks:
+            out.issue.append(RecommendationSpec(
+                "stop", {}, f"{d.message}; {cfg.max_rollbacks} rollbacks did not cure it",
+                d.id, None))
+            return out
+        cut = cfg.rollback_cut ** attempt
+        warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
+        near_warmup = ctx.in_warmup or (ctx.warmup_end_step is not None
+                                        and d.onset_step - ctx.warmup_end_step <= 2 * warm)
+        if near_warmup:
+            warm *= 2
+        no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected"
+                           for h in hist)
+        where = " during or right after warmup" if near_warmup else ""
+        if no_snapshots:
+            out.issue.append(RecommendationSpec(
+                "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),
+                           "peak_factor": round(cut, 6)},
+                f"{d.message}{where}; no snapshot to roll back to: re-warm to {cut:.2g}x the LR",
+                d.id, expire))
+        else:
+            out.issue.append(RecommendationSpec(
+                "rollback", {"to_step": max(0, int(d.onset_step) - 1), "lr_factor": round(cut, 6),
+                             "warmup_steps": warm},
+                f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks}: roll back before "
+                f"step {d.onset_step}, LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
+        return out
+
+    if pending or cooling:
+        return out
+    floor = (ctx.first_lr if ctx.first_lr and math.isfinite(ctx.first_lr) else 0.0) \
+        * cfg.min_lr_ratio
+    for e in triggers:
+        d = e.diagnosis
+        if d.kind == "oscillation" and d.evidence.get("cause") in ("lr", "too_large_lr",
+                                                                     "learning_rate"):
+            out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "oscillation"))
+            return out
+        if d.kind == "stagnation":
+            cuts = [h for h in applied if h["action"] == "reduce_lr"]
+            if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
+                return out
+            if len(cuts) >= cfg.max_reductions or (ctx.lr is not None and ctx.lr <= floor):
+                out.issue.append(RecommendationSpec(
+                    "stop", {}, f"{d.message}; {len(cuts)} LR cuts did not restart progress",
+                    d.id, expire))
+                return out
+            out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "stagnation"))
+            return out
+        if d.kind == "slow_progress":
+            increases = [h for h in hist if h["action"] == "increase_lr"
+                         and h["status"] != "expired"]
+            diverged_after = any(h["action"] == "rollback" for h in hist) and increases
+            if len(increases) >= cfg.max_increases or diverged_after:
+                continue
+            params: dict[str, Any] = {"factor": cfg.increase_factor}
+            out.issue.append(RecommendationSpec(
+                "increase_lr", params,
+                f"{d.message}; raise the LR x{cfg.increase_factor:g} (guarded by the "
+                "divergence detector and a snapshot)", d.id, expire))
+            return out
+    return out
+
+
+def _reduce(d: Any, ctx: RunContext, cfg: PolicyConfig, cooldown: int, expire: int,
+            why: str) -> RecommendationSpec:
+    params: dict[str, Any] = {"factor": cfg.reduce_factor, "cooldown": cooldown}
+    if ctx.first_lr is not None and math.isfinite(ctx.first_lr) and ctx.first_lr > 0:
+        params["min_lr"] = ctx.first_lr * cfg.min_lr_ratio
+    return RecommendationSpec("reduce_lr", params,
+                              f"{d.message}; cut the LR x{cfg.reduce_factor:g} ({why})",
+                              d.id, expire)

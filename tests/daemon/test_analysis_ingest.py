@@ -1,0 +1,100 @@
+"""Analysis on ingest: diagnoses over HTTP, and the same diagnoses after a restart mid-run."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import httpx
+
+from rhythmd.batch import MetricBatch, SeriesData
+from rhythmd.service import Service
+from rhythmd.store import Store
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "e2e"
+DIVERGING = DATA / "diabetes_mlp__sgd__lr0.3__warmup_cosine__bs32__s0.csv"  # blowup_step 55
+STAGNATING = DATA / "digits_mlp__adam__lr0.001__cosine__bs64__s0.csv"  # stagnation onset 300
+
+
+def read_curve(path: Path) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            for name in ("train_loss", "lr", "val_loss", "val_acc"):
+                if row[name] != "":
+                    out.setdefault(name, []).append((int(row["step"]), float(row[name])))
+    return out
+
+
+def batches(curve: dict[str, list[tuple[int, float]]], every: int):
+    last = max(s for pts in curve.values() for s, _ in pts)
+    for lo in range(1, last + 1, every):
+        series = []
+        for name, pts in curve.items():
+            chunk = [(s, v) for s, v in pts if lo <= s < lo + every]
+            if chunk:
+                series.append({"name": name, "steps": [s for s, _ in chunk],
+                               "values": [v if math.isfinite(v) else str(v).replace(
+                                   "inf", "Infinity").replace("nan", "NaN") for _, v in chunk]})
+        yield {"batch_id": f"b{lo}", "series": series}
+
+
+def test_divergence_read_back_over_http(daemon):
+    rid = httpx.post(f"{daemon.url}/v1/runs", json={
+        "name": "diverging", "config": {"total_steps": 600}}).json()["run_id"]
+    for body in batches(read_curve(DIVERGING), 5):
+        r = httpx.post(f"{daemon.url}/v1/runs/{rid}/metrics", json=body)
+        assert r.status_code == 200, r.text
+    got = httpx.get(f"{daemon.url}/v1/runs/{rid}/diagnoses",
+                    params={"kind": "divergence"}).json()["diagnoses"]
+    assert got, "the blow-up was not diagnosed"
+    first = got[0]
+    assert first["detected_at_step"] <= 55 + 20
+    assert first["metric"] == "train_loss" and first["message"]
+    assert {"id", "kind", "onset_step", "severity", "confidence", "evidence"} <= set(first)
+    kinds = [e["kind"] for e in httpx.get(f"{daemon.url}/v1/runs/{rid}/events").json()["events"]]
+    assert "diagnosis_opened" in kinds
+    recs = httpx.get(f"{daemon.url}/v1/runs/{rid}/recommendations").json()["recommendations"]
+    assert recs[0]["action"] == "rollback" and recs[0]["author"] == "rhythmd"
+    assert recs[0]["diagnosis_id"] == first["id"] and recs[0]["status"] == "pending"
+    assert 0 < recs[0]["params"]["lr_factor"] < 1
+    segments = httpx.get(f"{daemon.url}/v1/runs/{rid}/schedule").json()["segments"]
+    assert segments and segments[0]["start_step"] <= 5
+
+
+def _to_batch(body: dict) -> MetricBatch:
+    import numpy as np
+
+    from rhythmd.batch import NONFINITE_STRINGS
+
+    return MetricBatch(body["batch_id"], 0, None, tuple(
+        SeriesData(s["name"], np.array(s["steps"], dtype=np.int64),
+                   np.array([NONFINITE_STRINGS.get(v, v) if isinstance(v, str) else v
+                             for v in s["values"]], dtype=np.float64))
+        for s in body["series"]))
+
+
+def test_restart_mid_run_rebuilds_the_same_diagnoses(database_url):
+    curve = read_curve(STAGNATING)
+    all_batches = [_to_batch(b) for b in batches(curve, 10)]
+
+    def run(restart_every: int | None) -> list[dict]:
+        store = Store(database_url)
+        store.open()
+        service = Service(store)
+        service.SAVE_EVERY_BATCHES = 7
+        rid = service.create_run("s", config={"total_steps": 800})[0]["run_id"]
+        for i, b in enumerate(all_batches):
+            if restart_every and i and i % restart_every == 0:
+                service = Service(store)  # a fresh process: empty analyzer cache
+                service.SAVE_EVERY_BATCHES = 7
+            service.ingest(rid, b)
+        out = service.list_diagnoses(rid)
+        store.close()
+        return out
+
+    straight = run(None)
+    restarted = run(13)
+    assert straight, "expected diagnoses on a stagnating run"
+    assert straight == restarted

@@ -1,0 +1,131 @@
+"""The recommendation policy, as a pure function of diagnosis events and run history."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rhythmd.analysis import Diagnosis, DiagnosisEvent
+from rhythmd.policy import PolicyConfig, RunContext, decide
+from rhythmd.recommendations import validate_action
+
+
+def event(kind: str, *, step: int = 300, onset: int = 290, severity: str = "high",
+          type_: str = "opened", **evidence) -> DiagnosisEvent:
+    d = Diagnosis(id=f"{kind}-1", kind=kind, metric="train_loss", detected_at_step=step,
+                  onset_step=onset, severity=severity, confidence=0.9, evidence=evidence,
+                  message=f"{kind} detected")
+    return DiagnosisEvent(type_, d, step)
+
+
+def rec(action: str, status: str, applied_step: int | None = None, i: int = 0) -> dict:
+    return {"id": f"r{i}", "action": action, "status": status, "issued_at_step": 0,
+            "applied_step": applied_step, "note": None}
+
+
+CFG = PolicyConfig()
+
+
+def test_divergence_rolls_back_with_growing_cuts_then_stops():
+    ctx = RunContext(step=300, lr=0.1, first_lr=0.1, total_steps=1000)
+    first = decide([event("divergence")], ctx, CFG).issue
+    assert [r.action for r in first] == ["rollback"]
+    assert first[0].params["to_step"] == 289
+    assert first[0].params["lr_factor"] == CFG.rollback_cut
+    ctx.history = [rec("rollback", "applied", 300, 0)]
+    second = decide([event("divergence")], ctx, CFG).issue[0]
+    assert second.params["lr_factor"] < first[0].params["lr_factor"]
+    ctx.history = [rec("rollback", "applied", 300, i) for i in range(CFG.max_rollbacks)]
+    assert [r.action for r in decide([event("divergence")], ctx, CFG).issue] == ["stop"]
+
+
+def test_divergence_cancels_softer_pending_and_skips_when_a_rollback_is_pending():
+    ctx = RunContext(step=300, history=[rec("reduce_lr", "pending", i=7)])
+    d = decide([event("divergence")], ctx, CFG)
+    assert d.cancel == ["r7"] and d.issue[0].action == "rollback"
+    ctx.history = [rec("rollback", "pending", i=8)]
+    assert decide([event("divergence")], ctx, CFG).issue == []
+
+
+def test_without_snapshots_divergence_falls_back_to_rewarming():
+    ctx = RunContext(step=300, history=[rec("rollback", "rejected")])
+    r = decide([event("divergence")], ctx, CFG).issue[0]
+    assert r.action == "warmup" and 0 < r.params["peak_factor"] < 1
+
+
+def test_divergence_near_warmup_gets_a_longer_warmup():
+    plain = decide([event("divergence", onset=500)], RunContext(step=510, total_steps=1000),
+                   CFG).issue[0]
+    warm = decide([event("divergence", onset=110)],
+                  RunContext(step=120, total_steps=1000, warmup_end_step=100), CFG).issue[0]
+    assert warm.params["warmup_steps"] > plain.params["warmup_steps"]
+
+
+def test_stagnation_cuts_then_stops_after_repeated_useless_cuts():
+    ctx = RunContext(step=500, lr=0.1, first_lr=0.1, total_steps=1000)
+    r = decide([event("stagnation")], ctx, CFG).issue[0]
+    assert r.action == "reduce_lr" and r.params["factor"] == CFG.reduce_factor
+    ctx.history = [rec("reduce_lr", "applied", 100 * i, i) for i in range(CFG.max_reductions)]
+    assert decide([event("stagnation")], ctx, CFG).issue[0].action == "stop"
+
+
+def test_cooldown_and_one_pending_at_a_time():
+    ctx = RunContext(step=500, total_steps=1000, history=[rec("reduce_lr", "applied", 490)])
+    assert decide([event("stagnation")], ctx, CFG).issue == []
+    ctx.history = [rec("increase_lr", "pending")]
+    assert decide([event("stagnation")], ctx, CFG).issue == []
+
+
+def test_oscillation_only_when_the_lr_causes_it():
+    ctx = RunContext(step=500, total_steps=1000)
+    assert decide([event("oscillation", cause="eval_noise")], ctx, CFG).issue == []
+    assert decide([event("oscillation", cause="lr")], ctx, CFG).issue[0].action == "reduce_lr"
+
+
+def test_slow_progress_increases_a_bounded_number_of_times():
+    ctx = RunContext(step=300, total_steps=1000)
+    assert decide([event("slow_progress")], ctx, CFG).issue[0].action == "increase_lr"
+    ctx.history = [rec("increase_lr", "applied", 10 * i, i) for i in range(CFG.max_increases)]
+    assert decide([event("slow_progress")], ctx, CFG).issue == []
+    ctx.history = [rec("increase_lr", "applied", 10), rec("rollback", "applied", 20, 1)]
+    assert decide([event("slow_progress")], ctx, CFG).issue == []
+
+
+def test_updates_and_closes_do_not_trigger_unless_critical():
+    ctx = RunContext(step=300)
+    assert decide([event("stagnation", type_="updated")], ctx, CFG).issue == []
+    assert decide([event("divergence", type_="closed")], ctx, CFG).issue == []
+    crit = decide([event("divergence", type_="updated", severity="critical")], ctx, CFG)
+    assert crit.issue[0].action == "rollback"
+
+
+def test_config_overrides_from_the_run_config():
+    cfg = PolicyConfig.from_run_config({"policy": {"reduce_factor": 0.1, "max_rollbacks": 1,
+                                                   "bogus": 3, "rollback_cut": float("nan")}})
+    assert cfg.reduce_factor == 0.1 and cfg.max_rollbacks == 1
+    assert cfg.rollback_cut == PolicyConfig().rollback_cut
+
+
+floats = st.floats(allow_nan=True, allow_infinity=True) | st.none()
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["divergence", "stagnation", "oscillation", "slow_progress",
+                             "spike"]),
+       step=st.integers(0, 2**40), onset=st.integers(-5, 2**40), lr=floats, first_lr=floats,
+       total=st.none() | st.integers(1, 2**40),
+       history=st.lists(st.tuples(st.sampled_from(["reduce_lr", "rollback", "increase_lr",
+                                                   "stop", "warmup"]),
+                                  st.sampled_from(["pending", "applied", "rejected", "expired"]),
+                                  st.none() | st.integers(0, 2**40)), max_size=6),
+       cause=st.sampled_from(["lr", "eval_noise", None]))
+def test_any_input_gives_valid_finite_recommendations(kind, step, onset, lr, first_lr, total,
+                                                      history, cause):
+    ctx = RunContext(step=step, lr=lr, first_lr=first_lr, total_steps=total,
+                     history=[rec(a, s, ap, i) for i, (a, s, ap) in enumerate(history)])
+    for r in decide([event(kind, step=step, onset=onset, cause=cause)], ctx, CFG).issue:
+        validate_action(r.action, r.params)  # raises on a bad or non-finite parameter
+        for v in r.params.values():
+            assert not isinstance(v, float) or math.isfinite(v)
