@@ -140,8 +140,10 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             return out
         cut = cfg.rollback_cut ** attempt
         warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
-        near_warmup = ctx.in_warmup or (ctx.warmup_end_step is not None
-                                        and d.onset_step - ctx.warmup_end_step <= 2 * warm)
+        hint = str(d.evidence.get("schedule_hint", ""))
+        near_warmup = ("warmup" in hint or ctx.in_warmup
+                       or (ctx.warmup_end_step is not None
+                           and d.onset_step - ctx.warmup_end_step <= 2 * warm))
         if near_warmup:
             warm *= 2
         no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected"

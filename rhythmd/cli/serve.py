@@ -1,19 +1,16 @@
-"""The ``rhythmd`` console command."""
+"""``rhythmd serve``: start the daemon."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Sequence
 
-from rhythmd import __version__
 from rhythmd.config import Settings
 from rhythmd.errors import ConfigurationError
 from rhythmd.store.engine import is_sqlite
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     env = Settings()
     p = sub.add_parser(
         "serve",
@@ -54,29 +51,3 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run("rhythmd.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rhythmd", description="rhythmd: a training-rhythm debugger for PyTorch.")
-    parser.add_argument("--version", action="version", version=f"rhythmd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _serve_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except ConfigurationError as exc:
-        print(f"rhythmd: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

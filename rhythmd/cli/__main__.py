@@ -1,0 +1,5 @@
+import sys
+
+from rhythmd.cli import main
+
+sys.exit(main())
