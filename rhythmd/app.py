@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from rhythmd import __version__
-from rhythmd.api import analysis, metrics, recommendations, runs
+from rhythmd.api import analysis, metrics, recommendations, runs, timeline
 from rhythmd.api.deps import ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.limits import BodyLimitMiddleware
@@ -30,6 +30,7 @@ from rhythmd.errors import (
 )
 from rhythmd.service import Service
 from rhythmd.store import Store
+from rhythmd.store.runs import LostRule
 
 log = logging.getLogger("rhythmd")
 RETRY_AFTER_S = 5
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("rhythmd cannot start: %s", exc)
             raise
         app.state.store = store
-        app.state.service = Service(store, analysis=settings.analysis)
+        app.state.service = Service(
+            store, analysis=settings.analysis,
+            lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds))
         log.info("rhythmd %s serving on %s (schema v%s)", __version__,
                  store.engine.url.render_as_string(hide_password=True), store.schema_version)
         try:
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(recommendations.router)
     app.include_router(analysis.router)
+    app.include_router(timeline.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"],
              responses={503: {"model": Health, "description": "Database unreachable."}})

@@ -40,4 +40,11 @@ class Settings(BaseSettings):
     analysis: bool = Field(
         True, description="Analyse every ingested batch (diagnoses). Off only for comparisons."
     )
+    lost_after_intervals: float = Field(
+        20.0, gt=0, description="A running run that sends nothing for this many times its usual "
+        "interval between batches is `lost`."
+    )
+    lost_min_seconds: float = Field(
+        60.0, ge=0, description="...and for at least this many seconds."
+    )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")

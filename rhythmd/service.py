@@ -28,6 +28,7 @@ from rhythmd.store import analysis as analysis_q
 from rhythmd.store import points as points_q
 from rhythmd.store import recommendations as recs_q
 from rhythmd.store import runs as runs_q
+from rhythmd.store import summary as summary_q
 from rhythmd.store.downsample import downsample_indices
 
 log = logging.getLogger("rhythmd.service")
@@ -35,6 +36,9 @@ log = logging.getLogger("rhythmd.service")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 RUN_STATUSES = ("running", "finished", "failed", "stopped")
 BranchSelector = int | Literal["latest", "all"]
+HEALTH_OF = (("divergence", "diverging"), ("oscillation", "oscillating"),
+             ("stagnation", "stagnating"), ("slow_progress", "slow"))
+"""Open diagnosis kind -> run health, most urgent first."""
 
 
 @dataclass(slots=True)
@@ -87,8 +91,10 @@ class Service:
     SAVE_EVERY_BATCHES = 32
     SAVE_EVERY_SECONDS = 10.0
 
-    def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096) -> None:
+    def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096,
+                 lost_rule: runs_q.LostRule | None = None) -> None:
         self.store = store
+        self.lost_rule = lost_rule or runs_q.LostRule()
         self.analysis = analysis
         self._cache: OrderedDict[str, _LiveAnalyzer] = OrderedDict()
         self._cache_size = cache_size
@@ -113,21 +119,26 @@ class Service:
                         f"run {rid!r} exists with name {existing['name']!r} and project "
                         f"{existing['project']!r}: use another run_id or the same name and project"
                     )
-                return runs_q.run_to_dict(existing), False
+                return self._run_dict(existing), False
             runs_q.insert_run(conn, rid, name, project, config, tags)
-            return runs_q.run_to_dict(runs_q.get_run(conn, rid)), True
+            return self._run_dict(runs_q.get_run(conn, rid)), True
+
+    def _run_dict(self, row: Any) -> dict[str, Any]:
+        out = runs_q.run_to_dict(row)
+        out["state"] = runs_q.display_status(row, self.lost_rule, time.time())
+        return out
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.store.read() as conn:
-            return runs_q.run_to_dict(self._run_row(conn, run_id))
+            return self._run_dict(self._run_row(conn, run_id))
 
     def list_runs(
         self, project: str | None = None, status: str | None = None,
         limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         with self.store.read() as conn:
-            rows, total = runs_q.list_runs(conn, project, status, limit, offset)
-            return [runs_q.run_to_dict(r) for r in rows], total
+            rows, total = runs_q.list_runs(conn, project, status, limit, offset, self.lost_rule)
+            return [self._run_dict(r) for r in rows], total
 
     def finish_run(self, run_id: str, status: str, step: int | None) -> dict[str, Any]:
         if status not in RUN_STATUSES[1:]:
@@ -137,7 +148,7 @@ class Service:
             self._run_row(conn, run_id)
             runs_q.set_status(conn, run_id, status, step)
             recs_q.add_event(conn, run_id, "run_finished", step, {"status": status})
-            return runs_q.run_to_dict(runs_q.get_run(conn, run_id))
+            return self._run_dict(runs_q.get_run(conn, run_id))
 
     @staticmethod
     def _run_row(conn: Any, run_id: str) -> Any:
@@ -168,10 +179,19 @@ class Service:
                     start = min(int(s.steps.min()) for s in batch.series)
                 runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
             next_seq = seq_start
+            health = None
             if batch.series:
                 next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch)
                 if self.analysis:
-                    self._analyze(conn, run, batch, seq_start, next_seq, start)
+                    health = self._analyze(conn, run, batch, seq_start, next_seq, start)
+            now = time.time()
+            interval = run["interval_s"]
+            if run["n_batches"]:
+                gap = min(max(now - float(run["updated_at"]), 0.0), 3600.0)
+                interval = gap if interval is None else 0.8 * float(interval) + 0.2 * gap
+                if self.lost_rule.is_lost(run, now):
+                    recs_q.add_event(conn, run_id, "run_resumed", None,
+                                     {"silent_s": round(now - float(run["updated_at"]), 3)})
             runs_q.record_batch(conn, run_id, batch_id, seq_start, n, branch)
             max_branch = max(int(run["max_branch"]), branch)
             last_step = None
@@ -181,9 +201,12 @@ class Service:
                     last_step = max(last_step, int(run["last_step"]))
             status = "running" if run["status"] != "running" and n else None
             runs_q.advance_run(conn, run_id, next_seq=next_seq, add_points=n,
-                               last_step=last_step, max_branch=max_branch, status=status)
+                               last_step=last_step, max_branch=max_branch, status=status,
+                               interval_s=interval, health=health)
             if last_step is not None:
-                recs_q.expire_stale(conn, run_id, last_step)
+                for rec_id in recs_q.expire_stale(conn, run_id, last_step):
+                    recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
+                                     {"reason": "expires_at_step passed"}, ref_id=rec_id)
             return IngestResult(n, False, batch_id, seq_start, branch,
                                 self._pending(conn, run_id))
 
@@ -261,9 +284,10 @@ class Service:
         return live
 
     def _analyze(self, conn: Any, run: Any, batch: MetricBatch, seq_start: int,
-                 next_seq: int, branch_start: int | None) -> None:
-        """Feed the batch to the run's analyzer and persist what changed. An analysis error is
-        logged and counted; it never loses the batch."""
+                 next_seq: int, branch_start: int | None) -> str | None:
+        """Feed the batch to the run's analyzer and persist what changed; return the run's new
+        health when diagnoses changed. An analysis error is logged and counted; it never loses
+        the batch."""
         run_id = run["run_id"]
         try:
             live = self._analyzer_for(conn, run, seq_start)
@@ -274,7 +298,7 @@ class Service:
             log.exception("analysis failed for run %s; the batch is stored", run_id)
             with self._cache_lock:
                 self._cache.pop(run_id, None)
-            return
+            return None
         live.analyzed_seq = next_seq
         live.unsaved_batches += 1
         if events:
@@ -302,6 +326,10 @@ class Service:
             self._cache.move_to_end(run_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        if not events:
+            return None
+        open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
+        return next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy")
 
     def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
                    events: list[DiagnosisEvent], step: int) -> None:
@@ -417,7 +445,144 @@ class Service:
                               "lr_after": lr_after, "note": note}, ref_id=rec_id)
             return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
 
+    # debugging views ----------------------------------------------------------------------
+    def summary(self, run_id: str) -> dict[str, Any]:
+        """Status, current LR, best/last value of each metric, and counts."""
+        with self.store.read() as conn:
+            row = self._run_row(conn, run_id)
+            metrics = summary_q.series_summary(conn, run_id)
+            diags = analysis_q.list_diagnoses(conn, run_id, None, None)
+            recs = recs_q.list_recommendations(conn, run_id, None)
+        by_status: dict[str, int] = {}
+        for r in recs:
+            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        lr = metrics.get("lr", {}).get("last")
+        return {
+            "run_id": run_id, "name": row["name"], "project": row["project"],
+            "status": runs_q.display_status(row, self.lost_rule, time.time()),
+            "run_status": row["status"], "health": row["health"],
+            "last_step": row["last_step"], "current_lr": lr, "updated_at": row["updated_at"],
+            "branch": row["max_branch"], "metrics": metrics,
+            "counts": {
+                "points": row["n_points"], "batches": row["n_batches"],
+                "diagnoses": len(diags),
+                "open_diagnoses": sum(1 for d in diags if d.get("status") == "open"),
+                "recommendations": by_status,
+                "lr_changes_applied": sum(1 for r in recs if r["status"] == "applied"
+                                          and r["action"] != "stop"),
+                "rollbacks": row["max_branch"],
+            },
+            "open_diagnoses": [{"id": d["id"], "kind": d["kind"], "severity": d["severity"],
+                                "message": d["message"]}
+                               for d in diags if d.get("status") == "open"],
+        }
+
+    def timeline(self, run_id: str) -> list[dict[str, Any]]:
+        """Everything that happened to the run, in order: diagnoses, recommendations and what
+        the client did with them, rollbacks with the abandoned steps, schedule segments, ends."""
+        base = f"/v1/runs/{run_id}"
+        with self.store.read() as conn:
+            row = self._run_row(conn, run_id)
+            events = recs_q.list_events(conn, run_id)
+            branch_rows = runs_q.list_branches(conn, run_id)
+            rollbacks = []
+            for b in branch_rows:
+                if b["branch"] == 0 or b["parent_branch"] is None:
+                    continue
+                until = points_q.abandoned_until(conn, run_id, b["parent_branch"],
+                                                 b["created_seq"])
+                rollbacks.append((b, until))
+        items: list[dict[str, Any]] = []
+        for e in events:
+            items.append(_timeline_item(base, e))
+        for b, until in rollbacks:
+            start = b["start_step"]
+            span = (f"; steps {start}-{until} of branch {b['parent_branch']} abandoned"
+                    if until is not None and start is not None and until >= start else "")
+            items.append({
+                "kind": "rollback", "step": start, "wall_time": b["created_at"],
+                "ref_id": str(b["branch"]),
+                "title": f"rolled back: resumed at step {start} on branch {b['branch']}{span}",
+                "detail": {"branch": b["branch"], "parent_branch": b["parent_branch"],
+                           "resumed_at_step": start, "abandoned_from_step": start,
+                           "abandoned_to_step": until},
+                "links": {"branches": f"{base}/branches"}})
+        items.sort(key=lambda i: (i["wall_time"], i["step"] if i["step"] is not None else -1))
+        try:
+            segments = self.schedule(run_id)
+        except Exception:  # the schedule is a convenience here; never fail the timeline
+            log.exception("schedule for the timeline of %s failed", run_id)
+            segments = []
+        for seg in segments:
+            item = {"kind": "schedule_segment", "step": seg["start_step"], "wall_time": None,
+                    "ref_id": None,
+                    "title": (f"LR {seg['kind']} from step {seg['start_step']} to "
+                              f"{seg['end_step']}: {_g(seg['lr_start'])} -> {_g(seg['lr_end'])}"),
+                    "detail": seg, "links": {"schedule": f"{base}/schedule"}}
+            at = next((i for i, x in enumerate(items)
+                       if x["step"] is not None and x["step"] > seg["start_step"]), len(items))
+            items.insert(at, item)
+        now = time.time()
+        if self.lost_rule.is_lost(row, now):
+            items.append({"kind": "run_lost", "step": row["last_step"], "wall_time": now,
+                          "ref_id": None,
+                          "title": f"no data for {now - row['updated_at']:.0f} s: the run looks "
+                                   "crashed or preempted", "detail": {}, "links": {}})
+        return items
+
+    def get_diagnosis(self, run_id: str, diagnosis_id: str) -> dict[str, Any]:
+        for d in self.list_diagnoses(run_id):
+            if d["id"] == diagnosis_id:
+                return d
+        raise NotFoundError(f"run {run_id!r} has no diagnosis {diagnosis_id!r}")
+
+    def get_recommendation(self, run_id: str, rec_id: str) -> dict[str, Any]:
+        with self.store.read() as conn:
+            self._run_row(conn, run_id)
+            row = recs_q.get_recommendation(conn, run_id, rec_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id!r} has no recommendation {rec_id!r}")
+            return recs_q.rec_to_dict(row)
+
     def list_events(self, run_id: str) -> list[dict[str, Any]]:
         with self.store.read() as conn:
             self._run_row(conn, run_id)
             return recs_q.list_events(conn, run_id)
+
+
+def _g(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _timeline_item(base: str, e: dict[str, Any]) -> dict[str, Any]:
+    kind, p, ref = e["kind"], e["payload"], e["ref_id"]
+    links: dict[str, str] = {}
+    if kind.startswith("diagnosis_"):
+        links["diagnosis"] = f"{base}/diagnoses/{ref}"
+        verb = kind.split("_", 1)[1]
+        title = (f"{p.get('kind')} {verb}"
+                 + (f" ({p.get('severity')})" if verb != "closed" else "")
+                 + (f": {p.get('message')}" if p.get("message") else ""))
+    elif kind == "recommendation_issued":
+        links["recommendation"] = f"{base}/recommendations/{ref}"
+        if p.get("diagnosis_id"):
+            links["diagnosis"] = f"{base}/diagnoses/{p['diagnosis_id']}"
+        args = ", ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items())
+        title = f"{p.get('author')} recommends {p.get('action')}({args}): {p.get('reason')}"
+    elif kind in ("recommendation_applied", "recommendation_rejected",
+                  "recommendation_expired"):
+        links["recommendation"] = f"{base}/recommendations/{ref}"
+        verb = kind.split("_", 1)[1]
+        title = f"{p.get('action', 'recommendation')} {verb}"
+        if verb == "applied" and p.get("lr_before") is not None:
+            title += f": lr {p.get('lr_before')} -> {p.get('lr_after')}"
+        if p.get("note"):
+            title += f" ({p['note']})"
+    elif kind == "run_finished":
+        title = f"run ended: {p.get('status')}"
+    elif kind == "run_resumed":
+        title = f"data again after {p.get('silent_s')} s of silence"
+    else:
+        title = kind
+    return {"kind": kind, "step": e["step"], "wall_time": e["wall_time"], "ref_id": ref,
+            "title": title, "detail": p, "links": links}

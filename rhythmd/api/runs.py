@@ -31,8 +31,11 @@ def list_runs(
     settings: SettingsDep,
     project: Annotated[str | None, Query(max_length=128, description="Only this project.")] = None,
     status_: Annotated[str | None, Query(
-        alias="status", pattern="^(running|finished|failed|stopped)$",
-        description="Only runs with this status.")] = None,
+        alias="status",
+        pattern="^(running|finished|failed|stopped|lost|healthy|diverging|stagnating|"
+                "oscillating|slow)$",
+        description="Only runs in this lifecycle status (running, finished, failed, stopped), "
+                    "lost (silent too long), or live runs of this health.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Page size (capped by "
                                 "RHYTHMD_MAX_PAGE_SIZE).")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31, description="Runs to skip.")] = 0,

@@ -40,6 +40,10 @@ class Run(BaseModel):
     n_points: int
     n_batches: int
     branch: int = Field(description="Latest branch (0 until the first rollback).")
+    health: str = Field(description="From the open diagnoses: healthy, diverging, stagnating, "
+                                    "oscillating or slow.")
+    state: str = Field(description="What a person wants to know: healthy, diverging, "
+                                   "stagnating, oscillating, slow, stopped, finished or lost.")
 
 
 class RunList(BaseModel):
@@ -231,3 +235,46 @@ class ScheduleSegment(BaseModel):
 class ScheduleOut(BaseModel):
     run_id: str
     segments: list[ScheduleSegment]
+
+
+class MetricSummary(BaseModel):
+    last: FloatOut | None
+    last_step: int | None
+    best: FloatOut | None = Field(description="Finite min (max for accuracy-like names).")
+    best_step: int | None
+    points: int
+    nonfinite_points: int
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    name: str
+    project: str | None
+    status: Literal["healthy", "diverging", "stagnating", "oscillating", "slow", "stopped",
+                    "finished", "lost"]
+    run_status: str = Field(description="Lifecycle: running, finished, failed or stopped.")
+    health: str
+    last_step: int | None
+    current_lr: FloatOut | None = Field(description="Last reported `lr` (absolute).")
+    updated_at: float
+    branch: int
+    metrics: dict[str, MetricSummary]
+    counts: dict[str, Any]
+    open_diagnoses: list[dict[str, Any]]
+
+
+class TimelineItem(BaseModel):
+    kind: str = Field(description="diagnosis_opened|_updated|_closed, recommendation_issued|"
+                                  "_applied|_rejected|_expired, rollback, schedule_segment, "
+                                  "run_finished, run_resumed, run_lost.")
+    step: int | None
+    wall_time: float | None = Field(description="Unix seconds (none for schedule segments).")
+    ref_id: str | None
+    title: str = Field(description="One line for people.")
+    detail: dict[str, Any]
+    links: dict[str, str] = Field(description="API paths of the evidence.")
+
+
+class Timeline(BaseModel):
+    run_id: str
+    items: list[TimelineItem]

@@ -127,6 +127,15 @@ def write_series(
     return seq
 
 
+def abandoned_until(conn: Connection, run_id: str, parent: int, before_seq: int) -> int | None:
+    """The highest step branch ``parent`` had reached before sequence number ``before_seq``."""
+    from sqlalchemy import func
+
+    return conn.execute(select(func.max(chunks.c.max_step)).where(
+        chunks.c.run_id == run_id, chunks.c.branch == parent,
+        chunks.c.seq_start < before_seq)).scalar()
+
+
 def lineage(conn: Connection, run_id: str, branch: int) -> list[tuple[int, int | None, int | None]]:
     """The (branch, lo, hi) step windows that make up the view of ``branch``.
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
 from rhythmd.store.schema import batches, branches, runs
 
@@ -29,7 +30,39 @@ def run_to_dict(row: Any) -> dict[str, Any]:
         "n_points": row["n_points"],
         "n_batches": row["n_batches"],
         "branch": row["max_branch"],
+        "health": row["health"],
     }
+
+
+LIFECYCLE = ("running", "finished", "failed", "stopped")
+HEALTH = ("healthy", "diverging", "stagnating", "oscillating", "slow")
+
+
+@dataclass(frozen=True, slots=True)
+class LostRule:
+    """A running run is ``lost`` when silent for ``multiple`` times its usual interval between
+    batches, and at least ``min_seconds``."""
+
+    multiple: float = 20.0
+    min_seconds: float = 60.0
+
+    def threshold(self, interval_s: float | None) -> float:
+        return max(self.min_seconds, self.multiple * (interval_s or 0.0))
+
+    def is_lost(self, row: Any, now: float) -> bool:
+        return (row["status"] == "running" and row["n_batches"] > 0
+                and now - row["updated_at"] > self.threshold(row["interval_s"]))
+
+
+def display_status(row: Any, rule: LostRule, now: float) -> str:
+    """The one status a person wants: lifecycle first, then lost, then health."""
+    if row["status"] in ("finished", "failed"):
+        return "finished"
+    if row["status"] == "stopped":
+        return "stopped"
+    if rule.is_lost(row, now):
+        return "lost"
+    return str(row["health"])
 
 
 def insert_run(
@@ -42,7 +75,7 @@ def insert_run(
         config=json.dumps(config) if config is not None else None,
         tags=json.dumps(tags) if tags is not None else None,
         status="running", created_at=now, updated_at=now, last_step=None,
-        next_seq=0, n_points=0, n_batches=0, max_branch=0,
+        next_seq=0, n_points=0, n_batches=0, max_branch=0, health="healthy", interval_s=None,
     ))
     conn.execute(insert(branches).values(run_id=run_id, branch=0, start_step=None,
                                          parent_branch=None, created_seq=0, created_at=now))
@@ -52,14 +85,29 @@ def get_run(conn: Connection, run_id: str) -> Any | None:
     return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
 
 
+def _status_condition(status: str, rule: LostRule, now: float) -> Any:
+    silent = runs.c.updated_at < now - case(
+        (runs.c.interval_s * rule.multiple > rule.min_seconds, runs.c.interval_s * rule.multiple),
+        else_=rule.min_seconds)
+    lost = and_(runs.c.status == "running", runs.c.n_batches > 0, silent)
+    if status == "lost":
+        return lost
+    if status in LIFECYCLE:
+        return runs.c.status == status
+    # A health verdict applies to live runs only.
+    return and_(runs.c.status == "running", runs.c.health == status,
+                or_(runs.c.n_batches == 0, ~silent))
+
+
 def list_runs(
-    conn: Connection, project: str | None, status: str | None, limit: int, offset: int
+    conn: Connection, project: str | None, status: str | None, limit: int, offset: int,
+    rule: LostRule | None = None,
 ) -> tuple[list[Any], int]:
     cond = []
     if project is not None:
         cond.append(runs.c.project == project)
     if status is not None:
-        cond.append(runs.c.status == status)
+        cond.append(_status_condition(status, rule or LostRule(), time.time()))
     total = conn.execute(select(func.count()).select_from(runs).where(*cond)).scalar_one()
     rows = conn.execute(
         select(runs).where(*cond)
@@ -106,12 +154,14 @@ def list_branches(conn: Connection, run_id: str) -> list[dict[str, Any]]:
         select(branches).where(branches.c.run_id == run_id).order_by(branches.c.branch)
     ).mappings()
     return [{"branch": r["branch"], "start_step": r["start_step"],
-             "parent_branch": r["parent_branch"], "created_at": r["created_at"]} for r in rows]
+             "parent_branch": r["parent_branch"], "created_at": r["created_at"],
+             "created_seq": r["created_seq"]} for r in rows]
 
 
 def advance_run(
     conn: Connection, run_id: str, *, next_seq: int, add_points: int, last_step: int | None,
-    max_branch: int, status: str | None = None,
+    max_branch: int, status: str | None = None, interval_s: float | None = None,
+    health: str | None = None,
 ) -> None:
     values: dict[str, Any] = {
         "next_seq": next_seq,
@@ -120,6 +170,10 @@ def advance_run(
         "updated_at": time.time(),
         "max_branch": max_branch,
     }
+    if interval_s is not None:
+        values["interval_s"] = interval_s
+    if health is not None:
+        values["health"] = health
     if last_step is not None:
         values["last_step"] = last_step
     if status is not None:

@@ -62,6 +62,10 @@ runs = Table(
     Column("n_points", BigInteger, nullable=False, default=0),
     Column("n_batches", BigInteger, nullable=False, default=0),
     Column("max_branch", Integer, nullable=False, default=0),
+    # Derived from the open diagnoses: healthy, diverging, stagnating, oscillating or slow.
+    Column("health", String(16), nullable=False, default="healthy"),
+    # Moving average of the seconds between batches, for the `lost` verdict.
+    Column("interval_s", Float, nullable=True),
     Index("ix_runs_project_created", "project", "created_at"),
     Index("ix_runs_created", "created_at"),
 )
