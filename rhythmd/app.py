@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rhythmd import __version__
@@ -28,6 +30,7 @@ from rhythmd.errors import (
     StoreUnavailableError,
     TooLargeError,
 )
+from rhythmd.observability import CONTENT_TYPE, REJECTED, configure_logging, render_metrics
 from rhythmd.service import Service
 from rhythmd.store import Store
 from rhythmd.store.runs import LostRule
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=RhythmdJSONResponse,
     )
+    configure_logging(settings.log_level, settings.log_format == "json")
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
@@ -95,6 +99,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                        headers={"Retry-After": str(RETRY_AFTER_S)})
         return RhythmdJSONResponse(body)
 
+    @app.get("/metrics", tags=["health"], include_in_schema=True,
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}},
+                                                         "description": "Prometheus text."}})
+    def metrics_endpoint(service: ServiceDep) -> Response:
+        """Prometheus metrics: points, batches, duplicates, rejected requests by reason, ingest
+        and analysis time, open diagnoses by kind, recommendations by action and status,
+        active runs."""
+        return Response(render_metrics(service), media_type=CONTENT_TYPE)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
@@ -116,30 +129,50 @@ def _install_error_handlers(app: FastAPI) -> None:
     def detail(status: int, message: Any, headers: dict[str, str] | None = None) -> Response:
         return RhythmdJSONResponse({"detail": message}, status_code=status, headers=headers)
 
+    def rejected(request: Request, reason: str, message: Any) -> None:
+        REJECTED.labels(reason).inc()
+        log.info("rejected %s %s: %s", request.method, request.url.path, reason,
+                 extra={"run_id": request.path_params.get("run_id"), "status": reason,
+                        "detail": str(message)[:300]})
+
     @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> Response:
+    async def _not_found(request: Request, exc: NotFoundError) -> Response:
+        rejected(request, "not_found", exc)
         return detail(404, str(exc))
 
     @app.exception_handler(InvalidInputError)
-    async def _invalid(_: Request, exc: InvalidInputError) -> Response:
+    async def _invalid(request: Request, exc: InvalidInputError) -> Response:
+        rejected(request, "invalid", exc.detail())
         return detail(422, exc.detail())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")}
                   for e in exc.errors()]
+        rejected(request, "invalid", errors)
         return detail(422, _jsonable(errors))
 
     @app.exception_handler(TooLargeError)
-    async def _too_large(_: Request, exc: TooLargeError) -> Response:
+    async def _too_large(request: Request, exc: TooLargeError) -> Response:
+        rejected(request, "too_large", exc)
         return detail(413, str(exc))
 
     @app.exception_handler(ConflictError)
-    async def _conflict(_: Request, exc: ConflictError) -> Response:
+    async def _conflict(request: Request, exc: ConflictError) -> Response:
+        rejected(request, "conflict", exc)
         return detail(409, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 to a JSON body it cannot decode (not UTF-8); malformed input is
+        # 422 everywhere else (README), and 400 is in no operation's schema.
+        if exc.status_code == 400:
+            return detail(422, [{"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}])
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(StoreUnavailableError)
-    async def _unavailable(_: Request, exc: StoreUnavailableError) -> Response:
+    async def _unavailable(request: Request, exc: StoreUnavailableError) -> Response:
+        rejected(request, "unavailable", exc)
         log.warning("503: %s", exc)
         return detail(503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
 

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
         1, ge=1, description="Daemon processes (rhythmd serve). More than 1 needs PostgreSQL."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: str = Field("text", pattern="^(text|json)$",
+                            description="Log lines as `text` (key=value) or `json`.")
     max_body_bytes: int = Field(
         16 * 2**20, ge=1024, description="Largest accepted request body, in bytes (413 above)."
     )

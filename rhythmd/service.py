@@ -21,6 +21,7 @@ import numpy as np
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
+from rhythmd.observability import ANALYSIS_ERRORS, ANALYSIS_SECONDS, BATCHES, INGEST_SECONDS, POINTS
 from rhythmd.policy import PolicyConfig, RunContext, decide
 from rhythmd.recommendations import validate_action
 from rhythmd.store import Store
@@ -121,6 +122,7 @@ class Service:
                     )
                 return self._run_dict(existing), False
             runs_q.insert_run(conn, rid, name, project, config, tags)
+            log.info("run created: %s", name, extra={"run_id": rid, "project": project})
             return self._run_dict(runs_q.get_run(conn, rid)), True
 
     def _run_dict(self, row: Any) -> dict[str, Any]:
@@ -161,6 +163,17 @@ class Service:
     def ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
         """Store a batch exactly once (idempotent on ``batch_id``), in one transaction under
         the run's write lock, and return the run's pending recommendations."""
+        started = time.perf_counter()
+        result = self._ingest(run_id, batch)
+        INGEST_SECONDS.observe(time.perf_counter() - started)
+        if result.duplicate:
+            BATCHES.labels("duplicate").inc()
+        else:
+            BATCHES.labels("stored").inc()
+            POINTS.inc(result.accepted)
+        return result
+
+    def _ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
         with self.store.write(run_id) as conn:
             run = self._run_row(conn, run_id)
             if batch.batch_id is not None:
@@ -289,16 +302,19 @@ class Service:
         health when diagnoses changed. An analysis error is logged and counted; it never loses
         the batch."""
         run_id = run["run_id"]
+        started = time.perf_counter()
         try:
             live = self._analyzer_for(conn, run, seq_start)
             events = live.analyzer.feed({s.name: (s.steps, s.values) for s in batch.series},
                                         batch.branch, branch_start)
         except Exception:
             self.analysis_errors += 1
-            log.exception("analysis failed for run %s; the batch is stored", run_id)
+            ANALYSIS_ERRORS.inc()
+            log.exception("analysis failed; the batch is stored", extra={"run_id": run_id})
             with self._cache_lock:
                 self._cache.pop(run_id, None)
             return None
+        ANALYSIS_SECONDS.observe(time.perf_counter() - started)
         live.analyzed_seq = next_seq
         live.unsaved_batches += 1
         if events:
@@ -313,6 +329,9 @@ class Service:
                 recs_q.add_event(conn, run_id, f"diagnosis_{ev.type}", int(ev.step),
                                  {"kind": d.kind, "severity": d.severity, "message": d.message},
                                  ref_id=d.id)
+                log.info("diagnosis %s: %s", ev.type, d.message,
+                         extra={"run_id": run_id, "diagnosis_id": d.id, "kind": d.kind,
+                                "severity": d.severity, "step": int(ev.step)})
                 changed.discard(d.id)
             self._recommend(conn, run, live.analyzer, events,
                             max(int(s.steps.max()) for s in batch.series))
@@ -358,6 +377,8 @@ class Service:
                    "expires_at_step": spec.expires_at_step}
             validate_action(spec.action, spec.params)
             recs_q.insert_recommendation(conn, rec)
+            log.info("recommendation issued: %s %s", spec.action, spec.params,
+                     extra={"run_id": run_id, "recommendation_id": rec["id"], "step": step})
             recs_q.add_event(conn, run_id, "recommendation_issued", step,
                              {"action": spec.action, "params": spec.params, "author": "rhythmd",
                               "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
@@ -440,6 +461,8 @@ class Service:
                     f"{status}"
                 )
             recs_q.resolve_recommendation(conn, rec_id, status, step, lr_before, lr_after, note)
+            log.info("recommendation %s: %s (%s)", status, row["action"], note or "",
+                     extra={"run_id": run_id, "recommendation_id": rec_id, "step": step})
             recs_q.add_event(conn, run_id, f"recommendation_{status}", step,
                              {"action": row["action"], "lr_before": lr_before,
                               "lr_after": lr_after, "note": note}, ref_id=rec_id)

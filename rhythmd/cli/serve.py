@@ -45,6 +45,11 @@ def _serve(args: argparse.Namespace) -> int:
             f"--workers {args.workers} needs PostgreSQL: SQLite is the single-process mode. "
             "Run one worker, or set RHYTHMD_DATABASE_URL=postgresql+psycopg://user@host/db."
         )
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics scrape must see every worker: prometheus-client's multiprocess mode.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rhythmd-prom-")
     # Worker processes build the app from the environment, so pass the flags through it.
     os.environ["RHYTHMD_DATABASE_URL"] = args.database_url
     os.environ["RHYTHMD_LOG_LEVEL"] = args.log_level
