@@ -31,9 +31,11 @@ from rhythmd.errors import (
     TooLargeError,
 )
 from rhythmd.observability import CONTENT_TYPE, REJECTED, configure_logging, render_metrics
-from rhythmd.service import Service
+from rhythmd.service import AlertConfig, Service
 from rhythmd.store import Store
 from rhythmd.store.runs import LostRule
+from rhythmd.web import pages
+from rhythmd.webhooks import WebhookDispatcher
 
 log = logging.getLogger("rhythmd")
 RETRY_AFTER_S = 5
@@ -52,14 +54,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("rhythmd cannot start: %s", exc)
             raise
         app.state.store = store
+        alerts = (AlertConfig(settings.webhook_min_severity, settings.public_url)
+                  if settings.webhook_url else None)
         app.state.service = Service(
-            store, analysis=settings.analysis,
+            store, analysis=settings.analysis, alerts=alerts,
             lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds))
+        dispatcher = None
+        if settings.webhook_url:
+            dispatcher = WebhookDispatcher(store, settings.webhook_url,
+                                           max_attempts=settings.webhook_max_attempts)
+            dispatcher.start()
         log.info("rhythmd %s serving on %s (schema v%s)", __version__,
                  store.engine.url.render_as_string(hide_password=True), store.schema_version)
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await run_in_threadpool(dispatcher.stop)
             await run_in_threadpool(store.close)
 
     app = FastAPI(
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(analysis.router)
     app.include_router(timeline.router)
+    app.include_router(pages.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"],
              responses={503: {"model": Health, "description": "Database unreachable."}})

@@ -49,4 +49,16 @@ class Settings(BaseSettings):
     lost_min_seconds: float = Field(
         60.0, ge=0, description="...and for at least this many seconds."
     )
+    webhook_url: str | None = Field(
+        None, description="POST a Slack-compatible JSON message here when a diagnosis opens or "
+        "escalates and when a recommendation is applied or rejected (retried with backoff)."
+    )
+    webhook_min_severity: str = Field(
+        "warning", pattern="^(info|warning|high|critical)$",
+        description="Least severe diagnosis that alerts."
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="Tries per webhook before giving up.")
+    public_url: str | None = Field(
+        None, description="The daemon's address as people reach it, for links in alerts."
+    )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")

@@ -21,16 +21,19 @@ import numpy as np
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
+from rhythmd.jsonsafe import encode_nonfinite
 from rhythmd.observability import ANALYSIS_ERRORS, ANALYSIS_SECONDS, BATCHES, INGEST_SECONDS, POINTS
 from rhythmd.policy import PolicyConfig, RunContext, decide
 from rhythmd.recommendations import validate_action
 from rhythmd.store import Store
 from rhythmd.store import analysis as analysis_q
+from rhythmd.store import outbox as outbox_q
 from rhythmd.store import points as points_q
 from rhythmd.store import recommendations as recs_q
 from rhythmd.store import runs as runs_q
 from rhythmd.store import summary as summary_q
 from rhythmd.store.downsample import downsample_indices
+from rhythmd.webhooks import SEVERITY_RANK, diagnosis_message, recommendation_message, should_alert
 
 log = logging.getLogger("rhythmd.service")
 
@@ -64,6 +67,15 @@ class SeriesView:
     downsampled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Webhook alerts: diagnoses at or above ``min_severity`` (info, warning, high, critical)
+    when they open or escalate, and every applied or rejected recommendation."""
+
+    min_severity: str = "warning"
+    base_url: str | None = None  # link to the run's page in the message
+
+
 @dataclass(slots=True)
 class _LiveAnalyzer:
     analyzer: RunAnalyzer
@@ -93,8 +105,10 @@ class Service:
     SAVE_EVERY_SECONDS = 10.0
 
     def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096,
-                 lost_rule: runs_q.LostRule | None = None) -> None:
+                 lost_rule: runs_q.LostRule | None = None,
+                 alerts: AlertConfig | None = None) -> None:
         self.store = store
+        self.alerts = alerts
         self.lost_rule = lost_rule or runs_q.LostRule()
         self.analysis = analysis
         self._cache: OrderedDict[str, _LiveAnalyzer] = OrderedDict()
@@ -332,7 +346,7 @@ class Service:
                 log.info("diagnosis %s: %s", ev.type, d.message,
                          extra={"run_id": run_id, "diagnosis_id": d.id, "kind": d.kind,
                                 "severity": d.severity, "step": int(ev.step)})
-                changed.discard(d.id)
+                self._alert_diagnosis(conn, run, ev, changed.pop(d.id, None))
             self._recommend(conn, run, live.analyzer, events,
                             max(int(s.steps.max()) for s in batch.series))
         now = time.monotonic()
@@ -349,6 +363,20 @@ class Service:
             return None
         open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
         return next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy")
+
+    def _alert_diagnosis(self, conn: Any, run: Any, ev: DiagnosisEvent,
+                         old_severity: str | None) -> None:
+        """Queue a webhook when a diagnosis opens or escalates at or above the minimum."""
+        if self.alerts is None:
+            return
+        d = ev.diagnosis
+        if not should_alert(d.severity, self.alerts.min_severity):
+            return
+        escalated = (ev.type == "updated" and old_severity is not None
+                     and SEVERITY_RANK.get(d.severity, 0) > SEVERITY_RANK.get(old_severity, 0))
+        if ev.type == "opened" or escalated:
+            outbox_q.enqueue(conn, run["run_id"], f"diagnosis_{ev.type}", encode_nonfinite(
+                diagnosis_message(run, ev.type, d.to_dict(), self.alerts.base_url)))
 
     def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
                    events: list[DiagnosisEvent], step: int) -> None:
@@ -461,6 +489,11 @@ class Service:
                     f"{status}"
                 )
             recs_q.resolve_recommendation(conn, rec_id, status, step, lr_before, lr_after, note)
+            resolved = recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
+            if self.alerts is not None:
+                run = runs_q.get_run(conn, run_id)
+                outbox_q.enqueue(conn, run_id, f"recommendation_{status}",
+                                 encode_nonfinite(recommendation_message(run, status, resolved)))
             log.info("recommendation %s: %s (%s)", status, row["action"], note or "",
                      extra={"run_id": run_id, "recommendation_id": rec_id, "step": step})
             recs_q.add_event(conn, run_id, f"recommendation_{status}", step,

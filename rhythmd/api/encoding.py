@@ -5,7 +5,6 @@ browser's ``JSON.parse`` rejects)."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -13,30 +12,9 @@ import numpy as np
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
+from rhythmd.jsonsafe import encode_nonfinite
+
 _NONFINITE_TOKEN = re.compile(r"-?Infinity|NaN")
-
-
-def nonfinite_to_str(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def encode_nonfinite(obj: Any) -> Any:
-    """A copy of ``obj`` with every non-finite float replaced by its string form."""
-    if isinstance(obj, float):
-        return nonfinite_to_str(obj)
-    if isinstance(obj, dict):
-        return {k: encode_nonfinite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [encode_nonfinite(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return encode_nonfinite(obj.tolist())
-    if isinstance(obj, np.generic):
-        return encode_nonfinite(obj.item())
-    return obj
 
 
 def float_array_json(values: np.ndarray) -> str:

@@ -69,20 +69,22 @@ def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
         yield current
 
 
-def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]) -> set[str]:
+def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]
+                     ) -> dict[str, str | None]:
     """Insert or replace diagnoses by id (ids are deterministic, so replays are idempotent).
 
-    Returns the ids whose severity or status changed against the stored row (new ids excluded).
+    Returns ``{id: previous severity}`` for the stored ones whose severity or status changed
+    (new ids excluded).
     """
     if not items:
-        return set()
+        return {}
     now = time.time()
     ids = [d["id"] for d in items]
     stored = {r.diagnosis_id: json.loads(r.data) for r in conn.execute(
         select(diagnoses.c.diagnosis_id, diagnoses.c.data).where(
             diagnoses.c.run_id == run_id, diagnoses.c.diagnosis_id.in_(ids)))}
     known = set(stored)
-    changed = {i for i, old in stored.items()
+    changed = {i: old.get("severity") for i, old in stored.items()
                for d in items if d["id"] == i
                and (old.get("severity"), old.get("status")) != (d.get("severity"), d.get("status"))}
     for d in items:

@@ -191,6 +191,23 @@ diagnoses = Table(
     Index("ix_diagnoses_run_kind", "run_id", "kind"),
 )
 
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("run_id", String(64), nullable=True),
+    Column("kind", String(48), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON body to POST
+    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Index("ix_outbox_due", "status", "next_attempt_at"),
+)
+
 _INIT_LOCK_KEY = 0x7268_7974_686D_6400 >> 1  # "rhythmd", fits a signed bigint
 
 
