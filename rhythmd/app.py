@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -16,11 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rhythmd import __version__
-from rhythmd.api import analysis, metrics, recommendations, runs, timeline
+from rhythmd.api import analysis, metrics, recommendations, runs, timeline, tokens
 from rhythmd.api.deps import ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
+from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
+from rhythmd.auth import bind_host_from_process, check_exposure
 from rhythmd.config import Settings
 from rhythmd.errors import (
     ConfigurationError,
@@ -47,6 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            check_exposure(settings.auth == "required", settings.insecure,
+                           bind_host_from_process())
+        except ConfigurationError as exc:
+            log.error("rhythmd cannot start: %s", exc)
+            raise
         store = Store(settings.database_url, pool_size=settings.db_pool_size)
         try:
             await run_in_threadpool(store.open)
@@ -88,12 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level, settings.log_format == "json")
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LoopbackOnlyMiddleware,
+                       enabled=settings.auth != "required" and not settings.insecure)
     _install_error_handlers(app)
     app.include_router(runs.router)
     app.include_router(metrics.router)
     app.include_router(recommendations.router)
     app.include_router(analysis.router)
     app.include_router(timeline.router)
+    app.include_router(tokens.router)
     app.include_router(pages.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"],
@@ -114,10 +125,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["health"], include_in_schema=True,
              response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}},
                                                          "description": "Prometheus text."}})
-    def metrics_endpoint(service: ServiceDep) -> Response:
+    def metrics_endpoint(service: ServiceDep, request: Request) -> Response:
         """Prometheus metrics: points, batches, duplicates, rejected requests by reason, ingest
         and analysis time, open diagnoses by kind, recommendations by action and status,
-        active runs."""
+        active runs. With authentication, needs a read token for every project ("*")."""
+        principal = principal_of(request)
+        if principal is not None and not (principal.project == "*" and principal.may("read")):
+            raise HTTPException(403, 'metrics need a read token for every project ("*")')
         return Response(render_metrics(service), media_type=CONTENT_TYPE)
 
     def openapi() -> dict[str, Any]:

@@ -61,4 +61,15 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="The daemon's address as people reach it, for links in alerts."
     )
+    auth: str = Field(
+        "off", pattern="^(off|required)$",
+        description="`required`: every /v1 request needs a bearer token (rhythmd token create)."
+    )
+    admin_token: str | None = Field(
+        None, min_length=16,
+        description="A bootstrap admin token for all projects (e.g. from an env file)."
+    )
+    insecure: bool = Field(
+        False, description="Serve a non-loopback address without authentication (not advised)."
+    )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
+from rhythmd.auth import Principal, TokenCache
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
 from rhythmd.jsonsafe import encode_nonfinite
@@ -32,6 +33,7 @@ from rhythmd.store import points as points_q
 from rhythmd.store import recommendations as recs_q
 from rhythmd.store import runs as runs_q
 from rhythmd.store import summary as summary_q
+from rhythmd.store import tokens as tokens_q
 from rhythmd.store.downsample import downsample_indices
 from rhythmd.webhooks import SEVERITY_RANK, diagnosis_message, recommendation_message, should_alert
 
@@ -109,6 +111,8 @@ class Service:
                  alerts: AlertConfig | None = None) -> None:
         self.store = store
         self.alerts = alerts
+        self._tokens = TokenCache()
+        self._projects: dict[str, str | None] = {}
         self.lost_rule = lost_rule or runs_q.LostRule()
         self.analysis = analysis
         self._cache: OrderedDict[str, _LiveAnalyzer] = OrderedDict()
@@ -500,6 +504,52 @@ class Service:
                              {"action": row["action"], "lr_before": lr_before,
                               "lr_after": lr_after, "note": note}, ref_id=rec_id)
             return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
+
+    # access -------------------------------------------------------------------------------
+    def verify_token(self, token: str) -> Principal | None:
+        """The principal of a stored, unrevoked token (cached for a few seconds)."""
+        hit, principal = self._tokens.get(token)
+        if hit:
+            return principal
+        with self.store.read() as conn:
+            row = tokens_q.find_token(conn, token)
+        principal = None if row is None else Principal(row["project"], row["scope"],
+                                                       row["token_id"])
+        self._tokens.put(token, principal)
+        return principal
+
+    def run_project(self, run_id: str) -> str | None:
+        """A run's project (immutable, so cached). Raises NotFoundError."""
+        if run_id in self._projects:
+            return self._projects[run_id]
+        with self.store.read() as conn:
+            project = self._run_row(conn, run_id)["project"]
+        if len(self._projects) > 100_000:
+            self._projects.clear()
+        self._projects[run_id] = project
+        return project
+
+    def create_token(self, project: str, scope: str, description: str | None = None
+                     ) -> dict[str, Any]:
+        if scope not in tokens_q.SCOPES:
+            raise InvalidInputError(("body", "scope"),
+                                    f"scope must be one of {', '.join(tokens_q.SCOPES)}", scope)
+        with self.store.write() as conn:
+            token_id, token = tokens_q.create_token(conn, project, scope, description)
+        log.info("token created", extra={"token_id": token_id, "project": project,
+                                         "scope": scope})
+        return {"token_id": token_id, "token": token, "project": project, "scope": scope,
+                "description": description}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            return tokens_q.list_tokens(conn)
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.store.write() as conn:
+            if not tokens_q.revoke_token(conn, token_id):
+                raise NotFoundError(f"no active token {token_id!r}")
+        self._tokens = TokenCache()
 
     # debugging views ----------------------------------------------------------------------
     def summary(self, run_id: str) -> dict[str, Any]:

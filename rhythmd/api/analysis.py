@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.schemas import DiagnosisList, ScheduleOut
+from rhythmd.api.security import requires
 
-router = APIRouter(prefix="/v1/runs/{run_id}", tags=["analysis"], responses={**UNAVAILABLE})
+router = APIRouter(prefix="/v1/runs/{run_id}", tags=["analysis"], responses={**UNAVAILABLE},
+                   dependencies=[requires("read")])
 
 
 @router.get("/diagnoses", response_model=DiagnosisList, responses={**NOT_FOUND, **INVALID})

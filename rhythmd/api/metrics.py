@@ -14,6 +14,7 @@ from starlette.responses import Response
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep, SettingsDep
 from rhythmd.api.encoding import RhythmdJSONResponse, float_array_json, raw_json_response
 from rhythmd.api.schemas import BranchList, IngestResponse, MetricBatchIn, MetricList, SeriesOut
+from rhythmd.api.security import requires
 from rhythmd.batch import parse_metric_batch
 from rhythmd.errors import InvalidInputError
 
@@ -29,6 +30,7 @@ INGEST_BODY_SCHEMA = MetricBatchIn.model_json_schema(ref_template=_REF)
     response_model=IngestResponse,
     responses={**NOT_FOUND, **INVALID,
                413: {"description": "Body, points or series above the documented limits."}},
+    dependencies=[requires("ingest")],
     openapi_extra={"requestBody": {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": _REF.format(model="MetricBatchIn")}}},
@@ -62,7 +64,8 @@ async def ingest_metrics(run_id: str, request: Request, service: ServiceDep,
     })
 
 
-@router.get("/metrics", response_model=MetricList, responses={**NOT_FOUND})
+@router.get("/metrics", response_model=MetricList, responses={**NOT_FOUND},
+            dependencies=[requires("read")])
 def list_metrics(run_id: str, service: ServiceDep) -> dict:
     """The run's metric names with point counts (every branch included)."""
     return {"run_id": run_id, "metrics": service.list_metrics(run_id)}
@@ -77,7 +80,8 @@ def _branch_selector(value: str) -> int | str:
                             value)
 
 
-@router.get("/metrics/{name:path}", response_model=SeriesOut, responses={**NOT_FOUND, **INVALID})
+@router.get("/metrics/{name:path}", response_model=SeriesOut, responses={**NOT_FOUND, **INVALID},
+            dependencies=[requires("read")])
 def read_metric(
     run_id: str,
     service: ServiceDep,
@@ -108,7 +112,8 @@ def read_metric(
     return raw_json_response(head, arrays)
 
 
-@router.get("/branches", response_model=BranchList, responses={**NOT_FOUND})
+@router.get("/branches", response_model=BranchList, responses={**NOT_FOUND},
+            dependencies=[requires("read")])
 def list_branches(run_id: str, service: ServiceDep) -> dict:
     """The run's branches: 0, then one per rollback, with the step each resumed from."""
     return {"run_id": run_id, "branches": service.list_branches(run_id)}

@@ -13,12 +13,14 @@ from rhythmd.api.schemas import (
     RecommendationCreate,
     RecommendationList,
 )
+from rhythmd.api.security import requires
 
 router = APIRouter(prefix="/v1/runs/{run_id}/recommendations", tags=["recommendations"],
                    responses={**UNAVAILABLE})
 
 
-@router.get("", response_model=RecommendationList, responses={**NOT_FOUND, **INVALID})
+@router.get("", response_model=RecommendationList, responses={**NOT_FOUND, **INVALID},
+            dependencies=[requires("read", "ingest")])
 def list_recommendations(
     run_id: str, service: ServiceDep,
     status_: Annotated[str | None, Query(alias="status",
@@ -28,7 +30,7 @@ def list_recommendations(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Recommendation,
-             responses={**NOT_FOUND, **INVALID})
+             responses={**NOT_FOUND, **INVALID}, dependencies=[requires("steer")])
 def create_recommendation(run_id: str, body: RecommendationCreate, service: ServiceDep) -> dict:
     """Issue a recommendation by hand (e.g. ``{"action": "reduce_lr", "params": {"factor":
     0.5}}`` or ``{"action": "stop"}``); the client applies it like the daemon's own."""
@@ -39,7 +41,8 @@ def create_recommendation(run_id: str, body: RecommendationCreate, service: Serv
 
 @router.post("/{rec_id}/ack", response_model=Recommendation,
              responses={**NOT_FOUND, **INVALID,
-                        409: {"description": "Already acknowledged with another outcome."}})
+                        409: {"description": "Already acknowledged with another outcome."}},
+             dependencies=[requires("ingest")])
 def ack_recommendation(run_id: str, rec_id: str, body: RecommendationAck,
                        service: ServiceDep) -> dict:
     """Record what the client did: applied (with the LRs before and after) or rejected."""

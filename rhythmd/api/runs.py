@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep, SettingsDep
 from rhythmd.api.schemas import EventList, Run, RunCreate, RunFinish, RunList
+from rhythmd.api.security import requires
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
 
@@ -16,8 +17,16 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
              responses={200: {"model": Run, "description": "The run_id existed: returned as is."},
                         409: {"description": "run_id exists with another name or project."},
                         **INVALID})
-def create_run(body: RunCreate, service: ServiceDep, response: Response) -> dict:
+def create_run(body: RunCreate, service: ServiceDep, response: Response, request: Request,
+               _: object = requires("ingest")) -> dict:
     """Create a run. Send its metrics to ``POST /v1/runs/{run_id}/metrics``."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None and principal.project != "*":
+        if body.project is None:
+            body = body.model_copy(update={"project": principal.project})
+        elif body.project != principal.project:
+            raise HTTPException(403, f"this token may only create runs in project "
+                                     f"{principal.project!r}")
     run, created = service.create_run(body.name, body.project, body.config, body.tags,
                                       body.run_id)
     if not created:
@@ -29,6 +38,8 @@ def create_run(body: RunCreate, service: ServiceDep, response: Response) -> dict
 def list_runs(
     service: ServiceDep,
     settings: SettingsDep,
+    request: Request,
+    _: Annotated[object, requires("read", "ingest")],
     project: Annotated[str | None, Query(max_length=128, description="Only this project.")] = None,
     status_: Annotated[str | None, Query(
         alias="status",
@@ -41,25 +52,33 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=2**31, description="Runs to skip.")] = 0,
 ) -> dict:
     """Runs, newest first, optionally of one project; page with ``limit`` and ``offset``."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None and principal.project != "*":
+        if project is not None and project != principal.project:
+            raise HTTPException(403, f"this token may only list project {principal.project!r}")
+        project = principal.project
     limit = min(limit, settings.max_page_size)
     runs, total = service.list_runs(project, status_, limit, offset)
     nxt = offset + len(runs) if offset + len(runs) < total else None
     return {"runs": runs, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
 
 
-@router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND})
+@router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND},
+            dependencies=[requires("read", "ingest")])
 def get_run(run_id: str, service: ServiceDep) -> dict:
     return service.get_run(run_id)
 
 
-@router.post("/{run_id}/finish", response_model=Run, responses={**NOT_FOUND, **INVALID})
+@router.post("/{run_id}/finish", response_model=Run, responses={**NOT_FOUND, **INVALID},
+             dependencies=[requires("ingest")])
 def finish_run(run_id: str, service: ServiceDep, body: RunFinish | None = None) -> dict:
     """Mark a run as ended (the client's ``close()`` calls this)."""
     body = body or RunFinish()
     return service.finish_run(run_id, body.status, body.step)
 
 
-@router.get("/{run_id}/events", response_model=EventList, responses={**NOT_FOUND})
+@router.get("/{run_id}/events", response_model=EventList, responses={**NOT_FOUND},
+            dependencies=[requires("read")])
 def list_events(run_id: str, service: ServiceDep) -> dict:
     """The run's event log, oldest first: recommendations issued and acknowledged, ends."""
     return {"run_id": run_id, "events": service.list_events(run_id)}

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default=env.log_level,
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="log level [RHYTHMD_LOG_LEVEL, default info]")
+    p.add_argument("--insecure", action="store_true", default=env.insecure,
+                   help="serve a non-loopback --host without authentication (RHYTHMD_INSECURE); "
+                        "prefer RHYTHMD_AUTH=required with tokens")
     p.set_defaults(func=_serve)
 
 
@@ -52,6 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rhythmd-prom-")
     # Worker processes build the app from the environment, so pass the flags through it.
     os.environ["RHYTHMD_DATABASE_URL"] = args.database_url
+    os.environ["RHYTHMD_BIND_HOST"] = args.host
+    if args.insecure:
+        os.environ["RHYTHMD_INSECURE"] = "1"
     os.environ["RHYTHMD_LOG_LEVEL"] = args.log_level
     uvicorn.run("rhythmd.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level)

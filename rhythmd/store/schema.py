@@ -208,6 +208,18 @@ outbox = Table(
     Index("ix_outbox_due", "status", "next_attempt_at"),
 )
 
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_id", String(16), primary_key=True),  # public part, shown in listings
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the token
+    Column("project", String(128), nullable=False),  # a project, or "*" for all
+    Column("scope", String(16), nullable=False),  # ingest | read | steer | admin
+    Column("description", String(256), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
 _INIT_LOCK_KEY = 0x7268_7974_686D_6400 >> 1  # "rhythmd", fits a signed bigint
 
 

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rhythmd.errors import StoreUnavailableError
+from rhythmd.errors import InvalidInputError, StoreUnavailableError
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
 from rhythmd.store.locks import RunLocks, lock_run_in_transaction
 from rhythmd.store.schema import init_schema
@@ -92,6 +92,8 @@ def translate_db_errors() -> Iterator[None]:
         if exc.connection_invalidated:
             raise StoreUnavailableError(f"database connection lost: {_first_line(exc.orig)}") \
                 from exc
+        if "NUL (0x00)" in str(exc.orig):  # PostgreSQL text cannot hold NUL (SQLite can)
+            raise InvalidInputError(("request",), "text must not contain NUL (0x00)") from exc
         raise
 
 

@@ -31,6 +31,11 @@ def test_compose_points_the_daemon_at_the_database_service():
     assert daemon["depends_on"]["db"]["condition"] == "service_healthy"
     assert "healthz" in " ".join(daemon["healthcheck"]["test"])
     assert int(daemon["environment"]["RHYTHMD_WORKERS"]) > 1  # PostgreSQL mode
+    # Bound to 0.0.0.0 in its container: authentication on, a token from an env file,
+    # rather than the insecure switch.
+    assert daemon["environment"]["RHYTHMD_AUTH"] == "required"
+    assert "RHYTHMD_INSECURE" not in daemon["environment"]
+    assert daemon["env_file"] == ["rhythmd.env"]
 
 
 def _readme_block(title: str) -> str:

@@ -1,0 +1,100 @@
+"""Authentication and authorisation of requests (see ``rhythmd.auth`` for the scopes).
+
+With ``RHYTHMD_AUTH=required`` every ``/v1`` route needs ``Authorization: Bearer <token>``
+(or the ``rhythmd_token`` cookie, for the pages): a missing or unknown token is 401; a token
+of the right project without the verb is 403; a run of another project is 404, so its
+existence does not leak.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rhythmd.auth import Principal, admin_principal, is_loopback
+from rhythmd.errors import NotFoundError
+
+COOKIE = "rhythmd_token"
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.cookies.get(COOKIE) or None
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The caller, or None when authentication is off. Raises 401 for a bad token."""
+    settings = request.app.state.settings
+    if settings.auth != "required":
+        return None
+    token = _token(request)
+    if token is None:
+        raise HTTPException(401, "missing token: send `Authorization: Bearer <token>` (create "
+                                 "one with `rhythmd token create`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    principal = admin_principal(token, settings.admin_token)
+    if principal is None:
+        principal = request.app.state.service.verify_token(token)
+    if principal is None:
+        raise HTTPException(401, "unknown or revoked token",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return principal
+
+
+def requires(*verbs: str) -> Any:
+    """A dependency: the caller may do one of ``verbs`` on this route's run (if any)."""
+
+    def check(request: Request) -> Principal | None:
+        principal = principal_of(request)
+        if principal is None:
+            return None
+        run_id = request.path_params.get("run_id")
+        if run_id is not None and principal.project != "*":
+            project = request.app.state.service.run_project(run_id)
+            if not principal.covers(project):
+                raise NotFoundError(f"run {run_id!r} not found")
+        if not any(principal.may(v) for v in verbs):
+            raise HTTPException(403, f"this token ({principal.scope} on {principal.project}) "
+                                     f"may not {'/'.join(verbs)} here")
+        request.state.principal = principal
+        return principal
+
+    return Depends(check)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class LoopbackOnlyMiddleware:
+    """Without authentication (and without --insecure), serve loopback clients only: a request
+    that reached a non-loopback address is refused even if the start-up check was bypassed."""
+
+    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http":
+            server = scope.get("server")
+            # scope["server"] is the local socket address: refuse when it is a real,
+            # non-loopback IP (in-process test clients report a host name instead).
+            if server and _is_ip(server[0]) and not is_loopback(server[0]):
+                body = json.dumps({"detail": "this rhythmd has no authentication and serves "
+                                             "loopback clients only: set RHYTHMD_AUTH=required "
+                                             "(or RHYTHMD_INSECURE=1)"}).encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
