@@ -78,8 +78,8 @@ def test_scopes_and_projects(secured):
     assert c.get("/metrics", headers=bearer(read)).status_code == 403
     assert c.get("/metrics", headers=bearer(ADMIN)).status_code == 200
 
-    token_id = [t for t in c.get("/v1/tokens", headers=bearer(ADMIN)).json()["tokens"]
-                if t["scope"] == "read" and t["project"] == "nlp"][0]["token_id"]
+    token_id = next(t for t in c.get("/v1/tokens", headers=bearer(ADMIN)).json()["tokens"]
+                if t["scope"] == "read" and t["project"] == "nlp")["token_id"]
     assert c.delete(f"/v1/tokens/{token_id}", headers=bearer(ADMIN)).status_code == 204
     assert c.get("/v1/runs", headers=bearer(other)).status_code == 401
     # The pages' cookie works like the header.
