@@ -10,7 +10,7 @@ from importlib import import_module
 from rhythmd import __version__
 from rhythmd.errors import ConfigurationError
 
-COMMANDS = ["serve", "analyze", "eval"]
+COMMANDS = ["serve", "analyze", "replay", "schedule", "query", "eval", "token"]
 """Modules of this package, in help order; each registers one subcommand."""
 
 
