@@ -1,0 +1,277 @@
+"""What the pages show, read through the service (no HTTP round trip, no HTML here).
+
+The service's ``summary`` and ``timeline`` views are used when present; a page never fails
+because one of them is missing or raises: it falls back to the event log and the diagnoses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rhythmd.analysis import AnalysisConfig
+
+log = logging.getLogger("rhythmd.web")
+
+HEALTH_OF = (("divergence", "diverging"), ("oscillation", "oscillating"),
+             ("stagnation", "stagnating"), ("slow_progress", "slow"))
+LR_NAMES = ("lr", "learning_rate", "train/lr", "lr-0", "lr/group0")
+
+
+@dataclass
+class SeriesData:
+    name: str
+    steps: np.ndarray
+    values: np.ndarray
+    total_points: int
+    downsampled: bool
+
+
+@dataclass
+class Roles:
+    """Which metric plays which part: train loss, validation metric(s), learning rate."""
+
+    train: str | None
+    val: str | None
+    val_mode: str
+    aux: str | None
+    aux_mode: str
+    lr: str | None
+
+
+@dataclass
+class RunData:
+    run: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    roles: Roles
+    series: dict[str, SeriesData]
+    abandoned: list[tuple[int, SeriesData]]  # (branch, train points superseded by a rollback)
+    diagnoses: list[dict[str, Any]]
+    recommendations: list[dict[str, Any]]
+    branches: list[dict[str, Any]]
+    schedule: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    state: str
+    x_domain: tuple[int, int]
+    extra: list[str] = field(default_factory=list)  # other metric names, charted below
+
+
+def _call(service: Any, name: str, *args: Any) -> Any:
+    """``service.name(*args)`` when the service has it and it works, else None."""
+    fn = getattr(service, name, None)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except Exception:  # a convenience view failing must not take the page down
+        log.exception("service.%s failed for the pages", name)
+        return None
+
+
+def run_state(run: dict[str, Any], diagnoses: list[dict[str, Any]] | None = None) -> str:
+    """The one status word a person wants: lifecycle first, then lost, then health."""
+    if run.get("state"):
+        return str(run["state"])
+    if run.get("status") not in (None, "running"):
+        return str(run["status"])
+    if run.get("health"):
+        return str(run["health"])
+    open_kinds = {d["kind"] for d in diagnoses or () if d.get("status") == "open"}
+    return next((h for k, h in HEALTH_OF if k in open_kinds), "healthy")
+
+
+def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
+    """Metric roles from the run's analysis config; guesses by name when those are absent."""
+    cfg = AnalysisConfig.from_run_config(run.get("config") or None)
+    have = set(names)
+
+    def pick(configured: str | None, guess: Any) -> str | None:
+        if configured and configured in have:
+            return configured
+        return next((n for n in names if guess(n.lower())), None)
+
+    def is_val(n: str) -> bool:
+        return "val" in n or "eval" in n or "test" in n
+
+    lr = pick(cfg.lr_metric, lambda n: n in LR_NAMES or n.endswith("/lr"))
+    train = pick(cfg.train_metric, lambda n: "loss" in n and not is_val(n))
+    val = pick(cfg.val_metric, lambda n: "loss" in n and is_val(n))
+    aux = pick(cfg.aux_val_metric, lambda n: is_val(n) and "loss" not in n)
+    used = {train, val, lr}
+    if aux in used:
+        aux = None
+    return Roles(train, val, cfg.val_mode, aux, cfg.aux_val_mode, lr)
+
+
+def read_series(service: Any, run_id: str, name: str, max_points: int, *,
+                branch: int | str = "latest", start_step: int | None = None) -> SeriesData:
+    view = service.read_metric(run_id, name, branch=branch, start_step=start_step,
+                               max_points=max_points)
+    return SeriesData(name, np.asarray(view.steps, dtype=np.int64),
+                      np.asarray(view.values, dtype=np.float64), int(view.total_points),
+                      bool(view.downsampled))
+
+
+def best_of(values: np.ndarray, steps: np.ndarray, mode: str) -> tuple[float, int] | None:
+    ok = np.isfinite(values)
+    if not ok.any():
+        return None
+    v, s = values[ok], steps[ok]
+    i = int(np.argmax(v) if mode == "max" else np.argmin(v))
+    return float(v[i]), int(s[i])
+
+
+def load_run(service: Any, run_id: str, max_points: int, max_extra: int = 6) -> RunData:
+    """Everything the run page draws. Raises the service's NotFoundError for unknown runs."""
+    run = service.get_run(run_id)
+    metrics = service.list_metrics(run_id)
+    names = [m["name"] for m in metrics]
+    roles = roles_for(run, names)
+    wanted = [n for n in (roles.train, roles.val, roles.aux, roles.lr) if n]
+    extra = [n for n in names if n not in wanted][:max_extra]
+    series = {n: read_series(service, run_id, n, max_points) for n in wanted + extra}
+    branches = service.list_branches(run_id)
+    abandoned: list[tuple[int, SeriesData]] = []
+    if roles.train and 1 < len(branches) <= 8:
+        abandoned = _abandoned(service, run_id, roles.train, branches, max_points)
+    diagnoses = service.list_diagnoses(run_id)
+    recs = service.list_recommendations(run_id)
+    schedule = _call(service, "schedule", run_id) or []
+    timeline = _call(service, "timeline", run_id)
+    if not isinstance(timeline, list):
+        timeline = fallback_timeline(service.list_events(run_id), branches)
+    steps = [int(s.steps.min()) for s in series.values() if s.steps.size]
+    ends = [int(s.steps.max()) for s in series.values() if s.steps.size]
+    ends += [int(s.steps.max()) for _, s in abandoned if s.steps.size]
+    x0 = min(steps) if steps else 0
+    x1 = max(ends) if ends else (run.get("last_step") or 1)
+    return RunData(run, metrics, roles, series, abandoned, diagnoses, recs, branches, schedule,
+                   timeline, run_state(run, diagnoses), (x0, max(x1, x0 + 1)), extra)
+
+
+def _abandoned(service: Any, run_id: str, name: str, branches: list[dict[str, Any]],
+               max_points: int) -> list[tuple[int, SeriesData]]:
+    """For each rollback, the parent branch's train points from the resume step on: the steps
+    that were thrown away (drawn faintly, so a rollback is visible on the loss curve)."""
+    out = []
+    for b in branches:
+        parent, start = b.get("parent_branch"), b.get("start_step")
+        if b["branch"] == 0 or parent is None or start is None:
+            continue
+        try:
+            seg = read_series(service, run_id, name, max_points, branch=int(parent),
+                              start_step=int(start))
+        except Exception:  # the parent may hold no point of this metric after ``start``
+            continue
+        if seg.steps.size:
+            out.append((int(b["branch"]), seg))
+    return out
+
+
+def fallback_timeline(events: list[dict[str, Any]], branches: list[dict[str, Any]],
+                      ) -> list[dict[str, Any]]:
+    """Timeline items built from the event log and the branches (service without timeline)."""
+    items: list[dict[str, Any]] = []
+    for e in events:
+        p = e.get("payload") or {}
+        kind = e["kind"]
+        if kind.startswith("diagnosis_"):
+            title = f"{p.get('kind')} {kind.split('_', 1)[1]}: {p.get('message', '')}"
+        elif kind == "recommendation_issued":
+            args = ", ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items())
+            title = f"{p.get('author')} recommends {p.get('action')}({args}): {p.get('reason')}"
+        elif kind.startswith("recommendation_"):
+            title = f"{p.get('action', 'recommendation')} {kind.split('_', 1)[1]}"
+            if p.get("lr_before") is not None:
+                title += f": lr {p.get('lr_before')} -> {p.get('lr_after')}"
+        elif kind == "run_finished":
+            title = f"run ended: {p.get('status')}"
+        else:
+            title = kind
+        items.append({"kind": kind, "step": e.get("step"), "wall_time": e.get("wall_time"),
+                      "ref_id": e.get("ref_id"), "title": title, "detail": p})
+    for b in branches:
+        if b["branch"] == 0:
+            continue
+        items.append({"kind": "rollback", "step": b.get("start_step"),
+                      "wall_time": b.get("created_at"), "ref_id": str(b["branch"]),
+                      "title": f"rolled back: resumed at step {b.get('start_step')} on branch "
+                               f"{b['branch']}", "detail": b})
+    items.sort(key=lambda i: (i["wall_time"] or 0.0, i["step"] if i["step"] is not None else -1))
+    return items
+
+
+@dataclass
+class RunRow:
+    run: dict[str, Any]
+    state: str
+    best_val: tuple[str, float, int | None] | None  # (metric, value, step)
+
+
+def list_rows(service: Any, project: str | None, status: str | None, limit: int,
+              offset: int) -> tuple[list[RunRow], int]:
+    runs, total = service.list_runs(project, status, limit, offset)
+    rows = []
+    for run in runs:
+        rows.append(RunRow(run, run_state(run), _best_val(service, run)))
+    return rows, total
+
+
+def _best_val(service: Any, run: dict[str, Any]) -> tuple[str, float, int | None] | None:
+    """The best validation loss (or the validation metric when no loss) of a run."""
+    summary = _call(service, "summary", run["run_id"])
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    if isinstance(metrics, dict):
+        roles = roles_for(run, list(metrics))
+        for name in (roles.val, roles.aux):
+            item = metrics.get(name) if name else None
+            best = item.get("best") if isinstance(item, dict) else None
+            if isinstance(best, (int, float)) and math.isfinite(best):
+                return str(name), float(best), item.get("best_step")
+        return None
+    try:
+        names = [m["name"] for m in service.list_metrics(run["run_id"])]
+        roles = roles_for(run, names)
+        for name, mode in ((roles.val, roles.val_mode), (roles.aux, roles.aux_mode)):
+            if name:
+                s = read_series(service, run["run_id"], name, 100_000)
+                best = best_of(s.values, s.steps, mode)
+                if best is not None:
+                    return name, best[0], best[1]
+    except Exception:
+        log.exception("best validation value of run %s", run["run_id"])
+    return None
+
+
+def load_compare(service: Any, run_ids: list[str], max_points: int,
+                 metric: str | None) -> tuple[list[dict[str, Any]], list[str],
+                                              dict[str, dict[str, SeriesData]], list[str]]:
+    """Runs (in the order asked), errors for unknown ids, and per chart key the series of each
+    run: ``train``, ``val``, ``lr`` by role, and ``metric`` when one is named."""
+    from rhythmd.errors import NotFoundError
+
+    runs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    charts: dict[str, dict[str, SeriesData]] = {"train": {}, "val": {}, "lr": {}}
+    if metric:
+        charts["metric"] = {}
+    all_names: set[str] = set()
+    for rid in run_ids:
+        try:
+            run = service.get_run(rid)
+            names = [m["name"] for m in service.list_metrics(rid)]
+        except NotFoundError:
+            errors.append(rid)
+            continue
+        runs.append(run)
+        all_names.update(names)
+        roles = roles_for(run, names)
+        for key, name in (("train", roles.train), ("val", roles.val or roles.aux),
+                          ("lr", roles.lr), ("metric", metric if metric in names else None)):
+            if name:
+                charts[key][rid] = read_series(service, rid, name, max_points)
+    return runs, errors, charts, sorted(all_names)
