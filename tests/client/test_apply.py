@@ -13,10 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rhythmd_client import apply as apply_mod  # noqa: E402
-from rhythmd_client.apply import LRController, RecommendationRejected  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.optim import lr_scheduler as L  # noqa: E402
+
+from rhythmd_client import apply as apply_mod  # noqa: E402
+from rhythmd_client.apply import LRController, RecommendationRejected  # noqa: E402
 
 LRS = (1e-2, 4e-3)  # two param groups with different LRs
 ACT = 60  # step at which the action is applied

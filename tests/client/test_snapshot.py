@@ -8,10 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rhythmd_client.apply import LRController, RecommendationRejected  # noqa: E402
-from rhythmd_client.snapshot import SnapshotKeeper  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.optim import lr_scheduler as L  # noqa: E402
+
+from rhythmd_client.apply import LRController, RecommendationRejected  # noqa: E402
+from rhythmd_client.snapshot import SnapshotKeeper  # noqa: E402
 
 
 def setup(fused: bool = True, sched: str = "cosine") -> tuple[Any, Any, Any]:

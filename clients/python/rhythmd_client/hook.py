@@ -1,0 +1,586 @@
+"""``RhythmHook``: stream loss/LR from a training loop and apply the daemon's LR advice.
+
+Hot path (:meth:`RhythmHook.step`): a handful of stores into preallocated lists (the loss is
+kept as the object you passed, a float or a tensor on any device), one host-side read of the
+first param group's LR, one ``time.time()``. Every ``flush_every`` calls the kept values are
+handed to the sender thread in one piece; tensors are stacked and copied to the host
+asynchronously (see :mod:`rhythmd_client._buffer`). Nothing here waits for the network or
+reads a device tensor. Units: ``step`` counts optimizer steps; LRs are absolute; times are
+seconds.
+
+Rollback: when the daemon's ``rollback`` is applied, model/optimizer/scheduler are restored
+to a snapshot taken at step ``r`` and the run continues on a new branch from ``r + 1``. The
+loop learns this through :meth:`RhythmHook.steps` (which yields ``r + 1`` next), or through
+:attr:`RhythmHook.rolled_back_to` (``r`` right after the ``hook.step`` call that rolled back,
+``None`` otherwise) / :attr:`RhythmHook.resume_step` (``r + 1``).
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rhythmd_client._buffer import freeze
+from rhythmd_client.transport import Chunk, Transport
+
+log = logging.getLogger("rhythmd_client")
+
+ACTIONS = frozenset({"reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "stop"})
+"""Every action the daemon may recommend. All are allowed by default in ``mode="apply"``:
+choosing apply mode is the opt-in, LR changes stay inside ``min_lr``/``max_lr``, ``rollback``
+is rejected anyway without ``model=`` (no snapshots), and ``stop`` only raises
+``should_stop``, which the loop reads."""
+
+_time = time.time
+_NEVER = 2**63
+_NONE_ONLY = {type(None)}
+_FLOAT_ONLY = {float}
+
+
+def _pack(code: str, values: list[Any]) -> Any:
+    """``array(code, values)``, or a list copy when the values do not fit (odd types)."""
+    try:
+        return array.array(code, values)
+    except (TypeError, OverflowError, ValueError):
+        return list(values)
+
+
+def _controller_active(ctrl: Any) -> bool:
+    """Whether the controller needs ``on_step`` at every step (a warmup ramp or a schedule
+    override is running). Calling it only then saves ~1 µs per step when idle."""
+    active = getattr(ctrl, "active", None)
+    if isinstance(active, bool):
+        return active
+    return bool(getattr(ctrl, "_ramps", True)) or getattr(ctrl, "_override", None) is not None
+
+
+class RhythmHook:
+    """Streams metrics to a rhythmd daemon and applies its recommendations at step boundaries.
+
+    Args:
+        url: daemon base URL.
+        run_name, project, config, tags: run metadata; ``run_id`` attaches to an existing run.
+        optimizer, scheduler: enable the ``lr`` series and applying LR changes.
+        model: enables in-memory rollback snapshots (with ``optimizer``).
+        mode: ``"apply"`` (apply allowed actions) or ``"advise"`` (log them, change nothing,
+            ack as rejected with reason "advise mode").
+        allow: actions that may be applied; default :data:`ACTIONS`.
+        min_lr, max_lr: absolute LR bounds for every change (float or per-group list).
+        flush_every: calls between hand-overs to the sender (K); the sender also asks for a
+            hand-over every ``interval_s`` so slow loops report promptly.
+        interval_s, timeout_s, max_buffer_points, max_batch_points, spool_path, poll_s:
+            see :class:`~rhythmd_client.transport.Transport`.
+        snapshot_every: steps between rollback snapshots; snapshot_max_bytes: their budget.
+        rank, world_size, process_group: DDP; detected from ``torch.distributed`` when
+            initialised. Only ``stream_rank`` talks to the daemon. Every ``ddp_sync_every``
+            steps (default 64) all ranks enter one small broadcast; all ranks must
+            pass the same step numbers (they do in DDP).
+        close_timeout_s: how long :meth:`close` may wait for the last batches.
+        token: bearer token for a daemon with ``RHYTHMD_AUTH=required`` (an ``ingest`` token
+            of the run's project); default ``$RHYTHMD_TOKEN``.
+    """
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+        project: str | None = None, *, optimizer: Any = None, scheduler: Any = None,
+        model: Any = None, mode: str = "apply", allow: Iterable[str] | None = None,
+        min_lr: float | list[float] | None = None, max_lr: float | list[float] | None = None,
+        run_id: str | None = None, config: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None, flush_every: int = 128, interval_s: float = 0.25,
+        timeout_s: float = 5.0, max_buffer_points: int = 1_000_000,
+        max_batch_points: int = 50_000, spool_path: str | None = None, poll_s: float = 2.0,
+        snapshot_every: int = 100, snapshot_max_bytes: int = 512 * 2**20,
+        rank: int | None = None, world_size: int | None = None, process_group: Any = None,
+        ddp_sync: bool = True, ddp_sync_every: int | None = None, stream_rank: int = 0,
+        close_timeout_s: float = 5.0,
+        compact: bool = True,
+        token: str | None = None,
+    ) -> None:
+        if mode not in ("apply", "advise"):
+            raise ValueError(f"mode must be 'apply' or 'advise', got {mode!r}")
+        self.mode = mode
+        self.allow = frozenset(ACTIONS if allow is None else allow)
+        unknown = self.allow - ACTIONS
+        if unknown:
+            raise ValueError(f"unknown actions in allow: {sorted(unknown)}")
+        self.optimizer = optimizer
+        self.close_timeout_s = close_timeout_s
+        self.should_stop = False
+        self.rolled_back_to: int | None = None
+        self.resume_step: int | None = None
+        self.branch = 0
+        self.branch_start: int | None = None
+        self.applied: list[dict[str, Any]] = []
+        self._counts = {"recs_applied": 0, "recs_rejected": 0, "internal_errors": 0,
+                        "lost_points": 0}
+        self._logged: set[str] = set()
+        self._closed = False
+        self._last_step: int | None = None
+        self._rollbacks = 0
+
+        self.rank, self.world_size = self._detect_rank(rank, world_size)
+        self.stream_rank = stream_rank
+        self.streaming = self.rank == stream_rank
+        self._ddp = None
+        if self.world_size > 1 and ddp_sync:
+            self._ddp = self._make_ddp(process_group)
+
+        # preallocated ring (K slots); the hot path only stores into it
+        self._cap = max(1, int(flush_every))
+        self._i = 0
+        self._steps: list[Any] = [0] * self._cap
+        self._walls: list[Any] = [0.0] * self._cap
+        self._loss: list[Any] = [None] * self._cap
+        self._gn: list[Any] = [None] * self._cap
+        self._lrs: list[Any] = [None] * self._cap
+        self._nones: list[Any] = [None] * self._cap
+        self._extra: list[tuple[str, int, Any, float]] = []
+
+        self._ctrl: Any = None
+        self._keeper: Any = None
+        self._pg0: dict[str, Any] | None = None
+        if optimizer is not None:
+            self._setup_controller(optimizer, scheduler, model, min_lr, max_lr,
+                                   snapshot_every, snapshot_max_bytes)
+            self._pg0 = optimizer.param_groups[0]
+        self._snap_every = max(1, int(snapshot_every))
+        self._next_snap = 0 if self._keeper is not None else _NEVER
+        self._sync_every = max(1, int(ddp_sync_every or 64))
+        self._next_sync = 0 if self._ddp is not None else _NEVER
+        self._next_due = min(self._next_snap, self._next_sync)
+        self._ctrl_active = False
+        self._flag = False
+        self._want_flush = False
+
+        self._tr: Transport | None = None
+        if self.streaming:
+            self._tr = Transport(
+                url, run_name=run_name or "run", project=project, config=config, tags=tags,
+                run_id=run_id, interval_s=interval_s, timeout_s=timeout_s,
+                max_points=max_buffer_points, max_batch_points=max_batch_points,
+                spool_path=spool_path, poll_s=poll_s, compact=compact, token=token,
+                on_recommendation=None if self._ddp is not None else self._on_recs,
+                on_round=self._on_round)
+        atexit.register(self._atexit)
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _detect_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+        if rank is not None:
+            return int(rank), int(world_size or 1)
+        torch = sys.modules.get("torch")  # never import torch just to look
+        dist = getattr(torch, "distributed", None) if torch is not None else None
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, int(world_size or 1)
+
+    def _make_ddp(self, process_group: Any) -> Any:
+        import torch.distributed as dist
+
+        from rhythmd_client._ddp import DecisionSync
+
+        group = process_group
+        if group is None and dist.get_backend() != "gloo":
+            group = dist.new_group(backend="gloo")  # CPU tensors: no GPU sync to read them
+        return DecisionSync(self.rank, group, src=self.stream_rank)  # src: a global rank
+
+    def _setup_controller(self, optimizer: Any, scheduler: Any, model: Any, min_lr: Any,
+                          max_lr: Any, snapshot_every: int, snapshot_max_bytes: int) -> None:
+        try:
+            from rhythmd_client.apply import LRController
+        except ImportError as exc:
+            self._internal("import apply", exc)
+            return
+        if model is not None:
+            try:
+                from rhythmd_client.snapshot import SnapshotKeeper
+
+                self._keeper = SnapshotKeeper(model, optimizer, scheduler,
+                                              max_bytes=snapshot_max_bytes,
+                                              every_steps=snapshot_every)
+            except Exception as exc:
+                self._internal("snapshots", exc)
+        self._ctrl = LRController(optimizer, scheduler, min_lr=min_lr, max_lr=max_lr,
+                                  snapshots=self._keeper)
+
+    # ------------------------------------------------------------------ hot path
+    def step(self, step: int, loss: Any = None, grad_norm: Any = None) -> None:
+        """Record one optimizer step (call after ``optimizer.step()``/``scheduler.step()``).
+
+        ``loss``/``grad_norm``: float or tensor (any device, kept as-is, read later without a
+        sync); non-finite values are recorded as data. Never raises, never blocks.
+        """
+        try:
+            i = self._i
+            self._steps[i] = step
+            self._loss[i] = loss
+            self._gn[i] = grad_norm
+            self._walls[i] = _time()
+            pg = self._pg0
+            if pg is not None:
+                lr = pg["lr"]
+                self._lrs[i] = lr if type(lr) is float else self._slow_lr()
+            i += 1
+            self._i = i
+            if i == self._cap or self._flag or step >= self._next_due:
+                self._boundary(step, loss)
+        except Exception as exc:
+            self._internal("step", exc)
+            if self._i >= self._cap:  # a failed hand-over: reuse the ring, lose its values
+                self._i = 0
+                self._counts["lost_points"] += self._cap
+
+    def _slow_lr(self) -> float | None:
+        """LR when the group holds a tensor or int: the controller's host copy (no sync)."""
+        lr = self._pg0["lr"] if self._pg0 is not None else None
+        if isinstance(lr, (int, float)):
+            return float(lr)
+        if self._ctrl is not None:
+            if not self._ctrl_active:
+                self._ctrl.on_step(self._last_step if self._last_step is not None else 0)
+            return self._ctrl.current_lrs()[0]
+        return None
+
+    # ------------------------------------------------------------------ step boundary
+    def _boundary(self, step: int, loss: Any) -> None:
+        self._last_step = step
+        self.rolled_back_to = None
+        ctrl = self._ctrl
+        if ctrl is not None and self._ctrl_active:
+            ctrl.on_step(step)
+        if self._i >= self._cap or self._want_flush:
+            self._want_flush = False
+            self._flush()
+        decisions: list[dict[str, Any]] | None = None
+        if self._ddp is not None:
+            if step >= self._next_sync:
+                self._next_sync = (step // self._sync_every + 1) * self._sync_every
+                decisions = self._ddp_round(step)
+        elif self._tr is not None and self._tr.has_recs:
+            decisions = self._tr.take_recommendations()
+        if decisions:
+            if self._i:
+                self._flush()
+            for rec in decisions:
+                self._handle(rec, step, agreed=self._ddp is not None)
+        if step >= self._next_snap and self._keeper is not None and self.rolled_back_to is None:
+            self._snapshot(step, loss)  # (not right after a rollback: the state is step r's)
+        if ctrl is not None:
+            self._ctrl_active = _controller_active(ctrl)
+        self._next_due = min(self._next_snap, self._next_sync)
+        recs = self._ddp is None and self._tr is not None and self._tr.has_recs
+        self._flag = (self._want_flush or self._ctrl_active or recs
+                      or self.rolled_back_to is not None)
+
+    def _on_recs(self) -> None:
+        """Sender thread: recommendations are waiting; look at them at the next boundary."""
+        self._flag = True
+
+    def _on_round(self) -> None:
+        """Sender thread, every round: hand over what the ring holds at the next step, so slow
+        loops report within ~``interval_s`` instead of every ``flush_every`` steps."""
+        if self._i:
+            self._want_flush = True
+            self._flag = True
+
+    def _flush(self) -> None:
+        """Hand the ring's values to the sender. Plain numbers are copied into ``array``s
+        (the cyclic GC never visits their elements) and the ring lists are reused, so a
+        hand-over leaves few objects behind to drive the GC's costly full collections; a list
+        holding tensors is handed over as a copy and the ring's references are cleared."""
+        n = self._i
+        if n == 0 and not self._extra:
+            return
+        self._i = 0
+        if n:
+            self._last_step = self._steps[n - 1]
+        if self._tr is None or self._closed:
+            if n:
+                self._loss[:] = self._gn[:] = self._nones
+            self._extra.clear()
+            return
+        series: list[tuple[str, Any, Any, Any]] = []
+        if n:
+            full = n == self._cap
+            steps = _pack("q", self._steps if full else self._steps[:n])
+            walls = _pack("d", self._walls if full else self._walls[:n])
+            for name, ring in (("loss", self._loss), ("grad_norm", self._gn)):
+                vals = ring if full else ring[:n]
+                kinds = set(map(type, vals))  # identity-based: tensor == None would be an op
+                if kinds == _NONE_ONLY:
+                    continue
+                if kinds == _FLOAT_ONLY:
+                    series.append((name, steps, array.array("d", vals), walls))
+                else:
+                    series.append((name, steps, freeze(list(vals)), walls))
+                ring[:] = self._nones  # drop the references to tensors now
+            if self._pg0 is not None:
+                series.append(("lr", steps, _pack("d", self._lrs if full else self._lrs[:n]),
+                               walls))
+        if self._extra:
+            series.extend(self._extra_series())
+        if series:
+            self._tr.submit(Chunk(self.branch, self.branch_start, series))
+
+    def _extra_series(self) -> list[tuple[str, list[int], Any, list[float]]]:
+        by_name: dict[str, tuple[list[int], list[Any], list[float]]] = {}
+        for name, step, value, wall in self._extra:
+            s = by_name.setdefault(name, ([], [], []))
+            s[0].append(step)
+            s[1].append(value)
+            s[2].append(wall)
+        self._extra = []
+        return [(name, st, freeze(v), w) for name, (st, v, w) in by_name.items()]
+
+    def _snapshot(self, step: int, loss: Any) -> None:
+        self._next_snap = (step // self._snap_every + 1) * self._snap_every
+        healthy = True
+        if type(loss) is float:
+            healthy = math.isfinite(loss)
+        if self._ddp is None and self._tr is not None and self._tr.loss_finite is False:
+            healthy = False  # last loss values the sender read were not finite
+        self._keeper.maybe_snapshot(step, healthy)
+
+    # ------------------------------------------------------------------ recommendations
+    def _decide(self, rec: dict[str, Any], step: int) -> str | None:
+        """Reason to reject ``rec`` at ``step``, or None to apply it."""
+        action = rec.get("action")
+        if self.mode == "advise":
+            return "advise mode"
+        if action not in self.allow:
+            return f"action {action!r} not allowed by this hook"
+        expires = rec.get("expires_at_step")
+        if isinstance(expires, int) and expires < step:
+            return f"stale: expired at step {expires}, now at step {step}"
+        if self._ctrl is None and action != "stop":
+            return "no optimizer given to the hook"
+        return None
+
+    def _handle(self, rec: dict[str, Any], step: int, agreed: bool) -> None:
+        """Apply (or reject) one recommendation at this step boundary; the streaming rank
+        acks."""
+        rid, action = str(rec.get("id")), str(rec.get("action"))
+        params = rec.get("params") or {}
+        if not agreed:
+            reason = self._decide(rec, step)
+            if reason is not None:
+                self._reject(rid, action, step, reason, rec)
+                return
+        lrs = self._lrs_now()
+        if action == "stop":
+            self.should_stop = True
+            self._accept(rid, action, step, lrs, lrs, "stop requested")
+            return
+        try:
+            from rhythmd_client.apply import RecommendationRejected
+        except ImportError as exc:
+            self._internal("import apply", exc)
+            return
+        try:
+            self._ctrl.on_step(step)  # bring the controller's step/host copies up to date
+            done = self._ctrl.apply(action, params, step)
+        except RecommendationRejected as exc:
+            self._reject(rid, action, step, exc.reason, rec)
+            return
+        except Exception as exc:
+            self._internal("apply", exc)
+            self._reject(rid, action, step, f"internal error: {type(exc).__name__}: {exc}", rec)
+            return
+        self._pg0 = self.optimizer.param_groups[0]  # load_state_dict replaces the groups
+        if action == "rollback":
+            restored = int(done.step)
+            self.branch += 1
+            # the daemon's branch view is parent steps < start + new-branch steps >= start, and
+            # the snapshot holds the state *after* step ``restored``: the new branch starts at
+            # the step after it, so every step shows exactly once in the latest view.
+            self.branch_start = restored + 1
+            self.rolled_back_to = restored
+            self.resume_step = restored + 1
+            self._rollbacks += 1
+            if self._keeper is not None:
+                self._next_snap = (restored // self._snap_every + 1) * self._snap_every
+            if self._ddp is not None:
+                self._next_sync = (restored // self._sync_every + 1) * self._sync_every
+        if getattr(self._ctrl, "stop_requested", False):
+            self.should_stop = True
+        self._accept(rid, action, step, list(done.lr_before), list(done.lr_after), done.note)
+
+    def _lrs_now(self) -> list[float]:
+        if self._ctrl is None:
+            return []
+        try:
+            return list(self._ctrl.current_lrs())
+        except Exception:
+            return []
+
+    def _accept(self, rid: str, action: str, step: int, before: list[float],
+                after: list[float], note: str) -> None:
+        self._counts["recs_applied"] += 1
+        self.applied.append({"id": rid, "action": action, "step": step, "lr_before": before,
+                             "lr_after": after, "note": note})
+        log.warning("rhythmd applied %s at step %d: %s", action, step, note)
+        if self._tr is not None:
+            self._tr.ack(rid, {"status": "applied", "step": step, "lr_before": before,
+                               "lr_after": after, "note": note})
+
+    def _reject(self, rid: str, action: str, step: int, reason: str,
+                rec: dict[str, Any]) -> None:
+        self._counts["recs_rejected"] += 1
+        lrs = self._lrs_now()
+        if reason == "advise mode":
+            log.warning("rhythmd recommends %s %s at step %d: %s", action,
+                        json.dumps(rec.get("params") or {}), step, rec.get("reason", ""))
+        else:
+            log.warning("rhythmd recommendation %s (%s) rejected: %s", rid, action, reason)
+        if self._tr is not None:
+            self._tr.ack(rid, {"status": "rejected", "step": step, "lr_before": lrs,
+                               "lr_after": lrs, "note": reason})
+
+    # ------------------------------------------------------------------ DDP
+    def _ddp_round(self, step: int) -> list[dict[str, Any]] | None:
+        """Every rank, every K steps: apply the streaming rank's previous decision; it
+        proposes the next."""
+        payload = None
+        if self.streaming:
+            try:
+                payload = self._ddp_decide(step)
+            except Exception as exc:  # still enter the collective, with "none"
+                self._internal("ddp decide", exc)
+                payload = None
+        raw = self._ddp.exchange(payload)
+        if not raw:
+            return None
+        return json.loads(raw)
+
+    def _ddp_decide(self, step: int) -> bytes | None:
+        """Streaming rank: pick what to apply one round from now; reject the rest."""
+        if self._tr is None or not self._tr.has_recs:
+            return None
+        chosen = []
+        for rec in self._tr.take_recommendations():
+            reason = self._decide(rec, step)
+            if reason is not None:
+                self._reject(str(rec.get("id")), str(rec.get("action")), step, reason, rec)
+                continue
+            chosen.append({"id": rec.get("id"), "action": rec.get("action"),
+                           "params": rec.get("params") or {}})
+        return json.dumps(chosen).encode() if chosen else None
+
+    # ------------------------------------------------------------------ other public API
+    def log(self, step: int, **metrics: Any) -> None:
+        """Record extra metrics at ``step`` (e.g. ``val_loss=..``); floats or tensors."""
+        try:
+            wall = _time()
+            for name, value in metrics.items():
+                if isinstance(value, bool):
+                    value = float(value)
+                self._extra.append((name, step, value, wall))
+            if self._tr is not None:
+                self._tr.submit(Chunk(self.branch, self.branch_start, self._extra_series()))
+            else:
+                self._extra.clear()
+        except Exception as exc:
+            self._internal("log", exc)
+
+    def steps(self, stop: int, start: int = 0) -> Iterator[int]:
+        """Yield step numbers ``start..stop-1``; after a rollback to ``r`` continue at
+        ``r + 1``; end early when :attr:`should_stop` is set."""
+        step = start
+        while step < stop and not self.should_stop:
+            seen = self._rollbacks
+            yield step
+            if self._rollbacks != seen and self.resume_step is not None:
+                step = self.resume_step
+            else:
+                step += 1
+
+    @property
+    def run_id(self) -> str | None:
+        """The daemon's run id (generated client-side unless given)."""
+        return self._tr.run_id if self._tr is not None else None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``sent``/``dropped``/``spooled``/``buffered`` (points), ``retried``/
+        ``errors`` (requests and internal errors), ``recs_applied``/``recs_rejected``."""
+        out = dict(self._tr.stats) if self._tr is not None else {
+            "sent": 0, "dropped": 0, "retried": 0, "errors": 0, "spooled": 0}
+        out["recs_applied"] = self._counts["recs_applied"]
+        out["recs_rejected"] = self._counts["recs_rejected"]
+        out["internal_errors"] = out.get("internal_errors", 0) + self._counts["internal_errors"]
+        out["errors"] += self._counts["internal_errors"]
+        out["dropped"] += self._counts["lost_points"]
+        return out
+
+    def flush(self) -> None:
+        """Hand everything recorded so far to the sender now (off the hot path)."""
+        try:
+            if self._ddp is None:
+                self._flush()
+            if self._tr is not None:
+                self._tr.wake()
+        except Exception as exc:
+            self._internal("flush", exc)
+
+    def close(self, status: str | None = None) -> dict[str, int]:
+        """Flush, wait up to ``close_timeout_s`` for delivery, finish the run, log counters."""
+        if self._closed:
+            return self.stats
+        with contextlib.suppress(Exception):
+            atexit.unregister(self._atexit)
+        try:
+            self._flush()
+        except Exception as exc:
+            self._internal("close", exc)
+        self._closed = True  # later steps are counted nowhere and sent nowhere
+        try:
+            if self._ddp is not None:
+                self._ddp.finish()
+        except Exception as exc:
+            self._internal("close", exc)
+        if status is None:
+            status = "stopped" if self.should_stop else "finished"
+        if self._tr is not None:
+            try:
+                self._tr.close(status=status, step=self._last_step,
+                               timeout_s=self.close_timeout_s)
+            except Exception as exc:
+                self._internal("close", exc)
+        stats = self.stats
+        if self.streaming:  # louder when something was lost or went wrong
+            level = logging.WARNING if stats["dropped"] or stats["errors"] else logging.INFO
+            log.log(level, "rhythmd_client closed: %s",
+                    ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+        return stats
+
+    def _atexit(self) -> None:
+        self.close()
+
+    def __enter__(self) -> RhythmHook:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close("stopped" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+
+    def _internal(self, where: str, exc: BaseException) -> None:
+        """Count an internal error; log it once per place and type. Never re-raises."""
+        try:
+            self._counts["internal_errors"] += 1
+            key = f"{where}:{type(exc).__name__}"
+            if key not in self._logged:
+                self._logged.add(key)
+                log.error("rhythmd_client internal error in %s (logged once; training "
+                          "continues)", where, exc_info=exc)
+        except Exception:
+            pass
