@@ -200,7 +200,9 @@ class Service:
                     return IngestResult(seen.n_points, True, batch.batch_id, seen.seq_start,
                                         seen.branch, self._pending(conn, run_id))
             seq_start = int(run["next_seq"])
-            batch_id = batch.batch_id or f"srv-{seq_start}"
+            # Without a client id the batch cannot be retried safely; it gets a unique one
+            # (a sequence-based id would repeat for batches without points).
+            batch_id = batch.batch_id or f"srv-{uuid.uuid4().hex}"
             branch = batch.branch
             n = batch.n_points
             start = None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -52,10 +50,6 @@ async def ingest_metrics(run_id: str, request: Request, service: ServiceDep,
         raise InvalidInputError(("body",), f"the body is not valid JSON: {exc}") from None
     batch = parse_metric_batch(body, max_points=settings.max_points_per_batch,
                                max_series=settings.max_series_per_batch)
-    if batch.batch_id is None:
-        # A unique server-made id: "srv-<next seq>" repeats for batches without points and
-        # may equal a client's own id; either made the batch insert fail (500).
-        batch = dataclasses.replace(batch, batch_id=f"srv-{uuid.uuid4().hex}")
     result = await run_in_threadpool(service.ingest, run_id, batch)
     return RhythmdJSONResponse({
         "accepted": result.accepted, "duplicate": result.duplicate, "batch_id": result.batch_id,
