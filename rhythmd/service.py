@@ -233,15 +233,15 @@ class Service:
                 if branch == int(run["max_branch"]) and run["last_step"] is not None:
                     last_step = max(last_step, int(run["last_step"]))
             status = "running" if run["status"] != "running" and n else None
-            runs_q.advance_run(conn, run_id, next_seq=next_seq, add_points=n,
+            runs_q.advance_run(conn, run, next_seq=next_seq, add_points=n,
                                last_step=last_step, max_branch=max_branch, status=status,
                                interval_s=interval, health=health)
-            if last_step is not None:
-                for rec_id in recs_q.expire_stale(conn, run_id, last_step):
-                    recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
-                                     {"reason": "expires_at_step passed"}, ref_id=rec_id)
+            pending, expired = recs_q.pending_after_expiry(conn, run_id, last_step)
+            for rec_id in expired:
+                recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
+                                 {"reason": "expires_at_step passed"}, ref_id=rec_id)
             return IngestResult(n, False, batch_id, seq_start, branch,
-                                self._pending(conn, run_id))
+                                [recs_q.rec_to_dict(r) for r in pending])
 
     def list_metrics(self, run_id: str) -> list[dict[str, Any]]:
         with self.store.read() as conn:

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, exists, insert, or_, select, update
 
 from rhythmd.store.schema import outbox
 
@@ -23,14 +23,21 @@ def enqueue(conn: Connection, run_id: str | None, kind: str, payload: dict[str, 
 
 
 def claim(conn: Connection, limit: int, lease_s: float) -> list[tuple[int, int, str]]:
-    """Claim up to ``limit`` due rows for ``lease_s`` seconds: (id, attempts, payload)."""
+    """Claim up to ``limit`` due rows for ``lease_s`` seconds: (id, attempts, payload).
+
+    Messages of one run go out in order: a row waits while an earlier one of its run is still
+    pending (being retried)."""
     now = time.time()
+    earlier = outbox.alias("earlier")
+    blocked = exists().where(earlier.c.run_id == outbox.c.run_id,
+                             earlier.c.status == "pending",
+                             earlier.c.outbox_id < outbox.c.outbox_id)
     rows = conn.execute(
         select(outbox.c.outbox_id, outbox.c.attempts, outbox.c.payload)
         .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
-               or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+               or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now), ~blocked)
         .order_by(outbox.c.outbox_id).limit(limit)
-        .with_for_update(skip_locked=True)).all()
+        .with_for_update(skip_locked=True, of=outbox)).all()
     if rows:
         conn.execute(update(outbox).where(outbox.c.outbox_id.in_([r[0] for r in rows]))
                      .values(claimed_until=now + lease_s))

@@ -63,25 +63,30 @@ def series_info(conn: Connection, run_id: str, name: str) -> SeriesInfo | None:
     return _info(row) if row is not None else None
 
 
+# Hot-path statements are built once: building a Core statement per call costs several times
+# more than executing it.
+_SERIES_BY_NAMES = select(series).where(series.c.run_id == bindparam("run_id"),
+                                        series.c.name.in_(bindparam("names", expanding=True)))
+_INSERT_SERIES = insert(series)
+_INSERT_CHUNKS = insert(chunks)
+_UPDATE_SERIES_STATS = (update(series).where(series.c.series_id == bindparam("sid"))
+                        .values(n_points=bindparam("np"), n_nonfinite=bindparam("nn"),
+                                first_step=bindparam("fs"), last_step=bindparam("ls")))
+
+
 def write_series(
     conn: Connection, run_id: str, items: Sequence[SeriesData], seq_start: int, branch: int
 ) -> int:
     """Append ``items`` as chunks numbered from ``seq_start``; returns the next free sequence
     number. The caller holds the run's write lock."""
     names = [s.name for s in items]
-    known = {
-        r.name: r
-        for r in conn.execute(
-            select(series).where(series.c.run_id == run_id, series.c.name.in_(names))
-        )
-    }
+    known = {r.name: r for r in conn.execute(_SERIES_BY_NAMES,
+                                              {"run_id": run_id, "names": names})}
     missing = [n for n in names if n not in known]
     if missing:
-        conn.execute(insert(series), [{"run_id": run_id, "name": n, "n_points": 0,
-                                        "n_nonfinite": 0} for n in missing])
-        for r in conn.execute(
-            select(series).where(series.c.run_id == run_id, series.c.name.in_(missing))
-        ):
+        conn.execute(_INSERT_SERIES, [{"run_id": run_id, "name": n, "n_points": 0,
+                                       "n_nonfinite": 0} for n in missing])
+        for r in conn.execute(_SERIES_BY_NAMES, {"run_id": run_id, "names": missing}):
             known[r.name] = r
     chunk_rows = []
     stat_rows = []
@@ -116,14 +121,8 @@ def write_series(
             "ls": hi if row.last_step is None else max(hi, row.last_step),
         })
         seq += int(s.steps.size)
-    conn.execute(insert(chunks), chunk_rows)
-    conn.execute(
-        update(series)
-        .where(series.c.series_id == bindparam("sid"))
-        .values(n_points=bindparam("np"), n_nonfinite=bindparam("nn"),
-                first_step=bindparam("fs"), last_step=bindparam("ls")),
-        stat_rows,
-    )
+    conn.execute(_INSERT_CHUNKS, chunk_rows)
+    conn.execute(_UPDATE_SERIES_STATS, stat_rows)
     return seq
 
 

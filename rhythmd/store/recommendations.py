@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from rhythmd.store.schema import events, recommendations
 
@@ -48,27 +48,33 @@ def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None
         recommendations.c.run_id == run_id, recommendations.c.rec_id == rec_id)).mappings().first()
 
 
+_ORDER = (recommendations.c.created_at, recommendations.c.rec_id)
+_BY_RUN = select(recommendations).where(recommendations.c.run_id == bindparam("run_id")
+                                        ).order_by(*_ORDER)
+_BY_RUN_STATUS = select(recommendations).where(
+    recommendations.c.run_id == bindparam("run_id"),
+    recommendations.c.status == bindparam("status")).order_by(*_ORDER)
+
+
 def list_recommendations(conn: Connection, run_id: str, status: str | None) -> list[Any]:
-    cond = [recommendations.c.run_id == run_id]
-    if status is not None:
-        cond.append(recommendations.c.status == status)
-    return list(conn.execute(
-        select(recommendations).where(*cond)
-        .order_by(recommendations.c.created_at, recommendations.c.rec_id)
-    ).mappings())
+    if status is None:
+        return list(conn.execute(_BY_RUN, {"run_id": run_id}).mappings())
+    return list(conn.execute(_BY_RUN_STATUS, {"run_id": run_id, "status": status}).mappings())
 
 
-def expire_stale(conn: Connection, run_id: str, step: int) -> list[str]:
-    """Mark pending recommendations whose ``expires_at_step`` < ``step`` as expired."""
-    rows = conn.execute(select(recommendations.c.rec_id).where(
-        recommendations.c.run_id == run_id, recommendations.c.status == "pending",
-        recommendations.c.expires_at_step.is_not(None),
-        recommendations.c.expires_at_step < step)).scalars().all()
-    if rows:
+def pending_after_expiry(conn: Connection, run_id: str, step: int | None
+                         ) -> tuple[list[Any], list[str]]:
+    """The run's pending recommendations, after marking those whose ``expires_at_step`` <
+    ``step`` as expired; returns (pending rows, expired ids)."""
+    rows = list_recommendations(conn, run_id, "pending")
+    stale = [r["rec_id"] for r in rows if step is not None
+             and r["expires_at_step"] is not None and r["expires_at_step"] < step]
+    if stale:
         conn.execute(update(recommendations)
-                     .where(recommendations.c.rec_id.in_(rows))
+                     .where(recommendations.c.rec_id.in_(stale))
                      .values(status="expired", updated_at=time.time()))
-    return list(rows)
+        rows = [r for r in rows if r["rec_id"] not in stale]
+    return rows, stale
 
 
 def cancel_pending(conn: Connection, run_id: str, rec_ids: list[str], note: str) -> None:

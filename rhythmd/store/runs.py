@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from rhythmd.store.schema import batches, branches, runs
 
@@ -81,8 +81,20 @@ def insert_run(
                                          parent_branch=None, created_seq=0, created_at=now))
 
 
+_GET_RUN = select(runs).where(runs.c.run_id == bindparam("run_id"))
+_FIND_BATCH = select(batches).where(batches.c.run_id == bindparam("run_id"),
+                                    batches.c.batch_id == bindparam("batch_id"))
+_INSERT_BATCH = insert(batches)
+_ADVANCE_RUN = update(runs).where(runs.c.run_id == bindparam("rid")).values(
+    next_seq=bindparam("next_seq"), n_points=runs.c.n_points + bindparam("add_points"),
+    n_batches=runs.c.n_batches + 1, updated_at=bindparam("now"),
+    max_branch=bindparam("max_branch"), last_step=bindparam("last_step_"),
+    status=bindparam("status_"), interval_s=bindparam("interval_s_"),
+    health=bindparam("health_"))
+
+
 def get_run(conn: Connection, run_id: str) -> Any | None:
-    return conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return conn.execute(_GET_RUN, {"run_id": run_id}).mappings().first()
 
 
 def _status_condition(status: str, rule: LostRule, now: float) -> Any:
@@ -118,18 +130,15 @@ def list_runs(
 
 
 def find_batch(conn: Connection, run_id: str, batch_id: str) -> Any | None:
-    return conn.execute(
-        select(batches).where(batches.c.run_id == run_id, batches.c.batch_id == batch_id)
-    ).first()
+    return conn.execute(_FIND_BATCH, {"run_id": run_id, "batch_id": batch_id}).first()
 
 
 def record_batch(
     conn: Connection, run_id: str, batch_id: str, seq_start: int, n_points: int, branch: int
 ) -> None:
-    conn.execute(insert(batches).values(
-        run_id=run_id, batch_id=batch_id, seq_start=seq_start, n_points=n_points,
-        branch=branch, received_at=time.time(),
-    ))
+    conn.execute(_INSERT_BATCH, {"run_id": run_id, "batch_id": batch_id, "seq_start": seq_start,
+                                 "n_points": n_points, "branch": branch,
+                                 "received_at": time.time()})
 
 
 def ensure_branch(
@@ -159,26 +168,20 @@ def list_branches(conn: Connection, run_id: str) -> list[dict[str, Any]]:
 
 
 def advance_run(
-    conn: Connection, run_id: str, *, next_seq: int, add_points: int, last_step: int | None,
+    conn: Connection, run: Any, *, next_seq: int, add_points: int, last_step: int | None,
     max_branch: int, status: str | None = None, interval_s: float | None = None,
     health: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {
-        "next_seq": next_seq,
-        "n_points": runs.c.n_points + add_points,
-        "n_batches": runs.c.n_batches + 1,
-        "updated_at": time.time(),
-        "max_branch": max_branch,
-    }
-    if interval_s is not None:
-        values["interval_s"] = interval_s
-    if health is not None:
-        values["health"] = health
-    if last_step is not None:
-        values["last_step"] = last_step
-    if status is not None:
-        values["status"] = status
-    conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+    """Record a stored batch on its run row (``run``: the row read under the write lock; a
+    None argument keeps that column's value)."""
+    conn.execute(_ADVANCE_RUN, {
+        "rid": run["run_id"], "next_seq": next_seq, "add_points": add_points,
+        "now": time.time(), "max_branch": max_branch,
+        "last_step_": last_step if last_step is not None else run["last_step"],
+        "status_": status if status is not None else run["status"],
+        "interval_s_": interval_s if interval_s is not None else run["interval_s"],
+        "health_": health if health is not None else run["health"],
+    })
 
 
 def set_status(conn: Connection, run_id: str, status: str, last_step: int | None) -> None:

@@ -83,7 +83,9 @@ def test_alerts_on_divergence_and_ack_with_retries(tmp_path):
                          "lr_after": [0.09]})
             receiver.wait_for(2, timeout=30, event="recommendation_applied")
         events = receiver.events()
-        assert events[0] == "diagnosis_opened" and "recommendation_applied" in events
+        # The divergence may open below "high" and alert when it escalates to it.
+        assert events[0] in ("diagnosis_opened", "diagnosis_updated")
+        assert "recommendation_applied" in events
         first = receiver.received[0]
         assert "divergence" in first["text"] and "alerting" in first["text"]
         assert f"http://rhythmd.example:8000/runs/{rid}" in first["text"]
