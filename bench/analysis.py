@@ -1,0 +1,76 @@
+"""Per-batch analysis cost as a run grows.
+
+Streams one synthetic run (train loss + lr per step, val loss every 100 steps, warmup+cosine
+lr, noise and one-step spikes) through ``RunAnalyzer.feed`` in batches of 50 steps, and
+prints the mean time per batch over the 100 batches (5,000 steps) just before the run reaches
+1e3, 1e4, 1e5 and 1e6 steps, then the ratio last/first (target <= 2). Also checks that the
+state stays bounded. Usage: python bench/analysis.py [--max-steps 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rhythmd.analysis import AnalysisConfig, RunAnalyzer
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1..n, train loss (power-law decay, 5 % noise, rare one-step spikes), lr."""
+    rng = np.random.default_rng(seed)
+    s = np.arange(1, n + 1, dtype=np.int64)
+    loss = 0.5 + 2.0 * (1 + s / 500.0) ** -0.5
+    loss = loss * np.exp(rng.normal(0, 0.05, n))
+    spikes = rng.random(n) < 2e-4
+    loss[spikes] *= 3.0
+    warm = max(1, n // 100)
+    lr = np.where(s <= warm, s / warm, 0.5 * (1 + np.cos(math.pi * (s - warm) / (n - warm))))
+    return s, loss, 1e-3 * np.maximum(lr, 0.01)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--max-steps", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=50)
+    a = ap.parse_args(argv)
+    n = a.max_steps
+    s, loss, lr = synthetic(n)
+    an = RunAnalyzer(AnalysisConfig.from_run_config({"total_steps": n}))
+    marks = [m for m in (1_000, 10_000, 100_000, 1_000_000) if m <= n]
+    window = 100  # batches timed before each mark
+    times: list[float] = []
+    results: list[tuple[int, float, int]] = []
+    b = a.batch
+    for i0 in range(0, n, b):
+        i1 = min(i0 + b, n)
+        batch = {"train_loss": (s[i0:i1], loss[i0:i1]), "lr": (s[i0:i1], lr[i0:i1])}
+        vs = s[i0:i1][s[i0:i1] % 100 == 0]
+        if vs.size:
+            batch["val_loss"] = (vs, loss[vs - 1] * 0.9)
+        t0 = time.perf_counter()
+        an.feed(batch)
+        times.append(time.perf_counter() - t0)
+        if i1 in marks:
+            recent = times[-window:]
+            size = len(json.dumps(an.state_dict(), allow_nan=True))
+            results.append((i1, float(np.mean(recent)), size))
+            times = []
+    print(f"{'run length (steps)':>20} {'ms per batch of ' + str(b):>22} {'state bytes':>12}")
+    for m, t, size in results:
+        print(f"{m:>20,} {1000 * t:>22.3f} {size:>12,}")
+    if len(results) >= 2:
+        print(f"ratio last/first: {results[-1][1] / results[0][1]:.2f} (target <= 2)")
+    print(f"diagnoses: {[d.id for d in an.diagnoses][:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation harness: replays corpus curves through the online analyzer."""

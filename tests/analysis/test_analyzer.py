@@ -1,0 +1,81 @@
+"""RunAnalyzer contract: state round trip, determinism, bounded state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from rhythmd.analysis import AnalysisConfig, RunAnalyzer
+from rhythmd.analysis.offline import read_csv_columns
+
+from .analysis_helpers import CURVES, stream
+
+
+def _batches(cols, size=50):
+    hi = max(int(s.max()) for s, _ in cols.values())
+    for e0 in range(1, hi + 1, size):
+        b = {
+            k: (s[(s >= e0) & (s < e0 + size)], v[(s >= e0) & (s < e0 + size)])
+            for k, (s, v) in cols.items()
+        }
+        yield {k: x for k, x in b.items() if x[0].size}
+
+
+def _dicts(an: RunAnalyzer) -> str:
+    return json.dumps([d.to_dict() for d in an.diagnoses], allow_nan=True)
+
+
+def test_state_round_trip_continues_identically() -> None:
+    cols = read_csv_columns(CURVES / "digits_mlp__adamw__lr0.01__multistep__bs64__s1.csv")
+    cfg = AnalysisConfig.from_run_config({"total_steps": 800})
+    ref = RunAnalyzer(cfg)
+    ref_events = [e.to_dict() for b in _batches(cols) for e in ref.feed(b)]
+    for cut in (3, 9):
+        an = RunAnalyzer(cfg)
+        events = []
+        for i, b in enumerate(_batches(cols)):
+            if i == cut:
+                blob = json.dumps(an.state_dict(), allow_nan=True)
+                an = RunAnalyzer(AnalysisConfig())
+                an.load_state_dict(json.loads(blob))
+            events += [e.to_dict() for e in an.feed(b)]
+        assert json.dumps(events, allow_nan=True) == json.dumps(ref_events, allow_nan=True)
+        assert _dicts(an) == _dicts(ref)
+        assert [s.to_dict() for s in an.schedule()] == [s.to_dict() for s in ref.schedule()]
+
+
+def test_deterministic_ids() -> None:
+    cols = read_csv_columns(CURVES / "digits_mlp__sgd__lr0.3__constant__bs64__s0.csv")
+    a = [d.id for d in stream(cols)[0].diagnoses]
+    b = [d.id for d in stream(cols)[0].diagnoses]
+    assert a == b and len(set(a)) == len(a)
+    assert all(i.split("-")[-1].isdigit() for i in a)
+
+
+def test_batching_does_not_change_divergence_step() -> None:
+    cols = read_csv_columns(CURVES / "digits_mlp__sgd__lr0.3__constant__bs64__s0.csv")
+    flags = set()
+    for size in (1, 7, 50, 800):
+        an, _ = stream(cols, batch=size)
+        flags.add(next(d.detected_at_step for d in an.diagnoses if d.kind == "divergence"))
+    assert len(flags) == 1
+
+
+def test_state_is_bounded() -> None:
+    rng = np.random.default_rng(0)
+    n = 60_000
+    s = np.arange(1, n + 1)
+    v = 2 + 0.5 * rng.normal(size=n)  # noisy, spiky, bouncing: many open/close cycles
+    v[rng.random(n) < 0.01] *= 10
+    an, _ = stream(
+        {
+            "train_loss": (s, v),
+            "val_loss": (s[s % 10 == 0], v[s % 10 == 0]),
+            "lr": (s, 0.1 * rng.random(n)),
+        },
+        batch=500,
+    )
+    size = len(json.dumps(an.state_dict(), allow_nan=True))
+    assert size < 400_000
+    assert len(an.diagnoses) <= 128 + 5

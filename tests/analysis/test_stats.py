@@ -1,0 +1,58 @@
+"""Unit tests of the robust statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rhythmd.analysis import stats
+
+
+def test_mann_kendall_directions() -> None:
+    tau, p_dec, p_inc = stats.mann_kendall(np.arange(10.0)[::-1])
+    assert tau == -1.0 and p_dec < 0.01 and p_inc > 0.99
+    tau, p_dec, p_inc = stats.mann_kendall(np.arange(10.0))
+    assert tau == 1.0 and p_inc < 0.01
+    assert stats.mann_kendall(np.ones(8)) == (0.0, 1.0, 1.0)
+    assert stats.mann_kendall(np.array([1.0])) == (0.0, 1.0, 1.0)
+
+
+def test_theil_sen_slope_and_interval() -> None:
+    x = np.arange(20.0)
+    y = 2.0 * x + np.r_[np.zeros(19), 100.0]  # one outlier does not move the slope
+    s, lo, hi = stats.theil_sen(x, y)
+    assert s == 2.0 and lo <= 2.0 <= hi
+    assert stats.theil_sen(np.ones(3), np.arange(3.0))[0] == 0.0  # all dx = 0
+    assert stats.theil_sen(np.array([1.0]), np.array([1.0]))[0] == 0.0
+
+
+def test_scaled_asinh_is_sign_safe_and_bounded() -> None:
+    assert stats.scaled_asinh(0.0, 1.0) == 0.0
+    assert stats.scaled_asinh(-5.0, 1.0) < 0
+    assert math.isfinite(stats.scaled_asinh(1e308, 1e-300))
+    assert math.isfinite(stats.scaled_asinh(-1e308, 1e-300))
+
+
+def test_curvature_sigma_ignores_linear_trend() -> None:
+    y = np.linspace(0, 10, 30)
+    assert stats.curvature_sigma(y) < 1e-12
+    zig = 0.1 * (-1.0) ** np.arange(30)
+    assert stats.curvature_sigma(y + zig) > 0.1
+    assert stats.curvature_sigma(np.array([1.0, 2.0])) == 0.0
+
+
+def test_alternation_stats_zigzag_vs_monotone() -> None:
+    zig = 1 + 0.1 * (-1.0) ** np.arange(12)
+    a = stats.alternation_stats(zig)
+    assert a["sign_change_rate"] == 1.0 and a["diff_lag1_autocorr"] < -0.5
+    m = stats.alternation_stats(np.linspace(2, 1, 12))
+    assert m["sign_change_rate"] == 0.0
+    assert stats.alternation_stats(np.ones(3))["sign_change_rate"] == 0.0
+
+
+def test_robust_sigma_small_inputs() -> None:
+    assert stats.robust_sigma([]) == 0.0
+    assert stats.robust_sigma([1.0]) == 0.0
+    assert stats.diff_sigma([1.0, 2.0]) == 0.0
+    assert math.isnan(stats.median([]))
