@@ -13,7 +13,7 @@ from .schedule import ScheduleTracker
 from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
 
 STATE_VERSION = 1
-MAX_CLOSED = 128  # closed diagnoses kept in memory/state (oldest dropped first)
+MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
 _ORDER = {"lr": 0, "train": 1, "val": 2, "aux": 3}
 
 

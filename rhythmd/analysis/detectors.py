@@ -732,6 +732,7 @@ class OscillationDetector(_Stateful):
         elif self.active and self.off >= cfg.osc_close_evals:
             self.active = False
             self.onset = None
+            self.on = 0
             out.append(
                 _sig(
                     "close",

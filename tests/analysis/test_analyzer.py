@@ -78,4 +78,4 @@ def test_state_is_bounded() -> None:
     )
     size = len(json.dumps(an.state_dict(), allow_nan=True))
     assert size < 400_000
-    assert len(an.diagnoses) <= 128 + 5
+    assert len(an.diagnoses) <= 32 + 5
