@@ -86,6 +86,26 @@ class _LiveAnalyzer:
     unsaved_batches: int = 0
 
 
+METRIC_ALIASES = {"train_loss": ("loss", "train/loss"), "val_loss": ("val/loss", "eval_loss"),
+                  "lr": ("learning_rate", "lr-pg0")}
+"""Names people (and the trainers' integrations) give the standard streams; used for analysis
+when the run's configuration keeps the default name and the batch has no such series."""
+
+
+def _with_aliases(series: dict[str, Any], cfg: AnalysisConfig) -> dict[str, Any]:
+    defaults = {"train_loss": cfg.train_metric, "val_loss": cfg.val_metric, "lr": cfg.lr_metric}
+    out = series
+    for standard, aliases in METRIC_ALIASES.items():
+        if defaults[standard] != standard or standard in series:
+            continue
+        for alias in aliases:
+            if alias in series:
+                out = dict(out) if out is series else out
+                out[standard] = out.pop(alias)
+                break
+    return out
+
+
 def _finite_or_none(value: Any) -> float | None:
     try:
         f = float(value)
@@ -311,7 +331,8 @@ class Service:
                 analyzed = saved[0]
             live = _LiveAnalyzer(analyzer, analyzed, time.monotonic())
         for stored in analysis_q.replay_batches(conn, run_id, live.analyzed_seq, upto_seq):
-            live.analyzer.feed(stored.series, stored.branch, stored.branch_start_step)
+            live.analyzer.feed(_with_aliases(stored.series, live.analyzer.cfg), stored.branch,
+                               stored.branch_start_step)
             live.unsaved_batches += 1
         live.analyzed_seq = upto_seq
         return live
@@ -325,7 +346,9 @@ class Service:
         started = time.perf_counter()
         try:
             live = self._analyzer_for(conn, run, seq_start)
-            events = live.analyzer.feed({s.name: (s.steps, s.values) for s in batch.series},
+            events = live.analyzer.feed(
+                _with_aliases({s.name: (s.steps, s.values) for s in batch.series},
+                              live.analyzer.cfg),
                                         batch.branch, branch_start)
         except Exception:
             self.analysis_errors += 1
@@ -436,7 +459,8 @@ class Service:
                 analyzer.load_state_dict(saved[1])
                 start = saved[0]
             for stored in analysis_q.replay_batches(conn, run_id, start, int(run["next_seq"])):
-                analyzer.feed(stored.series, stored.branch, stored.branch_start_step)
+                analyzer.feed(_with_aliases(stored.series, analyzer.cfg), stored.branch,
+                              stored.branch_start_step)
             return [seg.to_dict() for seg in analyzer.schedule()]
 
     # recommendations ----------------------------------------------------------------------

@@ -98,3 +98,15 @@ def test_restart_mid_run_rebuilds_the_same_diagnoses(database_url):
     restarted = run(13)
     assert straight, "expected diagnoses on a stagnating run"
     assert straight == restarted
+
+
+def test_loss_is_analysed_as_the_train_loss(client):
+    """The client hook and the trainers name the stream ``loss``."""
+    rid = client.post("/v1/runs", json={"name": "alias"}).json()["run_id"]
+    for body in batches(read_curve(DIVERGING), 5):
+        for s in body["series"]:
+            if s["name"] == "train_loss":
+                s["name"] = "loss"
+        assert client.post(f"/v1/runs/{rid}/metrics", json=body).status_code == 200
+    got = client.get(f"/v1/runs/{rid}/diagnoses", params={"kind": "divergence"}).json()
+    assert got["diagnoses"] and got["diagnoses"][0]["metric"] == "train_loss"
