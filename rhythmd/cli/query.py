@@ -82,18 +82,6 @@ def get_run(client: Client, run_id: str) -> dict[str, Any]:
         raise CommandError(f"cannot read run {run_id!r}: {exc.detail}") from None
 
 
-def get_optional(client: Client, path: str) -> Any:
-    """GET ``path``; None when the daemon has no such endpoint (404)."""
-    from rhythmd.cli import CommandError
-
-    try:
-        return client.get(path)
-    except HTTPStatusError as exc:
-        if exc.status == 404:
-            return None
-        raise CommandError(f"GET {path} failed ({exc.status}): {exc.detail}") from None
-
-
 def get_json(client: Client, path: str, params: dict[str, Any] | None = None) -> Any:
     from rhythmd.cli import CommandError
 
@@ -289,14 +277,10 @@ def run_runs(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ show
 def collect_show(client: Client, run_id: str) -> dict[str, Any]:
     run = get_run(client, run_id)
-    summary = get_optional(client, run_path(run_id, "/summary"))
-    metrics = None
-    if summary is None:
-        metrics = get_json(client, run_path(run_id, "/metrics")).get("metrics", [])
+    summary = get_json(client, run_path(run_id, "/summary"))
     diagnoses = get_json(client, run_path(run_id, "/diagnoses")).get("diagnoses", [])
     recs = get_json(client, run_path(run_id, "/recommendations")).get("recommendations", [])
-    return {"run": run, "summary": summary, "metrics": metrics, "diagnoses": diagnoses,
-            "recommendations": recs}
+    return {"run": run, "summary": summary, "diagnoses": diagnoses, "recommendations": recs}
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -309,15 +293,14 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     run, summary = doc["run"], doc["summary"]
     con = console()
-    status = summary.get("status") if summary else run.get("status")
+    status = summary.get("status")
     con.print(f"[bold]run {esc(run['run_id'])}[/bold]  {esc(run.get('name'))}"
               + (f"  (project {esc(run['project'])})" if run.get("project") else ""))
     facts = [f"status {styled(status)}"]
-    if summary and summary.get("run_status") and summary.get("run_status") != status:
+    if summary.get("run_status") and summary.get("run_status") != status:
         facts[0] += f" ({summary['run_status']})"
     facts.append(f"last step {run.get('last_step') if run.get('last_step') is not None else '-'}")
-    if summary is not None:
-        facts.append(f"current lr {fmt_num(summary.get('current_lr'))}")
+    facts.append(f"current lr {fmt_num(summary.get('current_lr'))}")
     facts.append(f"{run.get('n_points', 0)} points in {run.get('n_batches', 0)} batches")
     if run.get("branch"):
         facts.append(f"branch {run['branch']} ({run['branch']} rollbacks)")
@@ -329,19 +312,12 @@ def run_show(args: argparse.Namespace) -> int:
         con.print("  config " + esc(", ".join(f"{k}={_plain(v)}" for k, v in cfg.items())),
                   soft_wrap=True)
     t = Table(title="metrics", title_justify="left")
-    if summary is not None:
-        for col in ("metric", "last", "at step", "best", "best step", "points", "non-finite"):
-            t.add_column(col, justify="left" if col == "metric" else "right")
-        for name, m in (summary.get("metrics") or {}).items():
-            t.add_row(esc(name), fmt_num(m.get("last")), _s(m.get("last_step")),
-                      fmt_num(m.get("best")), _s(m.get("best_step")), _s(m.get("points")),
-                      _s(m.get("nonfinite_points", "-")))
-    else:
-        for col in ("metric", "points", "non-finite", "first step", "last step"):
-            t.add_column(col, justify="left" if col == "metric" else "right")
-        for m in doc["metrics"] or []:
-            t.add_row(esc(m.get("name")), _s(m.get("points")), _s(m.get("nonfinite_points")),
-                      _s(m.get("first_step")), _s(m.get("last_step")))
+    for col in ("metric", "last", "at step", "best", "best step", "points", "non-finite"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for name, m in (summary.get("metrics") or {}).items():
+        t.add_row(esc(name), fmt_num(m.get("last")), _s(m.get("last_step")),
+                  fmt_num(m.get("best")), _s(m.get("best_step")), _s(m.get("points")),
+                  _s(m.get("nonfinite_points", "-")))
     con.print(t)
     if doc["diagnoses"]:
         con.print(diagnoses_table(doc["diagnoses"]))
@@ -359,53 +335,10 @@ def _s(v: Any) -> str:
 
 
 # -------------------------------------------------------------------------- timeline
-def events_to_items(events: list[dict[str, Any]], diagnoses: list[dict[str, Any]]
-                    ) -> list[dict[str, Any]]:
-    """Timeline items from the event log (for daemons without ``/timeline``); diagnoses
-    that the log does not mention are added at their detection step."""
-    items: list[dict[str, Any]] = []
-    logged = set()
-    for e in events:
-        kind, p, ref = e.get("kind", ""), e.get("payload") or {}, e.get("ref_id")
-        if kind.startswith("diagnosis_"):
-            logged.add(ref)
-            verb = kind.split("_", 1)[1]
-            title = f"{p.get('kind')} {verb}" + (f": {p['message']}" if p.get("message") else "")
-        elif kind == "recommendation_issued":
-            title = (f"{p.get('author', 'rhythmd')} recommends {p.get('action')}"
-                     f"({fmt_params(p.get('params'))}): {p.get('reason', '')}")
-        elif kind.startswith("recommendation_"):
-            verb = kind.split("_", 1)[1]
-            title = f"{p.get('action', 'recommendation')} {verb}"
-            if p.get("lr_before") is not None:
-                title += f": lr {p.get('lr_before')} -> {p.get('lr_after')}"
-        elif kind == "run_finished":
-            title = f"run ended: {p.get('status')}"
-        else:
-            title = kind
-        items.append({"kind": kind, "step": e.get("step"), "wall_time": e.get("wall_time"),
-                      "ref_id": ref, "title": title, "detail": p})
-    for d in diagnoses:
-        if d.get("id") in logged:
-            continue
-        items.append({"kind": "diagnosis_opened", "step": d.get("detected_at_step"),
-                      "wall_time": None, "ref_id": d.get("id"),
-                      "title": f"{d.get('kind')} opened: {d.get('message', '')}",
-                      "detail": d})
-    items.sort(key=lambda i: (i["step"] if i["step"] is not None else -1,
-                              i["wall_time"] if i["wall_time"] is not None else 0.0))
-    return items
-
-
-def collect_timeline(client: Client, run_id: str) -> tuple[list[dict[str, Any]], str]:
-    """The run's timeline items and where they came from ("timeline" or "events")."""
+def collect_timeline(client: Client, run_id: str) -> list[dict[str, Any]]:
+    """The run's timeline items."""
     get_run(client, run_id)
-    doc = get_optional(client, run_path(run_id, "/timeline"))
-    if doc is not None:
-        return list(doc.get("items", [])), "timeline"
-    events = get_json(client, run_path(run_id, "/events")).get("events", [])
-    diagnoses = get_json(client, run_path(run_id, "/diagnoses")).get("diagnoses", [])
-    return events_to_items(events, diagnoses), "events"
+    return list(get_json(client, run_path(run_id, "/timeline")).get("items", []))
 
 
 _KIND_STYLE = {"diagnosis_opened": "yellow", "diagnosis_closed": "dim",
@@ -418,18 +351,16 @@ def run_timeline(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     client = client_from_args(args)
-    items, source = collect_timeline(client, args.run_id)
+    items = collect_timeline(client, args.run_id)
     if args.json:
-        print_json({"run_id": args.run_id, "source": source, "items": items})
+        print_json({"run_id": args.run_id, "items": items})
         return 0
     con = console()
     if not items:
         con.print(f"run {esc(args.run_id)}: nothing happened yet (no diagnoses, recommendations "
                   "or events)")
         return 0
-    t = Table(title=f"timeline of run {esc(args.run_id)}"
-                    + ("" if source == "timeline" else " (from the event log)"),
-              title_justify="left")
+    t = Table(title=f"timeline of run {esc(args.run_id)}", title_justify="left")
     t.add_column("step", justify="right")
     t.add_column("time", no_wrap=True)
     t.add_column("kind", no_wrap=True)

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, insert, select, update
 
+from rhythmd.store.points import F8 as _F8
+from rhythmd.store.points import I8 as _I8
 from rhythmd.store.schema import analysis_state, branches, chunks, diagnoses, series
-
-_I8 = np.dtype("<i8")
-_F8 = np.dtype("<f8")
 
 
 @dataclass(frozen=True, slots=True)

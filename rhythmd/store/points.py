@@ -15,8 +15,11 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from rhythmd.batch import SeriesData
 from rhythmd.store.schema import branches, chunks, series
 
-_I8 = np.dtype("<i8")
-_F8 = np.dtype("<f8")
+I8 = np.dtype("<i8")
+"""Packed steps: little-endian int64."""
+F8 = np.dtype("<f8")
+"""Packed values and wall times: little-endian float64 (non-finite kept exactly)."""
+_I8, _F8 = I8, F8
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, func, select
 
+from rhythmd.store.points import F8 as _F8
+from rhythmd.store.points import I8 as _I8
 from rhythmd.store.schema import chunks, series
 
-_I8 = np.dtype("<i8")
-_F8 = np.dtype("<f8")
 MAXIMISED = ("acc", "f1", "auc", "bleu", "rouge", "precision", "recall", "map", "dice", "iou",
              "score", "reward")
 

@@ -1,7 +1,6 @@
 """What the pages show, read through the service (no HTTP round trip, no HTML here).
 
-The service's ``summary`` and ``timeline`` views are used when present; a page never fails
-because one of them is missing or raises: it falls back to the event log and the diagnoses.
+The pages draw what the API serves: the same service calls behind ``/v1``.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from rhythmd.analysis import AnalysisConfig
 
 log = logging.getLogger("rhythmd.web")
 
-HEALTH_OF = (("divergence", "diverging"), ("oscillation", "oscillating"),
-             ("stagnation", "stagnating"), ("slow_progress", "slow"))
 LR_NAMES = ("lr", "learning_rate", "train/lr", "lr-0", "lr/group0")
 
 
@@ -60,28 +57,9 @@ class RunData:
     extra: list[str] = field(default_factory=list)  # other metric names, charted below
 
 
-def _call(service: Any, name: str, *args: Any) -> Any:
-    """``service.name(*args)`` when the service has it and it works, else None."""
-    fn = getattr(service, name, None)
-    if fn is None:
-        return None
-    try:
-        return fn(*args)
-    except Exception:  # a convenience view failing must not take the page down
-        log.exception("service.%s failed for the pages", name)
-        return None
-
-
-def run_state(run: dict[str, Any], diagnoses: list[dict[str, Any]] | None = None) -> str:
-    """The one status word a person wants: lifecycle first, then lost, then health."""
-    if run.get("state"):
-        return str(run["state"])
-    if run.get("status") not in (None, "running"):
-        return str(run["status"])
-    if run.get("health"):
-        return str(run["health"])
-    open_kinds = {d["kind"] for d in diagnoses or () if d.get("status") == "open"}
-    return next((h for k, h in HEALTH_OF if k in open_kinds), "healthy")
+def run_state(run: dict[str, Any]) -> str:
+    """The one status word a person wants (the service's ``state``)."""
+    return str(run["state"])
 
 
 def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
@@ -140,17 +118,15 @@ def load_run(service: Any, run_id: str, max_points: int, max_extra: int = 6) -> 
         abandoned = _abandoned(service, run_id, roles.train, branches, max_points)
     diagnoses = service.list_diagnoses(run_id)
     recs = service.list_recommendations(run_id)
-    schedule = _call(service, "schedule", run_id) or []
-    timeline = _call(service, "timeline", run_id)
-    if not isinstance(timeline, list):
-        timeline = fallback_timeline(service.list_events(run_id), branches)
+    schedule = service.schedule(run_id)
+    timeline = service.timeline(run_id)
     steps = [int(s.steps.min()) for s in series.values() if s.steps.size]
     ends = [int(s.steps.max()) for s in series.values() if s.steps.size]
     ends += [int(s.steps.max()) for _, s in abandoned if s.steps.size]
     x0 = min(steps) if steps else 0
     x1 = max(ends) if ends else (run.get("last_step") or 1)
     return RunData(run, metrics, roles, series, abandoned, diagnoses, recs, branches, schedule,
-                   timeline, run_state(run, diagnoses), (x0, max(x1, x0 + 1)), extra)
+                   timeline, run_state(run), (x0, max(x1, x0 + 1)), extra)
 
 
 def _abandoned(service: Any, run_id: str, name: str, branches: list[dict[str, Any]],
@@ -172,39 +148,6 @@ def _abandoned(service: Any, run_id: str, name: str, branches: list[dict[str, An
     return out
 
 
-def fallback_timeline(events: list[dict[str, Any]], branches: list[dict[str, Any]],
-                      ) -> list[dict[str, Any]]:
-    """Timeline items built from the event log and the branches (service without timeline)."""
-    items: list[dict[str, Any]] = []
-    for e in events:
-        p = e.get("payload") or {}
-        kind = e["kind"]
-        if kind.startswith("diagnosis_"):
-            title = f"{p.get('kind')} {kind.split('_', 1)[1]}: {p.get('message', '')}"
-        elif kind == "recommendation_issued":
-            args = ", ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items())
-            title = f"{p.get('author')} recommends {p.get('action')}({args}): {p.get('reason')}"
-        elif kind.startswith("recommendation_"):
-            title = f"{p.get('action', 'recommendation')} {kind.split('_', 1)[1]}"
-            if p.get("lr_before") is not None:
-                title += f": lr {p.get('lr_before')} -> {p.get('lr_after')}"
-        elif kind == "run_finished":
-            title = f"run ended: {p.get('status')}"
-        else:
-            title = kind
-        items.append({"kind": kind, "step": e.get("step"), "wall_time": e.get("wall_time"),
-                      "ref_id": e.get("ref_id"), "title": title, "detail": p})
-    for b in branches:
-        if b["branch"] == 0:
-            continue
-        items.append({"kind": "rollback", "step": b.get("start_step"),
-                      "wall_time": b.get("created_at"), "ref_id": str(b["branch"]),
-                      "title": f"rolled back: resumed at step {b.get('start_step')} on branch "
-                               f"{b['branch']}", "detail": b})
-    items.sort(key=lambda i: (i["wall_time"] or 0.0, i["step"] if i["step"] is not None else -1))
-    return items
-
-
 @dataclass
 class RunRow:
     run: dict[str, Any]
@@ -223,27 +166,12 @@ def list_rows(service: Any, project: str | None, status: str | None, limit: int,
 
 def _best_val(service: Any, run: dict[str, Any]) -> tuple[str, float, int | None] | None:
     """The best validation loss (or the validation metric when no loss) of a run."""
-    summary = _call(service, "summary", run["run_id"])
-    metrics = summary.get("metrics") if isinstance(summary, dict) else None
-    if isinstance(metrics, dict):
-        roles = roles_for(run, list(metrics))
-        for name in (roles.val, roles.aux):
-            item = metrics.get(name) if name else None
-            best = item.get("best") if isinstance(item, dict) else None
-            if isinstance(best, (int, float)) and math.isfinite(best):
-                return str(name), float(best), item.get("best_step")
-        return None
-    try:
-        names = [m["name"] for m in service.list_metrics(run["run_id"])]
-        roles = roles_for(run, names)
-        for name, mode in ((roles.val, roles.val_mode), (roles.aux, roles.aux_mode)):
-            if name:
-                s = read_series(service, run["run_id"], name, 100_000)
-                best = best_of(s.values, s.steps, mode)
-                if best is not None:
-                    return name, best[0], best[1]
-    except Exception:
-        log.exception("best validation value of run %s", run["run_id"])
+    metrics = service.summary(run["run_id"])["metrics"]
+    roles = roles_for(run, list(metrics))
+    for name in (roles.val, roles.aux):
+        best = metrics[name]["best"] if name in metrics else None
+        if isinstance(best, (int, float)) and math.isfinite(best):
+            return str(name), float(best), metrics[name]["best_step"]
     return None
 
 

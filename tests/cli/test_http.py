@@ -128,49 +128,6 @@ def test_503_is_retried_after_retry_after(fake: Fake) -> None:
     assert info.value.status == 422 and info.value.detail == "body.name: bad"
 
 
-def test_timeline_falls_back_to_events(cli: Any, fake: Fake) -> None:
-    """An older daemon without /timeline: the event log and the diagnoses instead."""
-    fake.routes[("GET", "/v1/runs/r1")] = (200, RUN)
-    fake.routes[("GET", "/v1/runs/r1/events")] = (200, {"run_id": "r1", "events": [
-        {"event_id": 1, "kind": "recommendation_issued", "step": 8, "wall_time": 1.7e9,
-         "ref_id": "rec1", "payload": {"action": "reduce_lr", "params": {"factor": 0.5},
-                                       "author": "rhythmd", "reason": "flat [since 4]"}},
-        {"event_id": 2, "kind": "run_finished", "step": 10, "wall_time": 1.7e9 + 1,
-         "ref_id": None, "payload": {"status": "finished"}}]})
-    fake.routes[("GET", "/v1/runs/r1/diagnoses")] = (200, {"run_id": "r1", "diagnoses": [
-        {"id": "stagnation-1", "kind": "stagnation", "metric": "val_loss",
-         "detected_at_step": 7, "onset_step": 4, "severity": "warning", "confidence": 0.9,
-         "evidence": {}, "message": "val_loss flat", "status": "open"}]})
-    r = cli("timeline", "r1", "--url", fake.url)
-    assert r.code == 0, r
-    assert "from the event log" in r.out
-    assert "reduce_lr(factor=0.5)" in r.out and "flat [since 4]" in r.out
-    assert r.out.index("stagnation opened") < r.out.index("reduce_lr")
-    items = json.loads(cli("timeline", "r1", "--url", fake.url, "--json").out)
-    assert [i["kind"] for i in items["items"]] == ["diagnosis_opened", "recommendation_issued",
-                                                   "run_finished"]
-    assert items["source"] == "events"
-
-
-def test_show_falls_back_without_summary(cli: Any, fake: Fake) -> None:
-    fake.routes[("GET", "/v1/runs/r1")] = (200, RUN)
-    fake.routes[("GET", "/v1/runs/r1/metrics")] = (200, {"run_id": "r1", "metrics": [
-        {"name": "train_loss", "points": 10, "nonfinite_points": 1, "first_step": 1,
-         "last_step": 10}]})
-    fake.routes[("GET", "/v1/runs/r1/diagnoses")] = (200, {"run_id": "r1", "diagnoses": []})
-    fake.routes[("GET", "/v1/runs/r1/recommendations")] = (200, {
-        "run_id": "r1", "recommendations": [
-            {"id": "a", "run_id": "r1", "action": "reduce_lr", "params": {"factor": 0.5},
-             "reason": "by hand", "diagnosis_id": None, "author": "alice",
-             "issued_at_step": 5, "expires_at_step": None, "status": "applied",
-             "created_at": 1.7e9, "updated_at": 1.7e9, "applied_step": 6,
-             "lr_before": [0.1], "lr_after": [0.05], "note": "via hook"}]})
-    r = cli("show", "r1", "--url", fake.url)
-    assert r.code == 0, r
-    assert "old-daemon" in r.out and "train_loss" in r.out and "no diagnoses" in r.out
-    assert "applied@6" in r.out and "0.1 → 0.05" in r.out and "by alice" in r.out
-
-
 def test_num_decodes_api_floats() -> None:
     assert num("NaN") != num("NaN")
     assert num("Infinity") == float("inf") and num("-Infinity") == float("-inf")
