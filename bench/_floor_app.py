@@ -34,7 +34,7 @@ async def create_run() -> JSONResponse:
 async def ingest(run_id: str, request: Request) -> dict:
     body = json.loads(await request.body())
     rows = [(run_id, s["name"], st, v) for s in body["series"]
-            for st, v in zip(s["steps"], s["values"])]
+            for st, v in zip(s["steps"], s["values"], strict=False)]
     _db.execute("BEGIN")
     _db.executemany("INSERT INTO points VALUES (?, ?, ?, ?)", rows)
     _db.execute("COMMIT")

@@ -18,23 +18,23 @@ import http.client
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
@@ -181,39 +181,17 @@ def main() -> int:
                     results.append(run_rhythmd(args, f"sqlite:///{tmp / f'r{analysis}.db'}",
                                                f"rhythmd, SQLite, {label}", env))
                 elif backend == "postgresql":
-                    url = _fresh_pg(args.pg_url)
+                    url = create_pg_database(args.pg_url)
                     try:
                         results.append(run_rhythmd(args, url, f"rhythmd, PostgreSQL, {label}",
                                                    env))
                     finally:
-                        _drop_pg(args.pg_url, url)
+                        drop_pg_database(args.pg_url, url)
     print(f"{'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
         print(f"{r['name']:36} {r['pps']:12,.0f} {r['pps'] / floor['pps']:8.2f} "
               f"{r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f}")
     return 0
-
-
-def _fresh_pg(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"rhythmd_bench_{uuid.uuid4().hex[:8]}"
-    eng = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    eng = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    eng.dispose()
 
 
 if __name__ == "__main__":

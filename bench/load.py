@@ -46,6 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    strip_wall_times,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = os.environ.get("RHYTHMD_TEST_POSTGRES_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -53,11 +62,6 @@ MAX_DURATION_S = 60.0
 
 
 # ------------------------------------------------------------------------------ daemons
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class DaemonProc:
     """``uvicorn rhythmd.app:app`` (one process) on a free port."""
@@ -110,28 +114,6 @@ class DaemonProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=15)
-
-
-def create_pg_database(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"rhythmd_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
 
 
 # ------------------------------------------------------------------------------ HTTP client
@@ -374,15 +356,6 @@ async def replay(port: int, runs: list[RunStats], concurrency: int = 32) -> list
     control.close()
     await asyncio.gather(*(one(rs) for rs in runs))
     return problems
-
-
-def strip_wall_times(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: strip_wall_times(v) for k, v in obj.items()
-                if not (k.startswith("wall_time") or (k.endswith("_at") and "step" not in k))}
-    if isinstance(obj, list):
-        return [strip_wall_times(v) for v in obj]
-    return obj
 
 
 async def fetch_diagnoses(port: int, run_ids: list[str]) -> dict[str, Any]:

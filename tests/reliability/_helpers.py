@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from bench._common import strip_wall_times
 from tests.daemon.test_analysis_ingest import batches as curve_batches
 from tests.daemon.test_analysis_ingest import read_curve
 
@@ -22,16 +23,6 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 def curve_bodies(path: Path = STAGNATING, every: int = 10) -> list[dict[str, Any]]:
     """The curve as ingest bodies of ``every`` steps each (train_loss, lr, val_* series)."""
     return list(curve_batches(read_curve(path), every))
-
-
-def strip_wall_times(obj: Any) -> Any:
-    """A copy without wall-clock fields (``*_at`` that are not steps, ``wall_time*``)."""
-    if isinstance(obj, dict):
-        return {k: strip_wall_times(v) for k, v in obj.items()
-                if not (k.startswith("wall_time") or (k.endswith("_at") and "step" not in k))}
-    if isinstance(obj, list):
-        return [strip_wall_times(v) for v in obj]
-    return obj
 
 
 @dataclass
