@@ -47,6 +47,9 @@ class RunAnalyzer:
         self.open: dict[str, int] = {}  # kind -> index into _diags
         self._events: list[DiagnosisEvent] = []
         self._upd: dict[str, int] = {}
+        self._lr_s = np.zeros(0, np.int64)
+        self._lr_v = np.zeros(0)
+        self._lr_i = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -82,40 +85,49 @@ class RunAnalyzer:
             self.branch = int(branch)
             if start is not None:
                 self._rollback(int(start))
-        pts: list[tuple[int, int, str, float]] = []
+        kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for role, st, va in cols:
-            order = np.argsort(st, kind="stable")
-            st, va = st[order], va[order]
+            if st.size > 1 and not np.all(st[1:] > st[:-1]):
+                order = np.argsort(st, kind="stable")
+                st, va = st[order], va[order]
             last = self.last_step.get(role)
             keep = np.ones(st.size, bool)
             keep[1:] = st[1:] != st[:-1]  # repeats inside one batch: keep the first
             if last is not None:
                 keep &= st > last
-            st, va = st[keep], va[keep]
+            if not keep.all():
+                st, va = st[keep], va[keep]
             if st.size:
                 self.last_step[role] = int(st[-1])
-                pts.extend(
-                    zip(
-                        st.tolist(),
-                        [_ORDER[role]] * st.size,
-                        [role] * st.size,
-                        va.tolist(),
-                        strict=False,
-                    )
-                )
-        pts.sort(key=lambda p: (p[0], p[1]))
-        if any(p[2] == "val" for p in pts) and self.monitor != "val":
-            self._switch_monitor("val", c.val_metric, c.val_mode, pts[0][0])
-        elif any(p[2] == "aux" for p in pts) and self.monitor == "train":
-            self._switch_monitor("aux", c.aux_val_metric or "", c.aux_val_mode, pts[0][0])
+                kept[role] = (st, va)
+        if not kept:
+            return self._events
+        first_step = min(int(st[0]) for st, _ in kept.values())
+        if "val" in kept and self.monitor != "val":
+            self._switch_monitor("val", c.val_metric, c.val_mode, first_step)
+        elif "aux" in kept and self.monitor == "train":
+            self._switch_monitor("aux", c.aux_val_metric or "", c.aux_val_mode, first_step)
+        evals: list[tuple[int, int, str, float]] = []
+        for role in ("val", "aux"):
+            if role in kept and role in (self.monitor, self.osc_src):
+                st, va = kept[role]
+                o = _ORDER[role]
+                evals.extend((s, o, role, v) for s, v in zip(st.tolist(), va.tolist(), strict=True))
+        evals.sort(key=lambda p: (p[0], p[1]))
+        empty = (np.zeros(0, np.int64), np.zeros(0))
+        self._lr_s, self._lr_v = kept.get("lr", empty)
+        self._lr_i = 0
+        tr_s, tr_v = kept.get("train", empty)
+        ti = 0
         with np.errstate(all="ignore"):  # huge values may overflow inside numpy reductions
-            for step, _, role, v in pts:
-                if role == "lr":
-                    self.sched.update(step, v)
-                elif role == "train":
-                    self._train(step, v)
-                elif role in (self.monitor, self.osc_src):
-                    self._eval(step, v, role)
+            for step, _, role, v in evals:
+                tj = int(np.searchsorted(tr_s, step, side="right"))
+                self._train_range(tr_s, tr_v, ti, tj)
+                ti = tj
+                self._sched_to(step)
+                self._eval(step, v, role)
+            self._train_range(tr_s, tr_v, ti, tr_s.size)
+            self._sched_to(None)
         return self._events
 
     # ------------------------------------------------------------------ internals
@@ -135,6 +147,58 @@ class RunAnalyzer:
                 else None
             )
         return ctx
+
+    def _sched_to(self, step: int | None) -> None:
+        """Feed the batch's lr points up to ``step`` (inclusive; None: all) to the tracker."""
+        i0 = self._lr_i
+        s = self._lr_s
+        i1 = s.size if step is None else int(np.searchsorted(s, step, side="right"))
+        if i1 > i0:
+            self.sched.update_many(s[i0:i1], self._lr_v[i0:i1])
+            self._lr_i = i1
+
+    def _train_range(self, st: np.ndarray, va: np.ndarray, i0: int, i1: int) -> None:
+        """Train points ``i0:i1`` of the batch, in bulk where nothing can fire: the divergence
+        detector fast-forwards; the points it stops at go through the per-point path."""
+        i = i0
+        while i < i1:
+            k = i + self.div.fast_forward(st[i:i1], va[i:i1])
+            if k > i:
+                self._blocks(st, va, i, k)
+            if k < i1:
+                step, v = int(st[k]), float(va[k])
+                self._sched_to(step)
+                self._train(step, v)
+                k += 1
+            i = k
+
+    def _blocks(self, st: np.ndarray, va: np.ndarray, i0: int, i1: int) -> None:
+        """What ``_train`` does after the detector, for points ``i0:i1`` in bulk: eval-interval
+        sums of the train loss and (when the train loss is monitored) pseudo-eval blocks."""
+        vals = va[i0:i1].tolist()
+        s = self.blk_sum
+        n = 0
+        for x in vals:
+            if math.isfinite(x):  # sequential sum: same rounding as the per-point path
+                s += x
+                n += 1
+        self.blk_sum, self.blk_n = s, self.blk_n + n
+        if self.monitor != "train":
+            return
+        pos, m = 0, len(vals)
+        while m - pos >= self.pseudo_every - len(self.pseudo_buf):
+            b = pos + self.pseudo_every - len(self.pseudo_buf)
+            block = self.pseudo_buf + vals[pos:b]
+            self.pseudo_buf = []
+            pos = b
+            fin = [x for x in block if math.isfinite(x)]
+            if fin:
+                step = int(st[i0 + b - 1])
+                self._sched_to(step)
+                ctx = self._ctx()
+                for sig in self.stag.update(step, float(np.median(fin)), ctx):
+                    self._apply(sig)
+        self.pseudo_buf.extend(vals[pos:])
 
     def _train(self, step: int, v: float) -> None:
         ctx = self._ctx()

@@ -11,8 +11,10 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import stats
+from .stats import MAD_TO_SIGMA
 from .types import AnalysisConfig
 
 Signal = dict[str, Any]
@@ -333,6 +335,144 @@ class DivergenceDetector(_Stateful):
                 )
             )
         return out
+
+    def fast_forward(self, steps: np.ndarray, xs: np.ndarray) -> int:
+        """Consume a prefix of finite losses in bulk while nothing can fire; return its length.
+
+        Only runs in the quiet state (no open divergence or spike, start level and trailing
+        baseline established, windows full). For each point it computes the exact per-point
+        statistics (median-of-5, the baseline refreshed every 8 steps, the start bar, spike
+        z-score) and stops before the first point that is elevated, crosses a bar or a spike
+        threshold (with a small margin, so the gate is conservative). The state after the
+        prefix is exactly the state that ``update`` per point would leave; the caller feeds
+        the point at the returned index through ``update``.
+        """
+        cfg = self.cfg
+        nb = cfg.div_baseline_steps
+        if (
+            self.active
+            or self.spike_open
+            or self.scale is None
+            or len(self.init) < 10
+            or not math.isfinite(self.sig0_cache)
+            or not math.isfinite(self.base_med)
+            or not math.isfinite(self.base_sig)
+            or not math.isfinite(self.base_sig_raw)
+            or len(self.ys) < nb + 5
+            or xs.size == 0
+        ):
+            return 0
+        if xs.size <= 128:  # small batches: scalar loop, no numpy call overhead
+            return self._ff_scalar(steps.tolist(), xs.tolist())
+        fin = np.isfinite(xs)
+        n = int(xs.size) if fin.all() else int(np.argmin(fin))
+        if n == 0:
+            return 0
+        xs = xs[:n]
+        z = xs / self.scale if self.scale > 0 else xs
+        z = np.clip(z, -stats._BIG, stats._BIG)
+        ynew = list(map(math.asinh, z.tolist()))  # math.asinh: bit-identical to update()
+        hist = self.ys[-(nb + 4) :]
+        o = len(hist)
+        f = np.asarray(hist + ynew)
+        yv = f[o:]
+        m5 = np.sort(sliding_window_view(f[o - 4 :], 5), axis=1)[:, 2]
+        floor = cfg.div_sigma_floor
+        # baseline refreshes at count % 8 == 0 over ys[-(nb + 5):-5] (same numpy median)
+        cnt = self.count + 1 + np.arange(n)
+        ref = np.flatnonzero(cnt % 8 == 0)
+        bm = np.empty(ref.size + 1)
+        braw = np.empty(ref.size + 1)
+        bm[0], braw[0] = self.base_med, self.base_sig_raw
+        if ref.size:
+            win = sliding_window_view(f, nb)[o + ref - (nb + 4)]
+            med = np.median(win, axis=1)
+            bm[1:] = med
+            braw[1:] = MAD_TO_SIGMA * np.median(np.abs(win - med[:, None]), axis=1)
+        bsig = np.maximum(braw, floor)
+        bsig[0] = self.base_sig
+        sig_b = np.maximum(bsig, floor)
+        spk_b = np.maximum(braw, 0.2 * floor)
+        jj = np.arange(n)
+        old = np.searchsorted(ref, jj, side="left")  # baseline in force before point j
+        cur = np.searchsorted(ref, jj, side="right")  # after a refresh at j
+        bar = self.y0 + cfg.div_z * self.sig0_cache
+
+        def above(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a > b, conservatively
+            return a > b - 1e-9 * (1.0 + np.abs(b))
+
+        flag = above(m5, bm[old] + 3 * sig_b[old])
+        flag |= above(m5, np.full(n, bar))
+        flag |= above(m5, bm[cur] + cfg.div_z_recent * sig_b[cur])
+        flag |= above((yv - bm[cur]) / spk_b[cur], np.full(n, cfg.spike_z))
+        hit = np.flatnonzero(flag)
+        k = int(hit[0]) if hit.size else n
+        if k == 0:
+            return 0
+        cap = nb + cfg.div_trend_steps + 8
+        ys_all = self.ys + ynew[:k]
+        ss_all = self.ss + steps[:k].tolist()
+        ln = len(self.ys)
+        if ln + k > 2 * cap:  # same trimming as per-point appends
+            ln = cap + (k - (2 * cap + 1 - ln)) % (cap + 1)
+        else:
+            ln += k
+        self.ys, self.ss = ys_all[-ln:], ss_all[-ln:]
+        self.count += k
+        self.elev_start = None
+        c = int(cur[k - 1])
+        if c > 0:
+            self.base_med = float(bm[c])
+            self.base_sig_raw = float(braw[c])
+            self.base_sig = float(bsig[c])
+        return k
+
+    def _ff_scalar(self, sl: list[int], xl: list[float]) -> int:
+        """``fast_forward`` for a few points (same gate, same floats, pure Python)."""
+        cfg = self.cfg
+        nb, floor = cfg.div_baseline_steps, cfg.div_sigma_floor
+        cap = nb + cfg.div_trend_steps + 8
+        bar = self.y0 + cfg.div_z * self.sig0_cache
+        scale = self.scale or 1.0
+        big = stats._BIG
+        for j, (st, x) in enumerate(zip(sl, xl, strict=True)):
+            if not math.isfinite(x):
+                return j
+            z = x / scale
+            y = math.asinh(big if z > big else (-big if z < -big else z))
+            ys = self.ys
+            m5 = sorted([*ys[-4:], y])[2]
+            b = self.base_sig
+            sig = b if b > floor else floor
+            base = self.base_med
+            t = base + 3 * sig
+            if m5 > t - 1e-9 * (1.0 + abs(t)):
+                return j
+            cnt = self.count + 1
+            raw = self.base_sig_raw
+            refresh = cnt % 8 == 0
+            if refresh:  # ys[-(nb + 5):-5] once y is appended
+                base, raw = stats.median_mad(ys[-(nb + 4) : -4])
+                b = raw if raw >= floor else floor
+                sig = b if b > floor else floor
+            spk = raw if raw > 0.2 * floor else 0.2 * floor
+            t = base + cfg.div_z_recent * sig
+            zy = (y - base) / spk
+            if (
+                m5 > bar - 1e-9 * (1.0 + abs(bar))
+                or m5 > t - 1e-9 * (1.0 + abs(t))
+                or zy > cfg.spike_z - 1e-9 * (1.0 + cfg.spike_z)
+            ):
+                return j
+            ys.append(y)
+            self.ss.append(st)
+            if len(ys) > 2 * cap:
+                self.ys, self.ss = ys[-cap:], self.ss[-cap:]
+            self.count = cnt
+            self.elev_start = None
+            if refresh:
+                self.base_med, self.base_sig_raw, self.base_sig = base, raw, b
+        return len(xl)
 
     def _track(
         self, step: int, m5: float, y: float, sig: float, ctx: dict[str, Any]

@@ -64,6 +64,83 @@ class ScheduleTracker:
         self._swing(float(step), math.log(max(lr, _TINY)))
         self.last = [float(step), lr]
 
+    def update_many(self, steps: np.ndarray, lrs: np.ndarray) -> None:
+        """Bulk ``update`` for points in step order: exactly the state that calling
+        ``update`` per point gives (same floats), at a cost of a few numpy passes per batch
+        plus one Python step per closed knot."""
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(lrs) & (lrs > 1e-100) & (lrs < 1e100)
+        if not ok.all():
+            steps, lrs = steps[ok], lrs[ok]
+        if lrs.size and (self.last is None or self.seg_start is None):
+            self.update(int(steps[0]), float(lrs[0]))
+            steps, lrs = steps[1:], lrs[1:]
+        m = int(lrs.size)
+        if m == 0:
+            return
+        if m < 24:  # small batches: the scalar path is cheaper
+            for st, lr in zip(steps.tolist(), lrs.tolist(), strict=True):
+                self.update(st, lr)
+            return
+        assert self.last is not None
+        sl = steps.tolist()
+        ll = lrs.tolist()
+        prev = np.empty(m)
+        prev[0] = self.last[1]
+        prev[1:] = lrs[:-1]
+        self.n += m
+        chg = np.flatnonzero(np.abs(lrs - prev) > 1e-9 * prev)
+        if chg.size:
+            self.last_change_step = int(sl[int(chg[-1])])
+        if self.warmup_end_step is None and not self.seen_non_rise:
+            nonrise = np.flatnonzero(~(lrs > prev * (1 + 1e-9)))
+            k = int(nonrise[0]) if nonrise.size else m
+            if k > 0:
+                self.rising = True
+            if k < m:  # first non-rise: warmup ends at the previous accepted point
+                if self.rising:
+                    self.warmup_end_step = int(sl[k - 1]) if k > 0 else int(self.last[0])
+                self.rising = False
+                self.seen_non_rise = self.seen_non_rise or self.warmup_end_step is None
+        self.max_lr = max(self.max_lr, float(lrs.max()))
+        self._swing_many(steps.astype(np.float64), sl, ll)
+
+    def _swing_many(self, sf: np.ndarray, sl: list[int], ll: list[float]) -> None:
+        """Swing filter over many points; one scalar ``_swing`` at each closed segment."""
+        ys = np.asarray(list(map(math.log, ll)))  # math.log: bit-identical to ``update``
+        m = len(ll)
+        pos, w = 0, 64
+        tol = self.tol
+        while pos < m:
+            assert self.seg_start is not None
+            s0, y0 = self.seg_start
+            end = min(m, pos + w)
+            dx = sf[pos:end] - s0
+            if dx[0] <= 0:  # not after the segment start: scalar path decides
+                self._swing(float(sl[pos]), float(ys[pos]))
+                self.last = [float(sl[pos]), ll[pos]]
+                pos += 1
+                continue
+            yy = ys[pos:end]
+            lo = np.maximum.accumulate((yy - tol - y0) / dx)
+            hi = np.minimum.accumulate((yy + tol - y0) / dx)
+            np.maximum(lo, self.lo, out=lo)
+            np.minimum(hi, self.hi, out=hi)
+            bad = np.flatnonzero(lo > hi)
+            b = int(bad[0]) if bad.size else end - pos
+            if b > 0:
+                self.lo, self.hi = float(lo[b - 1]), float(hi[b - 1])
+                j = pos + b - 1
+                self.last = [float(sl[j]), ll[j]]
+            pos += b
+            if bad.size:
+                self._swing(float(sl[pos]), float(ys[pos]))
+                self.last = [float(sl[pos]), ll[pos]]
+                pos += 1
+                w = max(64, w // 2)
+            else:
+                w *= 2
+
     def _swing(self, s: float, y: float) -> None:
         if self.seg_start is None:
             self.seg_start = [s, y]

@@ -26,15 +26,40 @@ def scaled_asinh(x: float, scale: float) -> float:
     return math.asinh(z)
 
 
+def _pymedian(v: list[float]) -> float:
+    """``numpy.median`` of a short list of non-nan floats, bit for bit (middle element, or
+    the mean ``(a + b) / 2`` of the two middle ones)."""
+    s = sorted(v)
+    h = len(s) // 2
+    return s[h] if len(s) % 2 else (s[h - 1] + s[h]) / 2
+
+
+def _small_finite(v: list[float] | np.ndarray) -> bool:
+    return isinstance(v, list) and len(v) <= 128 and not any(x != x for x in v)
+
+
 def median(v: list[float] | np.ndarray) -> float:
     """Median of a non-empty sequence (nan if empty)."""
     if len(v) == 0:
         return math.nan
+    if _small_finite(v):
+        return float(_pymedian(v))  # type: ignore[arg-type]
     return float(np.median(np.asarray(v, dtype=float)))
+
+
+def median_mad(v: list[float]) -> tuple[float, float]:
+    """(median, robust_sigma) of a non-empty list of finite floats, as ``median`` and
+    ``robust_sigma`` compute them (same floats)."""
+    m = float(_pymedian(v))
+    return m, MAD_TO_SIGMA * float(_pymedian([abs(x - m) for x in v]))
 
 
 def robust_sigma(v: list[float] | np.ndarray) -> float:
     """1.4826 * MAD; 0.0 for fewer than two points."""
+    if _small_finite(v):
+        if len(v) < 2:
+            return 0.0
+        return median_mad(v)[1]  # type: ignore[arg-type]
     a = np.asarray(v, dtype=float)
     if a.size < 2:
         return 0.0

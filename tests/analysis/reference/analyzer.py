@@ -1,0 +1,341 @@
+"""RunAnalyzer: composes the detectors and the schedule tracker behind one ``feed()``."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+
+from .detectors import DivergenceDetector, OscillationDetector, Signal, StagnationDetector
+from .schedule import ScheduleTracker
+from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
+
+STATE_VERSION = 1
+MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
+_ORDER = {"lr": 0, "train": 1, "val": 2, "aux": 3}
+
+
+class RunAnalyzer:
+    """Incremental, pure analysis of one run. Cost per batch is bounded by window sizes.
+
+    ``feed`` takes one ingested batch ``{metric: (steps, values)}``; metrics not named in the
+    config are ignored. Within a branch, points whose step is not after the last accepted
+    step of that metric are dropped as repeats; a larger ``branch`` starts a rollback at
+    ``branch_start_step`` (default: the smallest step in the batch).
+    """
+
+    def __init__(self, cfg: AnalysisConfig | None = None) -> None:
+        self.cfg = cfg or AnalysisConfig()
+        c = self.cfg
+        self.branch = 0
+        self.last_step: dict[str, int] = {}
+        self.sched = ScheduleTracker()
+        self.div = DivergenceDetector(c, c.train_metric)
+        self.monitor = "train"  # which series stagnation watches: "val" | "aux" | "train"
+        self.stag = StagnationDetector(c, c.train_metric, "min")
+        self.osc: OscillationDetector | None = None
+        self.osc_src = ""
+        self.pseudo_every = max(1, c.total_steps // 50) if c.total_steps else c.pseudo_eval_steps
+        self.pseudo_buf: list[float] = []
+        self.blk_sum = 0.0
+        self.blk_n = 0
+        self.train_blocks: list[float] = []
+        self._diags: list[Diagnosis] = []
+        self.counts: dict[str, int] = {}
+        self.open: dict[str, int] = {}  # kind -> index into _diags
+        self._events: list[DiagnosisEvent] = []
+        self._upd: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def diagnoses(self) -> list[Diagnosis]:
+        """All diagnoses, open and closed, oldest first."""
+        return list(self._diags)
+
+    def schedule(self) -> list[ScheduleSegment]:
+        return self.sched.segments()
+
+    def feed(
+        self, batch: dict[str, Any], branch: int = 0, branch_start_step: int | None = None
+    ) -> list[DiagnosisEvent]:
+        """Consume one batch; return the diagnosis events it caused, in step order."""
+        self._events, self._upd = [], {}
+        c = self.cfg
+        names = {c.lr_metric: "lr", c.train_metric: "train", c.val_metric: "val"}
+        if c.aux_val_metric:
+            names.setdefault(c.aux_val_metric, "aux")
+        cols: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for name, role in names.items():
+            if name not in batch:
+                continue
+            st, va = _arrays(batch[name])
+            if st.size:
+                cols.append((role, st, va))
+        if branch < self.branch:
+            return []
+        if branch > self.branch:
+            start = branch_start_step
+            if start is None:
+                start = min((int(st.min()) for _, st, _ in cols), default=None)
+            self.branch = int(branch)
+            if start is not None:
+                self._rollback(int(start))
+        pts: list[tuple[int, int, str, float]] = []
+        for role, st, va in cols:
+            order = np.argsort(st, kind="stable")
+            st, va = st[order], va[order]
+            last = self.last_step.get(role)
+            keep = np.ones(st.size, bool)
+            keep[1:] = st[1:] != st[:-1]  # repeats inside one batch: keep the first
+            if last is not None:
+                keep &= st > last
+            st, va = st[keep], va[keep]
+            if st.size:
+                self.last_step[role] = int(st[-1])
+                pts.extend(
+                    zip(
+                        st.tolist(),
+                        [_ORDER[role]] * st.size,
+                        [role] * st.size,
+                        va.tolist(),
+                        strict=False,
+                    )
+                )
+        pts.sort(key=lambda p: (p[0], p[1]))
+        if any(p[2] == "val" for p in pts) and self.monitor != "val":
+            self._switch_monitor("val", c.val_metric, c.val_mode, pts[0][0])
+        elif any(p[2] == "aux" for p in pts) and self.monitor == "train":
+            self._switch_monitor("aux", c.aux_val_metric or "", c.aux_val_mode, pts[0][0])
+        with np.errstate(all="ignore"):  # huge values may overflow inside numpy reductions
+            for step, _, role, v in pts:
+                if role == "lr":
+                    self.sched.update(step, v)
+                elif role == "train":
+                    self._train(step, v)
+                elif role in (self.monitor, self.osc_src):
+                    self._eval(step, v, role)
+        return self._events
+
+    # ------------------------------------------------------------------ internals
+    def _ctx(self) -> dict[str, Any]:
+        s = self.sched
+        ctx: dict[str, Any] = {
+            "lr": s.current_lr(),
+            "in_warmup": s.in_warmup(),
+            "warmup_end_step": s.warmup_end_step,
+        }
+        if s.last is not None:
+            ctx["lr_constant_since"] = (
+                s.last_change_step
+                if s.last_change_step
+                else int(s.knots[0][0])
+                if s.knots
+                else None
+            )
+        return ctx
+
+    def _train(self, step: int, v: float) -> None:
+        ctx = self._ctx()
+        for sig in self.div.update(step, v, ctx):
+            self._apply(sig)
+        if math.isfinite(v):
+            self.blk_sum += v
+            self.blk_n += 1
+        if self.monitor == "train":
+            self.pseudo_buf.append(v)
+            if len(self.pseudo_buf) >= self.pseudo_every:
+                fin = [x for x in self.pseudo_buf if math.isfinite(x)]
+                self.pseudo_buf = []
+                if fin:
+                    for sig in self.stag.update(step, float(np.median(fin)), ctx):
+                        self._apply(sig)
+
+    def _eval(self, step: int, v: float, role: str) -> None:
+        ctx = self._ctx()
+        if role == self.osc_src:
+            self.train_blocks.append(self.blk_sum / self.blk_n if self.blk_n else math.nan)
+            self.blk_sum, self.blk_n = 0.0, 0
+            if len(self.train_blocks) > 128:
+                self.train_blocks = self.train_blocks[-64:]
+            ctx["train_blocks"] = self.train_blocks
+            if self.osc is not None:
+                for sig in self.osc.update(step, v, ctx):
+                    self._apply(sig)
+        if role == self.monitor:
+            for sig in self.stag.update(step, v, ctx):
+                self._apply(sig)
+
+    def _switch_monitor(self, src: str, metric: str, mode: str, step: int) -> None:
+        for kind in ("stagnation", "slow_progress", "oscillation"):
+            if kind in self.open:
+                self._close(kind, step, "monitored metric changed")
+        self.monitor = src
+        self.stag = StagnationDetector(self.cfg, metric, mode)
+        self.osc = OscillationDetector(self.cfg, metric, mode)
+        self.osc_src = src
+        self.train_blocks, self.blk_sum, self.blk_n = [], 0.0, 0
+
+    def _rollback(self, start: int) -> None:
+        for kind in list(self.open):
+            d = self._diags[self.open[kind]]
+            if d.detected_at_step >= start:
+                self._close(kind, start, f"rolled back to step {start}")
+        for role in list(self.last_step):
+            self.last_step[role] = min(self.last_step[role], start - 1)
+        self.sched.truncate(start)
+        self.div.reset_recent(start)
+        self.stag.series.truncate(start)
+        self.stag.active = False
+        if self.osc is not None:
+            self.osc.series.truncate(start)
+            self.osc.active, self.osc.on, self.osc.off = False, 0, 0
+        self.pseudo_buf = []
+        for kind in ("divergence", "spike", "stagnation", "oscillation", "slow_progress"):
+            if kind in self.open:  # an older diagnosis survives: let detectors re-judge it
+                self._close(kind, start, f"re-evaluated after rollback to step {start}")
+
+    def _close(self, kind: str, step: int, why: str) -> None:
+        d = self._diags[self.open.pop(kind)]
+        d.status, d.closed_at_step, d.updated_at_step = "closed", int(step), int(step)
+        d.evidence["closed_reason"] = why
+        self._events.append(DiagnosisEvent("closed", copy.deepcopy(d), int(step)))
+        self._prune()
+
+    def _apply(self, sig: Signal) -> None:
+        kind, step, act = sig["kind"], sig["step"], sig["action"]
+        if act == "open" and kind not in self.open:
+            n = self.counts.get(kind, 0) + 1
+            self.counts[kind] = n
+            d = Diagnosis(
+                id=f"{kind}-{n}",
+                kind=kind,
+                metric=sig["metric"],
+                detected_at_step=step,
+                onset_step=min(sig["onset_step"], step),
+                severity=sig["severity"],
+                confidence=sig["confidence"],
+                evidence=dict(sig["evidence"]),
+                message=sig["message"],
+                updated_at_step=step,
+            )
+            self._diags.append(d)
+            self.open[kind] = len(self._diags) - 1
+            self._events.append(DiagnosisEvent("opened", copy.deepcopy(d), step))
+        elif kind in self.open and act in ("update", "open"):
+            d = self._diags[self.open[kind]]
+            d.severity, d.updated_at_step = sig["severity"], step
+            d.confidence = max(d.confidence, sig["confidence"])
+            d.evidence.update(sig["evidence"])
+            d.message = sig["message"]
+            ev = DiagnosisEvent("updated", copy.deepcopy(d), step)
+            if d.id in self._upd:
+                self._events[self._upd[d.id]] = ev
+            else:
+                self._upd[d.id] = len(self._events)
+                self._events.append(ev)
+        elif act == "close" and kind in self.open:
+            d = self._diags[self.open[kind]]
+            d.evidence.update(
+                {
+                    k: v
+                    for k, v in sig["evidence"].items()
+                    if k not in d.evidence or k == "recovered_at_step"
+                }
+            )
+            self._close(kind, step, sig["message"])
+
+    def _prune(self) -> None:
+        closed = [i for i, d in enumerate(self._diags) if d.status == "closed"]
+        if len(closed) <= MAX_CLOSED:
+            return
+        drop = set(closed[: len(closed) - MAX_CLOSED])
+        keep = [d for i, d in enumerate(self._diags) if i not in drop]
+        self._diags = keep
+        self.open = {d.kind: i for i, d in enumerate(keep) if d.status == "open"}
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state (floats may be non-finite), bounded in size."""
+        return {
+            "version": STATE_VERSION,
+            "cfg": self.cfg.to_dict(),
+            "branch": self.branch,
+            "last_step": dict(self.last_step),
+            "sched": self.sched.state_dict(),
+            "div": self.div.state_dict(),
+            "monitor": self.monitor,
+            "stag": {
+                "metric": self.stag.metric,
+                "mode": self.stag.mode,
+                "state": _series_state(self.stag),
+            },
+            "osc": None
+            if self.osc is None
+            else {
+                "metric": self.osc.metric,
+                "mode": self.osc.mode,
+                "state": _series_state(self.osc),
+            },
+            "osc_src": self.osc_src,
+            "pseudo_every": self.pseudo_every,
+            "pseudo_buf": list(self.pseudo_buf),
+            "blk_sum": self.blk_sum,
+            "blk_n": self.blk_n,
+            "train_blocks": list(self.train_blocks),
+            "diags": [d.to_dict() for d in self._diags],
+            "counts": dict(self.counts),
+            "open": dict(self.open),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.cfg = AnalysisConfig.from_dict(d["cfg"])
+        c = self.cfg
+        self.branch = int(d["branch"])
+        self.last_step = {k: int(v) for k, v in d["last_step"].items()}
+        self.sched = ScheduleTracker()
+        self.sched.load_state_dict(d["sched"])
+        self.div = DivergenceDetector(c, c.train_metric)
+        self.div.load_state_dict(d["div"])
+        self.monitor = d["monitor"]
+        st = d["stag"]
+        self.stag = StagnationDetector(c, st["metric"], st["mode"])
+        _load_series_state(self.stag, st["state"])
+        self.osc = None
+        if d["osc"] is not None:
+            self.osc = OscillationDetector(c, d["osc"]["metric"], d["osc"]["mode"])
+            _load_series_state(self.osc, d["osc"]["state"])
+        self.osc_src = d["osc_src"]
+        self.pseudo_every = int(d["pseudo_every"])
+        self.pseudo_buf = list(d["pseudo_buf"])
+        self.blk_sum, self.blk_n = float(d["blk_sum"]), int(d["blk_n"])
+        self.train_blocks = list(d["train_blocks"])
+        self._diags = [Diagnosis.from_dict(x) for x in d["diags"]]
+        self.counts = dict(d["counts"])
+        self.open = {k: int(v) for k, v in d["open"].items()}
+
+
+def _series_state(det: StagnationDetector | OscillationDetector) -> dict[str, Any]:
+    s = det.state_dict()
+    s["series"] = det.series.state_dict()
+    return s
+
+
+def _load_series_state(det: StagnationDetector | OscillationDetector, s: dict[str, Any]) -> None:
+    s = dict(s)
+    ser = s.pop("series")
+    det.load_state_dict(s)
+    det.series.load_state_dict(ser)
+
+
+def _arrays(pair: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) -> int64 and float64 arrays of equal length (extra entries dropped)."""
+    try:
+        st, va = pair
+        st = np.asarray(st, dtype=np.int64).ravel()
+        va = np.asarray(va, dtype=np.float64).ravel()
+    except (TypeError, ValueError, OverflowError):
+        return np.zeros(0, np.int64), np.zeros(0)
+    n = min(st.size, va.size)
+    return st[:n], va[:n]
