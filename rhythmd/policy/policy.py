@@ -9,17 +9,28 @@ daemon process decides the same way.
 Rules, in order of precedence:
 
 - **divergence** (opened, or escalated to ``critical``): ``rollback`` to the step before the
-  onset with the LR cut by ``rollback_cut ** attempt`` and a linear warmup of
-  ``warmup_steps`` (longer when the blow-up came during or right after a warmup); pending
-  softer recommendations are cancelled. A client without snapshots rejects a rollback; the
-  policy then falls back to ``warmup`` with the same cut as its peak. After
-  ``max_rollbacks`` attempts the run is told to ``stop``.
-- **oscillation** whose cause is a too-large LR: ``reduce_lr``. Evaluation noise of a small
-  validation set is diagnosed but never acted on.
-- **stagnation**: ``reduce_lr`` (a plateau-style cut); ``stop`` once ``max_reductions``
-  cuts in a row were followed by another stagnation, or the LR is at its floor.
-- **slow_progress**: ``increase_lr`` by ``increase_factor``, at most ``max_increases``
-  times, never after a divergence that followed an increase.
+  onset with the LR cut by ``cut ** attempt`` and a linear warmup of ``warmup_steps`` (longer
+  when the blow-up came during or right after a warmup); pending softer recommendations are
+  cancelled. ``cut`` is ``nonfinite_cut`` (0.1) for a non-finite loss, the sign of an LR far
+  above the stability limit, where a 0.3 cut usually blows up again and wastes an attempt,
+  else ``rollback_cut`` (0.3). A client without snapshots rejects a rollback; the policy then
+  falls back to ``warmup`` with the same cut as its peak. A divergence that starts within the
+  first ``start_damage_steps`` steps again after a rollback is answered by ``reduce_lr`` in
+  place: the first updates broke the model, no snapshot precedes the damage, and rolling back
+  again would restore the same broken state. After ``max_rollbacks`` attempts the run is
+  told to ``stop``.
+- **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
+  ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
+- **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
+  ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
+  floor; when the loss is rising while its best is flat (over-fitting), the cut is
+  ``reduce_factor ** 2`` (~0.1, as ReduceLROnPlateau). Exception: when the last LR change
+  was an ``increase_lr`` (the run was too slow) and no divergence followed, the raise was
+  not enough: raise again instead of undoing it.
+- **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain`` (progress
+  of a too-small LR is roughly proportional to it, so this brings the projected gain to
+  ``target_gain``), at least ``increase_factor`` and at most ``max_increase`` at once, at most
+  ``max_increases`` times, never after a divergence that followed an increase.
 - At most one pending recommendation; none in the cooldown after an applied change
   (``cooldown_steps``), except for divergence.
 """
@@ -33,6 +44,9 @@ from typing import Any
 from rhythmd.analysis import DiagnosisEvent
 
 LR_CHANGES = ("reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback")
+# ``evidence.cause`` values of an oscillation that a too-large LR causes (the detector says
+# "lr_too_large"; the others are accepted from hand-written or older diagnoses)
+LR_CAUSES = ("lr_too_large", "lr", "too_large_lr", "learning_rate")
 
 
 @dataclass
@@ -42,13 +56,21 @@ class PolicyConfig:
     Steps are optimizer steps; factors are relative to each param group's LR when applied.
     """
 
-    reduce_factor: float = 0.5  # reduce_lr on stagnation / LR-caused oscillation
+    reduce_factor: float = 0.3  # reduce_lr on stagnation / LR-caused oscillation
     min_lr_ratio: float = 1e-3  # LR floor, relative to the first LR reported
     max_reductions: int = 3  # cuts followed by another stagnation before stop
+    overfit_rise_per_1k: float = 0.1  # stagnation with the monitored loss rising by this
+    # fraction of its best value per 1,000 steps (over-fitting): cut by reduce_factor ** 2
     rollback_cut: float = 0.3  # attempt k multiplies the LR by rollback_cut ** k
-    max_rollbacks: int = 3  # then stop
-    increase_factor: float = 2.0
-    max_increases: int = 3
+    nonfinite_cut: float = 0.1  # the same for a non-finite loss (a far-too-large LR)
+    max_rollbacks: int = 5  # then stop
+    increase_factor: float = 2.0  # smallest increase_lr (slow progress: too small an LR)
+    target_gain: float = 0.5  # slow progress: raise the LR so the projected relative gain
+    # by the end of the budget reaches this (factor = target_gain / projected gain) ...
+    max_increase: float = 10.0  # ... but by at most this factor at once
+    max_increases: int = 4
+    start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
+    # its first updates: after one rollback, cut the LR in place instead of rolling back again
     cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
     warmup_steps: int | None = None  # default: max(10, 3% of total_steps or 30)
     expire_steps: int | None = None  # default: max(50, 10% of total_steps or 100)
@@ -65,6 +87,7 @@ class PolicyConfig:
                             if getattr(cfg, key) is not None else int(value))
         cfg.reduce_factor = min(max(cfg.reduce_factor, 1e-3), 0.99)
         cfg.rollback_cut = min(max(cfg.rollback_cut, 1e-3), 0.99)
+        cfg.nonfinite_cut = min(max(cfg.nonfinite_cut, 1e-3), 0.99)
         cfg.increase_factor = min(max(cfg.increase_factor, 1.01), 100.0)
         return cfg
 
@@ -138,8 +161,17 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                 "stop", {}, f"{d.message}; {cfg.max_rollbacks} rollbacks did not cure it",
                 d.id, None))
             return out
-        cut = cfg.rollback_cut ** attempt
+        nonfinite = d.evidence.get("test") == "nonfinite" or d.severity == "critical"
+        cut = (cfg.nonfinite_cut if nonfinite else cfg.rollback_cut) ** attempt
         warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
+        if rollbacks and d.onset_step <= cfg.start_damage_steps:
+            # the first updates already broke the model: every snapshot is past the damage,
+            # so another rollback would restore the same broken state; cut from here instead
+            out.issue.append(RecommendationSpec(
+                "reduce_lr", {"factor": round(cfg.nonfinite_cut, 6)},
+                f"{d.message}; diverged again from the start: no snapshot precedes the damage, "
+                f"cut the LR x{cfg.nonfinite_cut:g} and train on", d.id, expire))
+            return out
         hint = str(d.evidence.get("schedule_hint", ""))
         near_warmup = ("warmup" in hint or ctx.in_warmup
                        or (ctx.warmup_end_step is not None
@@ -169,12 +201,21 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
         * cfg.min_lr_ratio
     for e in triggers:
         d = e.diagnosis
-        if d.kind == "oscillation" and d.evidence.get("cause") in ("lr", "too_large_lr",
-                                                                     "learning_rate"):
+        if d.kind == "oscillation" and d.evidence.get("cause") in LR_CAUSES:
             out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "oscillation"))
             return out
         if d.kind == "stagnation":
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
+            last = max((h for h in applied if h["action"] in LR_CHANGES),
+                       key=lambda h: h["applied_step"], default=None)
+            if last is not None and last["action"] == "increase_lr" and not any(
+                    h["action"] == "rollback" for h in hist):
+                # the run was diagnosed too slow and one raise did not restart it: cutting
+                # now would undo the fix; raise again (bounded like slow_progress)
+                spec = _increase(d, hist, cfg, expire, cfg.increase_factor)
+                if spec is not None:
+                    out.issue.append(spec)
+                return out
             if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
                 return out
             if len(cuts) >= cfg.max_reductions or (ctx.lr is not None and ctx.lr <= floor):
@@ -182,28 +223,62 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                     "stop", {}, f"{d.message}; {len(cuts)} LR cuts did not restart progress",
                     d.id, expire))
                 return out
+            if _rising(d.evidence) >= cfg.overfit_rise_per_1k:
+                # the monitored loss is rising, not flat (over-fitting or a too-large LR):
+                # a gentle cut keeps it rising; cut like ReduceLROnPlateau (x reduce_factor^2)
+                out.issue.append(_reduce(d, ctx, cfg, cooldown, expire,
+                                         "loss rising while flat at its best",
+                                         cfg.reduce_factor ** 2))
+                return out
             out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "stagnation"))
             return out
         if d.kind == "slow_progress":
-            increases = [h for h in hist if h["action"] == "increase_lr"
-                         and h["status"] != "expired"]
-            diverged_after = any(h["action"] == "rollback" for h in hist) and increases
-            if len(increases) >= cfg.max_increases or diverged_after:
+            factor = cfg.increase_factor
+            gain = d.evidence.get("projected_total_rel_gain")
+            if isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0:
+                # progress rate ~ proportional to a too-small LR: scale it so the projected
+                # gain reaches target_gain (at least increase_factor, at most max_increase)
+                factor = min(max(factor, cfg.target_gain / gain), cfg.max_increase)
+            elif isinstance(gain, (int, float)) and math.isfinite(gain):
+                factor = cfg.max_increase  # no projected progress at all
+            spec = _increase(d, hist, cfg, expire, factor)
+            if spec is None:
                 continue
-            params: dict[str, Any] = {"factor": cfg.increase_factor}
-            out.issue.append(RecommendationSpec(
-                "increase_lr", params,
-                f"{d.message}; raise the LR x{cfg.increase_factor:g} (guarded by the "
-                "divergence detector and a snapshot)", d.id, expire))
+            out.issue.append(spec)
             return out
     return out
 
 
+def _increase(d: Any, hist: list[dict[str, Any]], cfg: PolicyConfig, expire: int,
+              factor: float) -> RecommendationSpec | None:
+    """``increase_lr`` by ``factor``, unless ``max_increases`` were issued or a divergence
+    (rollback) followed an increase."""
+    increases = [h for h in hist if h["action"] == "increase_lr" and h["status"] != "expired"]
+    diverged_after = any(h["action"] == "rollback" for h in hist) and increases
+    if len(increases) >= cfg.max_increases or diverged_after:
+        return None
+    factor = round(min(max(factor, 1.01), 100.0), 4)
+    return RecommendationSpec(
+        "increase_lr", {"factor": factor},
+        f"{d.message}; raise the LR x{factor:g} (guarded by the divergence detector and a "
+        "snapshot)", d.id, expire)
+
+
+def _rising(ev: dict[str, Any]) -> float:
+    """Relative rise of a monitored loss per 1,000 steps from stagnation evidence (Theil-Sen
+    slope over the best value); 0 when unknown or for a higher-is-better metric."""
+    slope, best = ev.get("theil_sen_slope_per_step"), ev.get("best_value")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (slope, best)) or best <= 0:  # type: ignore[operator]
+        return 0.0
+    return float(slope) * 1000.0 / float(best)  # type: ignore[arg-type]
+
+
 def _reduce(d: Any, ctx: RunContext, cfg: PolicyConfig, cooldown: int, expire: int,
-            why: str) -> RecommendationSpec:
-    params: dict[str, Any] = {"factor": cfg.reduce_factor, "cooldown": cooldown}
+            why: str, factor: float | None = None) -> RecommendationSpec:
+    factor = round(cfg.reduce_factor if factor is None else factor, 6)
+    params: dict[str, Any] = {"factor": factor, "cooldown": cooldown}
     if ctx.first_lr is not None and math.isfinite(ctx.first_lr) and ctx.first_lr > 0:
         params["min_lr"] = ctx.first_lr * cfg.min_lr_ratio
-    return RecommendationSpec("reduce_lr", params,
-                              f"{d.message}; cut the LR x{cfg.reduce_factor:g} ({why})",
+    return RecommendationSpec("reduce_lr", params, f"{d.message}; cut the LR x{factor:g} ({why})",
                               d.id, expire)

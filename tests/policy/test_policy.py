@@ -129,3 +129,51 @@ def test_any_input_gives_valid_finite_recommendations(kind, step, onset, lr, fir
         validate_action(r.action, r.params)  # raises on a bad or non-finite parameter
         for v in r.params.values():
             assert not isinstance(v, float) or math.isfinite(v)
+
+
+def test_nonfinite_divergence_gets_a_deeper_cut():
+    ctx = RunContext(step=300, lr=0.1, first_lr=0.1, total_steps=1000)
+    soft = decide([event("divergence", test="above_start")], ctx, CFG).issue[0]
+    hard = decide([event("divergence", severity="critical", test="nonfinite")], ctx,
+                  CFG).issue[0]
+    assert hard.params["lr_factor"] == CFG.nonfinite_cut < soft.params["lr_factor"]
+
+
+def test_oscillation_cause_named_by_the_detector_is_acted_on():
+    ctx = RunContext(step=500, total_steps=1000)
+    assert decide([event("oscillation", cause="lr_too_large")], ctx,
+                  CFG).issue[0].action == "reduce_lr"
+
+
+def test_divergence_from_the_start_after_a_rollback_cuts_in_place():
+    ctx = RunContext(step=60, total_steps=800, history=[rec("rollback", "applied", 50)])
+    r = decide([event("divergence", step=60, onset=2)], ctx, CFG).issue[0]
+    assert r.action == "reduce_lr" and r.params["factor"] < 1
+    later = decide([event("divergence", step=300, onset=290)], ctx, CFG).issue[0]
+    assert later.action == "rollback"
+
+
+def test_stagnation_after_an_increase_raises_again_instead_of_cutting():
+    ctx = RunContext(step=500, total_steps=1000, history=[rec("increase_lr", "applied", 200)])
+    assert decide([event("stagnation")], ctx, CFG).issue[0].action == "increase_lr"
+    ctx.history.append(rec("rollback", "applied", 300, 1))
+    assert decide([event("stagnation")], ctx, CFG).issue[0].action == "reduce_lr"
+
+
+def test_slow_progress_increase_follows_the_projected_gain():
+    ctx = RunContext(step=300, total_steps=1000)
+    tiny = decide([event("slow_progress", projected_total_rel_gain=0.01)], ctx, CFG).issue[0]
+    some = decide([event("slow_progress", projected_total_rel_gain=0.2)], ctx, CFG).issue[0]
+    assert tiny.params["factor"] == CFG.max_increase
+    assert some.params["factor"] == CFG.target_gain / 0.2
+    near = decide([event("slow_progress", projected_total_rel_gain=0.3)], ctx, CFG).issue[0]
+    assert near.params["factor"] == CFG.increase_factor
+
+
+def test_stagnation_with_a_rising_loss_cuts_harder():
+    ctx = RunContext(step=300, total_steps=600)
+    flat = decide([event("stagnation", theil_sen_slope_per_step=0.0, best_value=0.5)], ctx,
+                  CFG).issue[0]
+    rising = decide([event("stagnation", theil_sen_slope_per_step=2e-4, best_value=0.5)], ctx,
+                    CFG).issue[0]
+    assert rising.params["factor"] < flat.params["factor"] == CFG.reduce_factor
