@@ -243,7 +243,7 @@ def train(cfg: RunConfig, mode: str = "configured", url: str | None = None, *,
 
         hook = RhythmHook(url or "", run_name=run_name or cfg.name, project=project,
                           optimizer=opt, scheduler=sched, model=model, mode="apply",
-                          config={"total_steps": n, "train_metric": "loss",
+                          config={"total_steps": n,
                                   "task": cfg.task, "optimizer": cfg.optimizer, "lr": cfg.lr,
                                   "schedule": cfg.schedule, "batch_size": cfg.batch_size},
                           snapshot_every=snapshot_every)

@@ -104,10 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         url = args.url
         if args.start_daemon:
             daemon, url = start_daemon()
-        # "train_metric": the hook streams the train loss as "loss"
         hook = RhythmHook(url, run_name=f"digits-sgd-lr{args.lr:g}", project="examples",
                           optimizer=opt, model=model, mode="apply", snapshot_every=20,
-                          config={"total_steps": args.steps, "train_metric": "loss",
+                          config={"total_steps": args.steps,
                                   "lr": args.lr, "optimizer": "sgd-momentum-0.9"})
     t_start = time.perf_counter()
     vals: dict[int, tuple[float, float]] = {}

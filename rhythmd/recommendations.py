@@ -23,7 +23,7 @@ ACTIONS: dict[str, dict[str, tuple[str, bool]]] = {
                      "eta_min": ("float>=0", False), "milestones": ("ints", False),
                      "gamma": ("factor<1", False)},
     "increase_lr": {"factor": ("factor>1", True), "max_lr": ("float>0", False)},
-    "rollback": {"to_step": ("int>=0", True), "lr_factor": ("factor<=1", False),
+    "rollback": {"to_step": ("int>=-1", True), "lr_factor": ("factor<=1", False),
                  "warmup_steps": ("int>=0", False)},
     "stop": {},
 }
@@ -71,7 +71,8 @@ def _check(kind: str, value: Any, loc: tuple[str, ...]) -> None:
             raise bad("milestones must be a non-empty increasing list of positive step counts")
         return
     if kind.startswith("int"):
-        if type(value) is not int or value < (1 if kind == "int>0" else 0):
+        lowest = {"int>0": 1, "int>=0": 0, "int>=-1": -1}[kind]
+        if type(value) is not int or value < lowest:
             raise bad(f"must be an integer {kind[3:]}")
         return
     if type(value) not in (int, float) or not math.isfinite(value):

@@ -15,10 +15,9 @@ Rules, in order of precedence:
   above the stability limit, where a 0.3 cut usually blows up again and wastes an attempt,
   else ``rollback_cut`` (0.3). A client without snapshots rejects a rollback; the policy then
   falls back to ``warmup`` with the same cut as its peak. A divergence that starts within the
-  first ``start_damage_steps`` steps again after a rollback is answered by ``reduce_lr`` in
-  place: the first updates broke the model, no snapshot precedes the damage, and rolling back
-  again would restore the same broken state. After ``max_rollbacks`` attempts the run is
-  told to ``stop``.
+  first ``start_damage_steps`` steps rolls back to ``to_step=-1``, the initial weights the
+  client keeps: the first updates broke the model, and every later snapshot holds the damage.
+  After ``max_rollbacks`` attempts the run is told to ``stop``.
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
@@ -70,7 +69,7 @@ class PolicyConfig:
     max_increase: float = 10.0  # ... but by at most this factor at once
     max_increases: int = 4
     start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
-    # its first updates: after one rollback, cut the LR in place instead of rolling back again
+    # its first updates: roll back to the initial weights (to_step=-1)
     cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
     warmup_steps: int | None = None  # default: max(10, 3% of total_steps or 30)
     expire_steps: int | None = None  # default: max(50, 10% of total_steps or 100)
@@ -164,14 +163,10 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
         nonfinite = d.evidence.get("test") == "nonfinite" or d.severity == "critical"
         cut = (cfg.nonfinite_cut if nonfinite else cfg.rollback_cut) ** attempt
         warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
-        if rollbacks and d.onset_step <= cfg.start_damage_steps:
-            # the first updates already broke the model: every snapshot is past the damage,
-            # so another rollback would restore the same broken state; cut from here instead
-            out.issue.append(RecommendationSpec(
-                "reduce_lr", {"factor": round(cfg.nonfinite_cut, 6)},
-                f"{d.message}; diverged again from the start: no snapshot precedes the damage, "
-                f"cut the LR x{cfg.nonfinite_cut:g} and train on", d.id, expire))
-            return out
+        # A divergence from the very first steps means the first updates broke the model:
+        # every later snapshot holds the damage, so restart from the initial weights (the
+        # client's snapshot labelled step -1).
+        to_step = -1 if d.onset_step <= cfg.start_damage_steps else int(d.onset_step) - 1
         hint = str(d.evidence.get("schedule_hint", ""))
         near_warmup = ("warmup" in hint or ctx.in_warmup
                        or (ctx.warmup_end_step is not None
@@ -189,10 +184,11 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                 d.id, expire))
         else:
             out.issue.append(RecommendationSpec(
-                "rollback", {"to_step": max(0, int(d.onset_step) - 1), "lr_factor": round(cut, 6),
+                "rollback", {"to_step": to_step, "lr_factor": round(cut, 6),
                              "warmup_steps": warm},
-                f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks}: roll back before "
-                f"step {d.onset_step}, LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
+                f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks}: roll back "
+                + ("to the initial weights" if to_step < 0 else f"before step {d.onset_step}")
+                + f", LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
         return out
 
     if pending or cooling:

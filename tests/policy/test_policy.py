@@ -145,12 +145,16 @@ def test_oscillation_cause_named_by_the_detector_is_acted_on():
                   CFG).issue[0].action == "reduce_lr"
 
 
-def test_divergence_from_the_start_after_a_rollback_cuts_in_place():
-    ctx = RunContext(step=60, total_steps=800, history=[rec("rollback", "applied", 50)])
-    r = decide([event("divergence", step=60, onset=2)], ctx, CFG).issue[0]
-    assert r.action == "reduce_lr" and r.params["factor"] < 1
+def test_divergence_from_the_start_restarts_from_the_initial_weights():
+    ctx = RunContext(step=60, total_steps=800)
+    first = decide([event("divergence", step=60, onset=2)], ctx, CFG).issue[0]
+    assert first.action == "rollback" and first.params["to_step"] == -1
+    ctx.history = [rec("rollback", "applied", 50)]
+    again = decide([event("divergence", step=60, onset=2)], ctx, CFG).issue[0]
+    assert again.params["to_step"] == -1
+    assert again.params["lr_factor"] < first.params["lr_factor"]  # a larger cut each attempt
     later = decide([event("divergence", step=300, onset=290)], ctx, CFG).issue[0]
-    assert later.action == "rollback"
+    assert later.action == "rollback" and later.params["to_step"] == 289
 
 
 def test_stagnation_after_an_increase_raises_again_instead_of_cutting():

@@ -400,7 +400,7 @@ class LRController:
         return step, note
 
     def _rollback(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        to_step = _int(params, "to_step", lo=0)
+        to_step = _int(params, "to_step", lo=-1)  # -1: the initial weights
         lr_factor = _num(params, "lr_factor", 1.0)
         if not 0.0 < lr_factor <= 1.0:
             raise RecommendationRejected(f"rollback lr_factor must be in (0, 1], got {lr_factor}")

@@ -153,6 +153,14 @@ class RhythmHook:
             self._pg0 = optimizer.param_groups[0]
         self._snap_every = max(1, int(snapshot_every))
         self._next_snap = 0 if self._keeper is not None else _NEVER
+        if self._keeper is not None:
+            # The untrained model, labelled step -1 (before the first step): a rollback can
+            # restart from it when the very first updates broke the model (e.g. Adam at a
+            # far-too-large LR), which no later snapshot could undo.
+            try:
+                self._keeper.snapshot(-1)
+            except Exception as exc:
+                self._internal("initial snapshot", exc)
         self._sync_every = max(1, int(ddp_sync_every or 64))
         self._next_sync = 0 if self._ddp is not None else _NEVER
         self._next_due = min(self._next_snap, self._next_sync)
