@@ -422,7 +422,8 @@ class Service:
             in_warmup=bool(sched.in_warmup()),
             warmup_end_step=sched.warmup_end_step,
             history=[{k: h[k] for k in ("id", "action", "status", "issued_at_step",
-                                        "applied_step", "note")} for h in history],
+                                        "applied_step", "note", "diagnosis_id")}
+                     for h in history],
         )
         decision = decide(events, ctx, PolicyConfig.from_run_config(config))
         if decision.cancel:

@@ -276,7 +276,8 @@ def analyze_columns(columns: Columns, label: str, total_steps: int | None = None
                          warmup_end_step=sched.warmup_end_step if sched else None,
                          history=[{"id": str(i), "action": r["action"], "status": "applied",
                                    "issued_at_step": r["step"], "applied_step": r["step"],
-                                   "note": None} for i, r in enumerate(recs)])
+                                   "note": None, "diagnosis_id": r["diagnosis_id"]}
+                                  for i, r in enumerate(recs)])
         for spec in decide(events, ctx, policy).issue:
             recs.append({"step": step, "action": spec.action, "params": spec.params,
                          "reason": spec.reason, "diagnosis_id": spec.diagnosis_id})

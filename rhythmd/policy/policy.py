@@ -106,7 +106,7 @@ class RunContext:
     warmup_end_step: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     """Every recommendation issued so far, oldest first: ``action``, ``status``,
-    ``issued_at_step``, ``applied_step``, ``note``, ``id``."""
+    ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``."""
 
 
 @dataclass
@@ -135,7 +135,8 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
     """The recommendations answering this batch's diagnosis events (see module docstring)."""
     out = Decision()
     triggers = [e for e in events if e.type == "opened"
-                or (e.type == "updated" and e.diagnosis.severity == "critical")]
+                or (e.type == "updated" and (e.diagnosis.severity == "critical"
+                                             or e.diagnosis.kind == "stagnation"))]
     if not triggers:
         return out
     hist = ctx.history
@@ -201,6 +202,19 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "oscillation"))
             return out
         if d.kind == "stagnation":
+            if e.type == "updated":
+                # still flat: act again only once the last change (or the last answer to this
+                # diagnosis, applied or not) had a full detection window of evaluations to
+                # show its effect (ReduceLROnPlateau's patience, in the detector's own terms)
+                window = d.evidence.get("window_steps")
+                answered = [h.get("issued_at_step") for h in hist
+                            if h.get("diagnosis_id") == d.id
+                            and h.get("issued_at_step") is not None]
+                since = max([x for x in (last_change, *answered) if x is not None],
+                            default=None)
+                if not isinstance(window, (int, float)) or (
+                        since is not None and ctx.step - since < window):
+                    continue
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
             last = max((h for h in applied if h["action"] in LR_CHANGES),
                        key=lambda h: h["applied_step"], default=None)

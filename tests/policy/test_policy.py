@@ -181,3 +181,20 @@ def test_stagnation_with_a_rising_loss_cuts_harder():
     rising = decide([event("stagnation", theil_sen_slope_per_step=2e-4, best_value=0.5)], ctx,
                     CFG).issue[0]
     assert rising.params["factor"] < flat.params["factor"] == CFG.reduce_factor
+
+
+def test_persisting_stagnation_is_cut_again_after_a_full_window():
+    def flat(step: int) -> DiagnosisEvent:
+        return event("stagnation", step=step, onset=100, type_="updated", window_steps=140)
+
+    first = {**rec("reduce_lr", "applied", 300), "diagnosis_id": "stagnation-1",
+             "issued_at_step": 290}
+    ctx = RunContext(step=400, total_steps=1000, history=[first])
+    assert decide([flat(400)], ctx, CFG).issue == []  # the cut has had 100 < 140 steps
+    ctx.step = 450
+    again = decide([flat(450)], ctx, CFG).issue
+    assert [r.action for r in again] == ["reduce_lr"]
+    # In advise mode nothing is applied: the answer itself starts the wait.
+    ctx = RunContext(step=400, total_steps=1000, history=[
+        {**rec("reduce_lr", "rejected"), "diagnosis_id": "stagnation-1", "issued_at_step": 350}])
+    assert decide([flat(400)], ctx, CFG).issue == []
