@@ -30,6 +30,8 @@ Rules, in order of precedence:
   of a too-small LR is roughly proportional to it, so this brings the projected gain to
   ``target_gain``), at least ``increase_factor`` and at most ``max_increase`` at once, at most
   ``max_increases`` times, never after a divergence that followed an increase.
+- A stagnation or slow progress that persists is answered again once the last change has had
+  a full detection window (the detector's ``window_steps``) to show its effect.
 - At most one pending recommendation; none in the cooldown after an applied change
   (``cooldown_steps``), except for divergence.
 """
@@ -42,6 +44,8 @@ from typing import Any
 
 from rhythmd.analysis import DiagnosisEvent
 
+PERSISTENT = ("stagnation", "slow_progress")
+"""Diagnoses answered again while they persist, a detection window after the last change."""
 LR_CHANGES = ("reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback")
 # ``evidence.cause`` values of an oscillation that a too-large LR causes (the detector says
 # "lr_too_large"; the others are accepted from hand-written or older diagnoses)
@@ -136,7 +140,7 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
     out = Decision()
     triggers = [e for e in events if e.type == "opened"
                 or (e.type == "updated" and (e.diagnosis.severity == "critical"
-                                             or e.diagnosis.kind == "stagnation"))]
+                                             or e.diagnosis.kind in PERSISTENT))]
     if not triggers:
         return out
     hist = ctx.history
@@ -201,20 +205,19 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
         if d.kind == "oscillation" and d.evidence.get("cause") in LR_CAUSES:
             out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "oscillation"))
             return out
+        if d.kind in PERSISTENT and e.type == "updated":
+            # still flat (or still too slow): act again only once the last change (or the
+            # last answer to this diagnosis, applied or not) had a full detection window of
+            # evaluations to show its effect (ReduceLROnPlateau's patience, in the detector's
+            # own terms)
+            window = d.evidence.get("window_steps")
+            answered = [h.get("issued_at_step") for h in hist
+                        if h.get("diagnosis_id") == d.id and h.get("issued_at_step") is not None]
+            since = max([x for x in (last_change, *answered) if x is not None], default=None)
+            if not isinstance(window, (int, float)) or (
+                    since is not None and ctx.step - since < window):
+                continue
         if d.kind == "stagnation":
-            if e.type == "updated":
-                # still flat: act again only once the last change (or the last answer to this
-                # diagnosis, applied or not) had a full detection window of evaluations to
-                # show its effect (ReduceLROnPlateau's patience, in the detector's own terms)
-                window = d.evidence.get("window_steps")
-                answered = [h.get("issued_at_step") for h in hist
-                            if h.get("diagnosis_id") == d.id
-                            and h.get("issued_at_step") is not None]
-                since = max([x for x in (last_change, *answered) if x is not None],
-                            default=None)
-                if not isinstance(window, (int, float)) or (
-                        since is not None and ctx.step - since < window):
-                    continue
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
             last = max((h for h in applied if h["action"] in LR_CHANGES),
                        key=lambda h: h["applied_step"], default=None)

@@ -198,3 +198,16 @@ def test_persisting_stagnation_is_cut_again_after_a_full_window():
     ctx = RunContext(step=400, total_steps=1000, history=[
         {**rec("reduce_lr", "rejected"), "diagnosis_id": "stagnation-1", "issued_at_step": 350}])
     assert decide([flat(400)], ctx, CFG).issue == []
+
+
+def test_a_run_still_too_slow_after_an_increase_is_raised_again():
+    def slow(step: int) -> DiagnosisEvent:
+        return event("slow_progress", step=step, onset=0, type_="updated", window_steps=140,
+                     projected_total_rel_gain=0.05)
+
+    ctx = RunContext(step=400, total_steps=1000, history=[
+        {**rec("increase_lr", "applied", 300), "diagnosis_id": "slow_progress-1",
+         "issued_at_step": 290}])
+    assert decide([slow(400)], ctx, CFG).issue == []
+    ctx.step = 460
+    assert [r.action for r in decide([slow(460)], ctx, CFG).issue] == ["increase_lr"]

@@ -633,7 +633,24 @@ class StagnationDetector(_Stateful):
                     )
                 ]
         elif slow:
+            # still too slow: refresh the evidence, so a change that did not help can be
+            # followed by another (the policy waits a detection window between them)
             self.slow_off = 0
+            e = dict(ev, projected_total_rel_gain=gain, start_value=start)
+            return [
+                _sig(
+                    "update",
+                    "slow_progress",
+                    self.metric,
+                    step,
+                    int(ser.first_step),
+                    "warning",
+                    1 - p_dec,
+                    e,
+                    f"{self.metric} still improving too slowly: projected {gain:.1%} total "
+                    f"gain by step {total} (lr likely too small)",
+                )
+            ]
         return []
 
 
