@@ -20,6 +20,7 @@ Rules, in order of precedence:
   After ``max_rollbacks`` attempts the run is told to ``stop``.
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
+- **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
   ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
   floor; when the loss is rising while its best is flat (over-fitting), the cut is
@@ -237,6 +238,13 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                     d.id, expire))
                 return out
             if _rising(d.evidence) >= cfg.overfit_rise_per_1k:
+                if cuts:
+                    # still rising after a cut: over-fitting, which a smaller LR does not
+                    # cure; stop early (the classic remedy) while the run is near its best
+                    out.issue.append(RecommendationSpec(
+                        "stop", {}, f"{d.message}; the monitored loss keeps rising after "
+                        f"{len(cuts)} LR cut(s): over-fitting, stop early", d.id, expire))
+                    return out
                 # the monitored loss is rising, not flat (over-fitting or a too-large LR):
                 # a gentle cut keeps it rising; cut like ReduceLROnPlateau (x reduce_factor^2)
                 out.issue.append(_reduce(d, ctx, cfg, cooldown, expire,
