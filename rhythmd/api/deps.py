@@ -10,11 +10,13 @@ from rhythmd.config import Settings
 from rhythmd.service import Service
 
 
-def get_service(request: Request) -> Service:
+# Dependencies are ``async def`` so FastAPI runs them on the event loop: a plain ``def``
+# dependency costs a worker-thread hop on every request.
+async def get_service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 

@@ -50,7 +50,9 @@ def principal_of(request: Request) -> Principal | None:
 def requires(*verbs: str) -> Any:
     """A dependency: the caller may do one of ``verbs`` on this route's run (if any)."""
 
-    def check(request: Request) -> Principal | None:
+    async def check(request: Request) -> Principal | None:
+        # On the event loop (no thread hop); the token and project lookups are cached and
+        # read the database only on a miss.
         principal = principal_of(request)
         if principal is None:
             return None
