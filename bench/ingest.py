@@ -39,10 +39,12 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 def start(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the daemon
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
          "--no-access-log"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The daemon's log goes to a file: an unread pipe fills up and blocks the daemon.
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -53,7 +55,8 @@ def start(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{app} did not start: {proc.stderr.read().decode()[-2000:]}")
+    log.seek(0)
+    raise RuntimeError(f"{app} did not start: {log.read().decode()[-2000:]}")
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
@@ -143,6 +146,7 @@ def run_rhythmd(args: argparse.Namespace, url: str, label: str, env: dict[str, s
         bodies = make_bodies(args.points, args.batch, args.clients, run_ids)
         elapsed, lat = drive(port, bodies)
         stored = 0
+        conn = http.client.HTTPConnection("127.0.0.1", port)  # the first one idled out
         for rid in run_ids:
             _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics")
             stored += sum(m["points"] for m in json.loads(text)["metrics"])
