@@ -66,6 +66,14 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body: byte
     return r.status, r.read()
 
 
+NONFINITE_EVERY = 1000
+"""One point in this many is NaN (0: none); set by --nonfinite-every."""
+
+
+def _is_nan_step(s: int) -> bool:
+    return NONFINITE_EVERY > 0 and s % NONFINITE_EVERY == NONFINITE_EVERY - 1
+
+
 def make_bodies(n_points: int, batch: int, clients: int, run_ids: list[str]) -> list[list]:
     """Per client, its (path, body) list: train_loss with 1 non-finite value in 1,000."""
     per_client: list[list] = [[] for _ in range(clients)]
@@ -75,7 +83,7 @@ def make_bodies(n_points: int, batch: int, clients: int, run_ids: list[str]) -> 
         start = (b // clients) * batch
         size = min(batch, n_points - b * batch)
         steps = list(range(start, start + size))
-        values = [2.0 / (1 + 0.01 * s) if s % 1000 != 999 else float("nan") for s in steps]
+        values = [float("nan") if _is_nan_step(s) else 2.0 / (1 + 0.01 * s) for s in steps]
         body = json.dumps({"batch_id": f"c{c}-b{b}", "series": [
             {"name": "train_loss", "steps": steps, "values": values}]}).encode()
         per_client[c].append((f"/v1/runs/{run_ids[c]}/metrics", body))
@@ -140,7 +148,9 @@ def run_rhythmd(args: argparse.Namespace, url: str, label: str, env: dict[str, s
         run_ids = []
         for c in range(args.clients):
             status, text = request(conn, "POST", "/v1/runs",
-                                   json.dumps({"name": f"bench-{c}"}).encode())
+                                   json.dumps({"name": f"bench-{c}", "config": {
+                                       # the planned length, as the client hook sends it
+                                       "total_steps": args.points // args.clients}}).encode())
             assert status == 201, text
             run_ids.append(json.loads(text)["run_id"])
         bodies = make_bodies(args.points, args.batch, args.clients, run_ids)
@@ -153,7 +163,7 @@ def run_rhythmd(args: argparse.Namespace, url: str, label: str, env: dict[str, s
             _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics/train_loss")
             got = json.loads(text)
             assert got["total_points"] == len(got["steps"])
-            assert got["values"].count("NaN") == sum(1 for s in got["steps"] if s % 1000 == 999)
+            assert got["values"].count("NaN") == sum(1 for s in got["steps"] if _is_nan_step(s))
         assert stored == args.points, (stored, args.points)
     finally:
         proc.terminate()
@@ -167,9 +177,14 @@ def main() -> int:
     p.add_argument("--points", type=int, default=1_000_000, help="points per measurement")
     p.add_argument("--clients", type=int, default=1, help="concurrent clients (one run each)")
     p.add_argument("--batch", type=int, default=1_000, help="points per request")
+    p.add_argument("--nonfinite-every", type=int, default=NONFINITE_EVERY,
+                   help="one NaN loss every N points (default 1000: with analysis on, every "
+                        "batch then opens a divergence, the analysis path's worst case; 0 for "
+                        "a healthy stream)")
     p.add_argument("--backends", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("RHYTHMD_TEST_POSTGRES_URL", DEFAULT_PG))
     args = p.parse_args()
+    globals()["NONFINITE_EVERY"] = args.nonfinite_every
     print(f"ingest: {args.points:,} points, {args.clients} client(s), batches of {args.batch:,}; "
           f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     results = []
