@@ -217,8 +217,9 @@ class Service:
             if batch.batch_id is not None:
                 seen = runs_q.find_batch(conn, run_id, batch.batch_id)
                 if seen is not None:
-                    return IngestResult(seen.n_points, True, batch.batch_id, seen.seq_start,
-                                        seen.branch, self._pending(conn, run_id))
+                    return IngestResult(seen["n_points"], True, batch.batch_id,
+                                        seen["seq_start"], seen["branch"],
+                                        self._pending(conn, run_id))
             seq_start = int(run["next_seq"])
             # Without a client id the batch cannot be retried safely; it gets a unique one
             # (a sequence-based id would repeat for batches without points).

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import stats
 from .detectors import DivergenceDetector, OscillationDetector, Signal, StagnationDetector
 from .schedule import ScheduleTracker
 from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
@@ -196,7 +197,7 @@ class RunAnalyzer:
                 step = int(st[i0 + b - 1])
                 self._sched_to(step)
                 ctx = self._ctx()
-                for sig in self.stag.update(step, float(np.median(fin)), ctx):
+                for sig in self.stag.update(step, stats.median(fin), ctx):
                     self._apply(sig)
         self.pseudo_buf.extend(vals[pos:])
 
@@ -213,7 +214,7 @@ class RunAnalyzer:
                 fin = [x for x in self.pseudo_buf if math.isfinite(x)]
                 self.pseudo_buf = []
                 if fin:
-                    for sig in self.stag.update(step, float(np.median(fin)), ctx):
+                    for sig in self.stag.update(step, stats.median(fin), ctx):
                         self._apply(sig)
 
     def _eval(self, step: int, v: float, role: str) -> None:

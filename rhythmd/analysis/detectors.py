@@ -913,5 +913,5 @@ def _rel_scale(y: np.ndarray) -> np.ndarray:
     if y.size and (np.all(y > 0) or np.all(y < 0)):
         out = np.log(np.abs(y))
     else:
-        out = y / max(float(np.median(np.abs(y))), 1e-12)
+        out = y / max(stats.array_median(np.abs(y)), 1e-12)
     return np.clip(np.nan_to_num(out, nan=0.0, posinf=1e12, neginf=-1e12), -1e12, 1e12)

@@ -15,6 +15,8 @@ import weakref
 
 from sqlalchemy import Connection, text
 
+from rhythmd.store.fast import FastStatement
+
 
 def advisory_key(run_id: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
@@ -61,7 +63,10 @@ class _Lock:
         self._lock.release()
 
 
+_ADVISORY_LOCK = FastStatement(text("SELECT pg_advisory_xact_lock(:k)"))
+
+
 def lock_run_in_transaction(conn: Connection, run_id: str) -> None:
     """Take the cross-process run lock inside the current transaction (PostgreSQL only)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(run_id)})
+        _ADVISORY_LOCK.execute(conn, {"k": advisory_key(run_id)}).close()

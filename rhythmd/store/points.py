@@ -6,13 +6,15 @@ One chunk is one (run, metric, batch) row. Reading a step range selects the chun
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, insert, or_, select, update
 
 from rhythmd.batch import SeriesData
+from rhythmd.store.fast import FastStatement
 from rhythmd.store.schema import branches, chunks, series
 
 I8 = np.dtype("<i8")
@@ -66,15 +68,51 @@ def series_info(conn: Connection, run_id: str, name: str) -> SeriesInfo | None:
     return _info(row) if row is not None else None
 
 
-# Hot-path statements are built once: building a Core statement per call costs several times
-# more than executing it.
-_SERIES_BY_NAMES = select(series).where(series.c.run_id == bindparam("run_id"),
-                                        series.c.name.in_(bindparam("names", expanding=True)))
-_INSERT_SERIES = insert(series)
-_INSERT_CHUNKS = insert(chunks)
-_UPDATE_SERIES_STATS = (update(series).where(series.c.series_id == bindparam("sid"))
-                        .values(n_points=bindparam("np"), n_nonfinite=bindparam("nn"),
-                                first_step=bindparam("fs"), last_step=bindparam("ls")))
+# Hot-path statements are built once and run through ``FastStatement`` (see ``store.fast``).
+_SERIES_BY_NAME = FastStatement(select(series.c.series_id).where(
+    series.c.run_id == bindparam("run_id"), series.c.name == bindparam("name")))
+_INSERT_SERIES = FastStatement(insert(series), column_keys=[
+    "run_id", "name", "n_points", "n_nonfinite"])
+_CHUNK_KEYS = ["series_id", "run_id", "seq_start", "batch_seq", "branch", "n", "min_step",
+               "max_step", "n_nonfinite", "vmin", "vmax", "steps", "values", "wall_times"]
+_INSERT_CHUNKS = FastStatement(insert(chunks), column_keys=_CHUNK_KEYS)
+_ADD_TO_SERIES_STATS = FastStatement(
+    update(series).where(series.c.series_id == bindparam("sid")).values(
+        n_points=series.c.n_points + bindparam("np"),
+        n_nonfinite=series.c.n_nonfinite + bindparam("nn"),
+        first_step=case((or_(series.c.first_step.is_(None), series.c.first_step > bindparam("fs")),
+                         bindparam("fs")), else_=series.c.first_step),
+        last_step=case((or_(series.c.last_step.is_(None), series.c.last_step < bindparam("ls")),
+                        bindparam("ls")), else_=series.c.last_step)))
+
+_SERIES_IDS: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
+    weakref.WeakKeyDictionary())
+"""Per database: (run_id, name) -> series_id of series committed before. Series rows are never
+deleted or renumbered, so an id once seen committed stays valid in every process."""
+_SERIES_IDS_MAX = 200_000
+
+
+def _series_id(conn: Connection, run_id: str, name: str) -> int:
+    """The series' id, creating the series if new. The caller holds the run's write lock."""
+    ids = _SERIES_IDS.get(conn.engine)
+    if ids is None:
+        ids = _SERIES_IDS.setdefault(conn.engine, {})
+    found = ids.get((run_id, name))
+    if found is not None:
+        return found
+    row = _SERIES_BY_NAME.first(conn, {"run_id": run_id, "name": name})
+    if row is not None:
+        # Existed before this transaction (the run's lock is held): committed, safe to cache.
+        if len(ids) >= _SERIES_IDS_MAX:
+            ids.clear()
+        ids[(run_id, name)] = int(row["series_id"])
+        return int(row["series_id"])
+    # Created now: not cached until a later transaction sees it (this one may roll back).
+    _INSERT_SERIES.executemany(conn, [{"run_id": run_id, "name": name, "n_points": 0,
+                                       "n_nonfinite": 0}])
+    row = _SERIES_BY_NAME.first(conn, {"run_id": run_id, "name": name})
+    assert row is not None
+    return int(row["series_id"])
 
 
 def write_series(
@@ -82,50 +120,44 @@ def write_series(
 ) -> int:
     """Append ``items`` as chunks numbered from ``seq_start``; returns the next free sequence
     number. The caller holds the run's write lock."""
-    names = [s.name for s in items]
-    known = {r.name: r for r in conn.execute(_SERIES_BY_NAMES,
-                                              {"run_id": run_id, "names": names})}
-    missing = [n for n in names if n not in known]
-    if missing:
-        conn.execute(_INSERT_SERIES, [{"run_id": run_id, "name": n, "n_points": 0,
-                                       "n_nonfinite": 0} for n in missing])
-        for r in conn.execute(_SERIES_BY_NAMES, {"run_id": run_id, "names": missing}):
-            known[r.name] = r
     chunk_rows = []
     stat_rows = []
     seq = seq_start
     for s in items:
-        row = known[s.name]
-        finite = s.values[np.isfinite(s.values)]
-        n_nonfinite = s.values.size - finite.size
+        sid = _series_id(conn, run_id, s.name)
+        values = s.values
+        finite_mask = np.isfinite(values)
+        n = int(values.size)
+        n_finite = int(np.count_nonzero(finite_mask))
+        if n_finite == n:
+            vmin, vmax = float(values.min()), float(values.max())
+        elif n_finite:
+            finite = values[finite_mask]
+            vmin, vmax = float(finite.min()), float(finite.max())
+        else:
+            vmin = vmax = None
         lo, hi = int(s.steps.min()), int(s.steps.max())
         chunk_rows.append({
-            "series_id": row.series_id,
+            "series_id": sid,
             "run_id": run_id,
             "seq_start": seq,
             "batch_seq": seq_start,
             "branch": branch,
-            "n": int(s.steps.size),
+            "n": n,
             "min_step": lo,
             "max_step": hi,
-            "n_nonfinite": int(n_nonfinite),
-            "vmin": float(finite.min()) if finite.size else None,
-            "vmax": float(finite.max()) if finite.size else None,
+            "n_nonfinite": n - n_finite,
+            "vmin": vmin,
+            "vmax": vmax,
             "steps": s.steps.astype(_I8, copy=False).tobytes(),
-            "values": s.values.astype(_F8, copy=False).tobytes(),
+            "values": values.astype(_F8, copy=False).tobytes(),
             "wall_times": (s.wall_times.astype(_F8, copy=False).tobytes()
                            if s.wall_times is not None else None),
         })
-        stat_rows.append({
-            "sid": row.series_id,
-            "np": row.n_points + int(s.steps.size),
-            "nn": row.n_nonfinite + int(n_nonfinite),
-            "fs": lo if row.first_step is None else min(lo, row.first_step),
-            "ls": hi if row.last_step is None else max(hi, row.last_step),
-        })
-        seq += int(s.steps.size)
-    conn.execute(_INSERT_CHUNKS, chunk_rows)
-    conn.execute(_UPDATE_SERIES_STATS, stat_rows)
+        stat_rows.append({"sid": sid, "np": n, "nn": n - n_finite, "fs": lo, "ls": hi})
+        seq += n
+    _INSERT_CHUNKS.executemany(conn, chunk_rows)
+    _ADD_TO_SERIES_STATS.executemany(conn, stat_rows)
     return seq
 
 

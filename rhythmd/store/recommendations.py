@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from rhythmd.store.fast import FastStatement
 from rhythmd.store.schema import events, recommendations
 
 
@@ -51,15 +52,15 @@ def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None
 _ORDER = (recommendations.c.created_at, recommendations.c.rec_id)
 _BY_RUN = select(recommendations).where(recommendations.c.run_id == bindparam("run_id")
                                         ).order_by(*_ORDER)
-_BY_RUN_STATUS = select(recommendations).where(
+_BY_RUN_STATUS = FastStatement(select(recommendations).where(
     recommendations.c.run_id == bindparam("run_id"),
-    recommendations.c.status == bindparam("status")).order_by(*_ORDER)
+    recommendations.c.status == bindparam("status")).order_by(*_ORDER))
 
 
 def list_recommendations(conn: Connection, run_id: str, status: str | None) -> list[Any]:
     if status is None:
         return list(conn.execute(_BY_RUN, {"run_id": run_id}).mappings())
-    return list(conn.execute(_BY_RUN_STATUS, {"run_id": run_id, "status": status}).mappings())
+    return _BY_RUN_STATUS.all(conn, {"run_id": run_id, "status": status})
 
 
 def pending_after_expiry(conn: Connection, run_id: str, step: int | None

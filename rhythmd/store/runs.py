@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
+from rhythmd.store.fast import FastStatement
 from rhythmd.store.schema import batches, branches, runs
 
 
@@ -81,20 +82,22 @@ def insert_run(
                                          parent_branch=None, created_seq=0, created_at=now))
 
 
-_GET_RUN = select(runs).where(runs.c.run_id == bindparam("run_id"))
-_FIND_BATCH = select(batches).where(batches.c.run_id == bindparam("run_id"),
-                                    batches.c.batch_id == bindparam("batch_id"))
-_INSERT_BATCH = insert(batches)
-_ADVANCE_RUN = update(runs).where(runs.c.run_id == bindparam("rid")).values(
+_GET_RUN = FastStatement(select(runs).where(runs.c.run_id == bindparam("run_id")))
+_FIND_BATCH = FastStatement(select(batches).where(batches.c.run_id == bindparam("run_id"),
+                                                  batches.c.batch_id == bindparam("batch_id")))
+_INSERT_BATCH = FastStatement(insert(batches), column_keys=[
+    "run_id", "batch_id", "seq_start", "n_points", "branch", "received_at"])
+_ADVANCE_RUN = FastStatement(update(runs).where(runs.c.run_id == bindparam("rid")).values(
     next_seq=bindparam("next_seq"), n_points=runs.c.n_points + bindparam("add_points"),
     n_batches=runs.c.n_batches + 1, updated_at=bindparam("now"),
     max_branch=bindparam("max_branch"), last_step=bindparam("last_step_"),
     status=bindparam("status_"), interval_s=bindparam("interval_s_"),
-    health=bindparam("health_"))
+    health=bindparam("health_")))
 
 
-def get_run(conn: Connection, run_id: str) -> Any | None:
-    return conn.execute(_GET_RUN, {"run_id": run_id}).mappings().first()
+def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """The run's row as a dict, or None."""
+    return _GET_RUN.first(conn, {"run_id": run_id})
 
 
 def _status_condition(status: str, rule: LostRule, now: float) -> Any:
@@ -129,16 +132,17 @@ def list_runs(
     return list(rows), int(total)
 
 
-def find_batch(conn: Connection, run_id: str, batch_id: str) -> Any | None:
-    return conn.execute(_FIND_BATCH, {"run_id": run_id, "batch_id": batch_id}).first()
+def find_batch(conn: Connection, run_id: str, batch_id: str) -> dict[str, Any] | None:
+    """The stored batch's row as a dict, or None."""
+    return _FIND_BATCH.first(conn, {"run_id": run_id, "batch_id": batch_id})
 
 
 def record_batch(
     conn: Connection, run_id: str, batch_id: str, seq_start: int, n_points: int, branch: int
 ) -> None:
-    conn.execute(_INSERT_BATCH, {"run_id": run_id, "batch_id": batch_id, "seq_start": seq_start,
-                                 "n_points": n_points, "branch": branch,
-                                 "received_at": time.time()})
+    _INSERT_BATCH.executemany(conn, [{
+        "run_id": run_id, "batch_id": batch_id, "seq_start": seq_start, "n_points": n_points,
+        "branch": branch, "received_at": time.time()}])
 
 
 def ensure_branch(
@@ -174,14 +178,14 @@ def advance_run(
 ) -> None:
     """Record a stored batch on its run row (``run``: the row read under the write lock; a
     None argument keeps that column's value)."""
-    conn.execute(_ADVANCE_RUN, {
+    _ADVANCE_RUN.executemany(conn, [{
         "rid": run["run_id"], "next_seq": next_seq, "add_points": add_points,
         "now": time.time(), "max_branch": max_branch,
         "last_step_": last_step if last_step is not None else run["last_step"],
         "status_": status if status is not None else run["status"],
         "interval_s_": interval_s if interval_s is not None else run["interval_s"],
         "health_": health if health is not None else run["health"],
-    })
+    }])
 
 
 def set_status(conn: Connection, run_id: str, status: str, last_step: int | None) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+from scipy import signal
 
 from rhythmd.analysis import stats
 
@@ -49,6 +51,31 @@ def test_alternation_stats_zigzag_vs_monotone() -> None:
     m = stats.alternation_stats(np.linspace(2, 1, 12))
     assert m["sign_change_rate"] == 0.0
     assert stats.alternation_stats(np.ones(3))["sign_change_rate"] == 0.0
+
+
+@pytest.mark.parametrize("n", [2, 5, 6, 7, 16, 24, 33, 64])
+def test_hf_power_share_is_scipy_periodogram_share(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(200):
+        r = rng.normal(size=n) * 10 ** rng.uniform(-8, 3)
+        f, p = signal.periodogram(r, detrend=False)
+        tot = float(np.sum(p[1:]))
+        want = float(np.sum(p[f >= 0.25]) / tot) if tot > 0 else 0.0
+        assert stats.hf_power_share(r) == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert stats.hf_power_share(np.zeros(n)) == 0.0
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 9, 30])
+def test_theil_sen_slope_is_median_of_pairwise_slopes(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = np.sort(rng.integers(0, 5, n)).astype(float)  # repeated x: zero-width pairs skipped
+    y = rng.normal(size=n)
+    i, j = np.triu_indices(n, 1)
+    ok = x[j] != x[i]
+    want = float(np.median((y[j] - y[i])[ok] / (x[j] - x[i])[ok])) if ok.any() else 0.0
+    assert stats.theil_sen(x, y)[0] == want
+    y[1] = math.nan
+    assert math.isnan(stats.theil_sen(np.arange(n, dtype=float), y)[0])
 
 
 def test_robust_sigma_small_inputs() -> None:
