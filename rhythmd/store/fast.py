@@ -8,6 +8,10 @@ in SQLAlchemy Core (same tables, same dialect-specific SQL, casts included), com
 dialect, and executes the compiled text on the cursor of the connection's own DBAPI
 connection, so it takes part in the surrounding transaction exactly like ``conn.execute``.
 
+DBAPI errors are raised as ``Connection.execute`` raises them (``sqlalchemy.exc.DBAPIError``
+subclasses; a lost connection is invalidated), so ``store.translate_db_errors`` sees no
+difference.
+
 Only statements whose parameters and results need no type processing belong here: integers,
 floats, text and bytes (``LargeBinary``), which both drivers (sqlite3, psycopg) adapt natively.
 Everything else goes through ``Connection.execute``.
@@ -19,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 
@@ -36,6 +41,19 @@ class _Compiled:
         if self.keys is None:
             return params
         return tuple([params[k] for k in self.keys])
+
+
+def _wrapped(conn: Connection, dbapi_conn: Any, exc: Exception, sql: str, args: Any
+             ) -> DBAPIError:
+    """A DBAPI error as ``Connection.execute`` would raise it: wrapped in SQLAlchemy's
+    exception classes, and with the connection invalidated when the database is gone (so the
+    pool reconnects instead of handing the dead connection out again)."""
+    dialect = conn.dialect
+    disconnect = bool(dialect.is_disconnect(exc, dbapi_conn, None))
+    if disconnect and not conn.invalidated:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
+                               connection_invalidated=disconnect, dialect=dialect)
 
 
 class FastStatement:
@@ -70,18 +88,28 @@ class FastStatement:
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run once; returns the DBAPI cursor (``rowcount``, ``fetchone``, ``description``)."""
         compiled = self._compiled(conn)
-        cursor = conn.connection.cursor()
-        cursor.execute(compiled.sql, compiled.args(params))
+        dbapi_conn = conn.connection.dbapi_connection
+        args = compiled.args(params)
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(compiled.sql, args)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(conn, dbapi_conn, exc, compiled.sql, args) from exc
         return cursor
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         compiled = self._compiled(conn)
-        cursor = conn.connection.cursor()
-        if len(rows) == 1:
-            cursor.execute(compiled.sql, compiled.args(rows[0]))
-        else:
-            cursor.executemany(compiled.sql, [compiled.args(r) for r in rows])
-        cursor.close()
+        dbapi_conn = conn.connection.dbapi_connection
+        args = [compiled.args(r) for r in rows]
+        try:
+            cursor = dbapi_conn.cursor()
+            if len(args) == 1:
+                cursor.execute(compiled.sql, args[0])
+            else:
+                cursor.executemany(compiled.sql, args)
+            cursor.close()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(conn, dbapi_conn, exc, compiled.sql, args) from exc
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict keyed by column name, or None."""

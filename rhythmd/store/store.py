@@ -29,6 +29,7 @@ class Store:
         self.engine: Engine = make_engine(url, pool_size=pool_size)
         self._run_locks = RunLocks()
         self._sqlite_write_lock = threading.Lock()
+        self._sqlite_writer: Connection | None = None  # SQLite: the one writing connection
         self._process_lock: ProcessLock | None = None
         self.schema_version: int | None = None
 
@@ -50,6 +51,10 @@ class Store:
             raise
 
     def close(self) -> None:
+        with self._sqlite_write_lock:
+            if self._sqlite_writer is not None:
+                self._sqlite_writer.close()
+                self._sqlite_writer = None
         self.engine.dispose()
         if self._process_lock is not None:
             self._process_lock.release()
@@ -68,17 +73,35 @@ class Store:
     @contextmanager
     def write(self, run_id: str | None = None) -> Iterator[Connection]:
         """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``)."""
-        guard: AbstractContextManager[object]
         if self.sqlite:
-            guard = self._sqlite_write_lock
-        elif run_id is not None:
-            guard = self._run_locks.get(run_id)
-        else:
-            guard = nullcontext()
+            with translate_db_errors(), self._sqlite_write_lock:
+                yield from self._sqlite_transaction()
+            return
+        guard: AbstractContextManager[object] = (
+            self._run_locks.get(run_id) if run_id is not None else nullcontext())
         with translate_db_errors(), guard, self.engine.begin() as conn:
             if run_id is not None:
                 lock_run_in_transaction(conn, run_id)
             yield conn
+
+
+    def _sqlite_transaction(self) -> Iterator[Connection]:
+        """A transaction on the kept-open writing connection (the caller holds the write lock):
+        SQLite has one writer at a time anyway, and checking a connection out of the pool and
+        back in for every batch costs more than the batch's own statements."""
+        conn = self._sqlite_writer
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            conn = self._sqlite_writer = self.engine.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            if conn.invalidated:
+                conn.close()
+                self._sqlite_writer = None
+            raise
 
 
 @contextmanager

@@ -1,0 +1,75 @@
+"""``store.fast.FastStatement``: the hot-path statements behave as ``Connection.execute`` does,
+on both backends: parameters by name (positional or pyformat drivers), values bound in the
+statement, rows as dicts, errors wrapped in SQLAlchemy's classes, and the transaction shared."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rhythmd.store import runs as runs_q
+from rhythmd.store.fast import FastStatement
+from rhythmd.store.schema import batches, runs
+from rhythmd.store.store import Store
+
+_ADD = FastStatement(update(runs).where(runs.c.run_id == bindparam("rid")).values(
+    n_batches=runs.c.n_batches + 1, n_points=runs.c.n_points + bindparam("add")))
+_GET = FastStatement(select(runs.c.run_id, runs.c.n_points, runs.c.n_batches)
+                     .where(runs.c.run_id == bindparam("rid")))
+_INSERT_BATCH = FastStatement(insert(batches), column_keys=[
+    "run_id", "batch_id", "seq_start", "n_points", "branch", "received_at"])
+
+
+@pytest.fixture
+def store(database_url: str):
+    s = Store(database_url)
+    s.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def rid(store: Store) -> str:
+    """A new run (the PostgreSQL database is shared by the session)."""
+    run_id = f"fast-{uuid.uuid4().hex[:12]}"
+    with store.write(run_id) as conn:
+        runs_q.insert_run(conn, run_id, "one", "p", None, None)
+    return run_id
+
+
+def _batch(rid: str, batch_id: str) -> dict:
+    return {"run_id": rid, "batch_id": batch_id, "seq_start": 0, "n_points": 3, "branch": 0,
+            "received_at": 1.5}
+
+
+def test_binds_fixed_values_and_rows_as_dicts(store: Store, rid: str) -> None:
+    with store.write(rid) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 5}, {"rid": rid, "add": 2}])
+        assert _GET.first(conn, {"rid": rid}) == {"run_id": rid, "n_points": 7, "n_batches": 2}
+        assert _GET.first(conn, {"rid": "nope"}) is None
+    with store.read() as conn:  # committed, and visible to Connection.execute
+        row = conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).one()
+        assert row.n_points == 7
+
+
+def test_errors_are_sqlalchemy_errors_and_roll_back_the_transaction(store: Store, rid: str
+                                                                     ) -> None:
+    with store.write(rid) as conn:
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b1")])
+    with pytest.raises(IntegrityError), store.write(rid) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 100}])
+        # b1 again: duplicate key
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b2"), _batch(rid, "b1")])
+    with store.write(rid) as conn:  # nothing of the failed transaction stayed; the store works
+        assert _GET.first(conn, {"rid": rid})["n_points"] == 0
+        ids = conn.execute(select(batches.c.batch_id).where(batches.c.run_id == rid)).all()
+        assert [r.batch_id for r in ids] == ["b1"]
+
+
+def test_expanding_parameters_are_refused(store: Store) -> None:
+    stmt = FastStatement(select(runs).where(runs.c.run_id.in_(bindparam("ids", expanding=True))))
+    with store.read() as conn, pytest.raises(ValueError, match="expanding"):
+        stmt.all(conn, {"ids": ["x"]})
