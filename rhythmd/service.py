@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -325,12 +326,20 @@ class Service:
         if live is None or live.analyzed_seq > upto_seq:
             config = json.loads(run["config"]) if run["config"] else None
             analyzer = RunAnalyzer(AnalysisConfig.from_run_config(config))
-            saved = analysis_q.load_state(conn, run_id)
+            # a run without points yet (its first batch) has no saved state and nothing to replay
+            saved = analysis_q.load_state(conn, run_id) if upto_seq > 0 else None
             analyzed = 0
             if saved is not None and saved[0] <= upto_seq:
                 analyzer.load_state_dict(saved[1])
                 analyzed = saved[0]
-            live = _LiveAnalyzer(analyzer, analyzed, time.monotonic())
+            # Runs started together (a sweep) would otherwise all save their state on the same
+            # batch: each run starts at its own point of the save cycle.
+            phase = zlib.crc32(run_id.encode()) / 2**32
+            live = _LiveAnalyzer(analyzer, analyzed,
+                                 time.monotonic() - phase * self.SAVE_EVERY_SECONDS,
+                                 int(phase * self.SAVE_EVERY_BATCHES))
+        if live.analyzed_seq == upto_seq:
+            return live
         for stored in analysis_q.replay_batches(conn, run_id, live.analyzed_seq, upto_seq):
             live.analyzer.feed(_with_aliases(stored.series, live.analyzer.cfg), stored.branch,
                                stored.branch_start_step)
