@@ -124,8 +124,8 @@ class Service:
     some batches, or this one restarted) catches up by replaying only the points after it.
     """
 
-    SAVE_EVERY_BATCHES = 32
-    SAVE_EVERY_SECONDS = 10.0
+    SAVE_EVERY_BATCHES = 64
+    SAVE_EVERY_SECONDS = 30.0
 
     def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096,
                  lost_rule: runs_q.LostRule | None = None,
