@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from rhythmd.store.fast import FastStatement
 from rhythmd.store.points import F8 as _F8
 from rhythmd.store.points import I8 as _I8
 from rhythmd.store.schema import analysis_state, branches, chunks, diagnoses, series
@@ -34,14 +35,23 @@ def load_state(conn: Connection, run_id: str) -> tuple[int, dict[str, Any]] | No
     return int(row.analyzed_seq), json.loads(row.state)
 
 
+_UPDATE_STATE = FastStatement(update(analysis_state).where(
+    analysis_state.c.run_id == bindparam("run_id")).values(
+        analyzed_seq=bindparam("analyzed_seq"), state=bindparam("state"),
+        updated_at=bindparam("updated_at")))
+_INSERT_STATE = FastStatement(insert(analysis_state), column_keys=[
+    "run_id", "analyzed_seq", "state", "updated_at"])
+
+
 def save_state(conn: Connection, run_id: str, analyzed_seq: int, state: dict[str, Any]) -> None:
     text = json.dumps(state)  # NaN/Infinity literals round-trip through Python's json
     now = time.time()
-    done = conn.execute(update(analysis_state).where(analysis_state.c.run_id == run_id)
-                        .values(analyzed_seq=analyzed_seq, state=text, updated_at=now))
-    if done.rowcount == 0:
-        conn.execute(insert(analysis_state).values(run_id=run_id, analyzed_seq=analyzed_seq,
-                                                   state=text, updated_at=now))
+    row = {"run_id": run_id, "analyzed_seq": analyzed_seq, "state": text, "updated_at": now}
+    cursor = _UPDATE_STATE.execute(conn, row)
+    updated = cursor.rowcount
+    cursor.close()
+    if updated == 0:
+        _INSERT_STATE.executemany(conn, [row])
 
 
 def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
@@ -68,6 +78,18 @@ def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
         yield current
 
 
+_DIAGNOSIS_DATA = FastStatement(select(diagnoses.c.data).where(
+    diagnoses.c.run_id == bindparam("run_id"), diagnoses.c.diagnosis_id == bindparam("id")))
+_UPDATE_DIAGNOSIS = FastStatement(update(diagnoses).where(
+    diagnoses.c.run_id == bindparam("run_id"), diagnoses.c.diagnosis_id == bindparam("id"),
+).values(kind=bindparam("kind_"), status=bindparam("status_"),
+         detected_at_step=bindparam("detected_at_step_"), data=bindparam("data_"),
+         updated_at=bindparam("now")))
+_INSERT_DIAGNOSIS = FastStatement(insert(diagnoses), column_keys=[
+    "run_id", "diagnosis_id", "kind", "status", "detected_at_step", "data", "created_at",
+    "updated_at"])
+
+
 def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]
                      ) -> dict[str, str | None]:
     """Insert or replace diagnoses by id (ids are deterministic, so replays are idempotent).
@@ -75,29 +97,30 @@ def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]
     Returns ``{id: previous severity}`` for the stored ones whose severity or status changed
     (new ids excluded).
     """
-    if not items:
-        return {}
     now = time.time()
-    ids = [d["id"] for d in items]
-    stored = {r.diagnosis_id: json.loads(r.data) for r in conn.execute(
-        select(diagnoses.c.diagnosis_id, diagnoses.c.data).where(
-            diagnoses.c.run_id == run_id, diagnoses.c.diagnosis_id.in_(ids)))}
-    known = set(stored)
-    changed = {i: old.get("severity") for i, old in stored.items()
-               for d in items if d["id"] == i
-               and (old.get("severity"), old.get("status")) != (d.get("severity"), d.get("status"))}
+    changed: dict[str, str | None] = {}
+    inserts = []
+    updates = []
     for d in items:
-        values = {"kind": d["kind"], "status": d.get("status", "open"),
-                  "detected_at_step": d.get("detected_at_step"), "data": json.dumps(d),
-                  "updated_at": now}
-        if d["id"] in known:
-            conn.execute(update(diagnoses).where(diagnoses.c.run_id == run_id,
-                                                 diagnoses.c.diagnosis_id == d["id"])
-                         .values(**values))
-        else:
-            conn.execute(insert(diagnoses).values(run_id=run_id, diagnosis_id=d["id"],
-                                                  created_at=now, **values))
-            known.add(d["id"])
+        row = _DIAGNOSIS_DATA.first(conn, {"run_id": run_id, "id": d["id"]})
+        data = json.dumps(d)
+        if row is None:
+            inserts.append({"run_id": run_id, "diagnosis_id": d["id"], "kind": d["kind"],
+                            "status": d.get("status", "open"),
+                            "detected_at_step": d.get("detected_at_step"), "data": data,
+                            "created_at": now, "updated_at": now})
+            continue
+        old = json.loads(row["data"])
+        if (old.get("severity"), old.get("status")) != (d.get("severity"), d.get("status")):
+            changed[d["id"]] = old.get("severity")
+        updates.append({"run_id": run_id, "id": d["id"], "kind_": d["kind"],
+                        "status_": d.get("status", "open"),
+                        "detected_at_step_": d.get("detected_at_step"), "data_": data,
+                        "now": now})
+    if inserts:
+        _INSERT_DIAGNOSIS.executemany(conn, inserts)
+    if updates:
+        _UPDATE_DIAGNOSIS.executemany(conn, updates)
     return changed
 
 

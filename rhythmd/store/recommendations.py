@@ -98,14 +98,17 @@ def resolve_recommendation(
     ))
 
 
+_INSERT_EVENT = FastStatement(insert(events), column_keys=[
+    "run_id", "kind", "step", "wall_time", "ref_id", "payload", "processed"])
+
+
 def add_event(
     conn: Connection, run_id: str, kind: str, step: int | None, payload: dict[str, Any],
     ref_id: str | None = None,
 ) -> None:
-    conn.execute(insert(events).values(
-        run_id=run_id, kind=kind, step=step, wall_time=time.time(), ref_id=ref_id,
-        payload=json.dumps(payload), processed=False,
-    ))
+    _INSERT_EVENT.executemany(conn, [{
+        "run_id": run_id, "kind": kind, "step": step, "wall_time": time.time(), "ref_id": ref_id,
+        "payload": json.dumps(payload), "processed": False}])
 
 
 def list_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
