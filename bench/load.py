@@ -322,9 +322,10 @@ async def run_load(ports: list[int], args: argparse.Namespace, tag: str,
             rs.errors.append(f"stored {stored}, sent {rs.points_sent}, acked {rs.points_acked}")
     control.close()
     lat = [x for rs in runs for x in rs.latencies]
-    if os.environ.get("LOAD_DUMP"):
-        Path(os.environ["LOAD_DUMP"]).write_text(json.dumps(
-            [[t - t0, x] for rs in runs for t, x in zip(rs.send_times, rs.latencies)]))
+    if args.dump_latencies:  # [seconds since start, latency] per request, to find bursts
+        Path(args.dump_latencies).write_text(json.dumps(
+            [[t - t0, x] for rs in runs
+             for t, x in zip(rs.send_times, rs.latencies, strict=False)]))
     lags = [rs.diagnosis_lag for rs in runs if rs.diagnosis_lag is not None]
     points = sum(rs.points_acked for rs in runs)
     return {
@@ -447,7 +448,8 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             f"{r['points'] / r['elapsed']:,.0f}", f"{r['requests'] / r['elapsed']:,.0f}",
             f"{r['p50'] * 1e3:.1f}", f"{r['p99'] * 1e3:.1f}", f"{r['max'] * 1e3:.1f}",
             f"{r['lag_p50'] * 1e3:.1f}", f"{r['lag_max'] * 1e3:.1f}",
-            f"{r['detected']}/{r['diverging']}", f"{r['cpu']:.2f}", f"{r['driver_cpu']:.2f}", str(r["lost"]),
+            f"{r['detected']}/{r['diverging']}", f"{r['cpu']:.2f}", f"{r['driver_cpu']:.2f}",
+            str(r["lost"]),
             str(r["errors"]),
             "n/a" if same is None else (f"yes ({r['diagnoses']})" if same else "NO"),
         ])
@@ -470,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=DEFAULT_PG,
                     help="PostgreSQL URL of a user that may CREATE DATABASE")
     ap.add_argument("--short", action="store_true", help="CI smoke: 20 runs, 5 s")
+    ap.add_argument("--dump-latencies", metavar="FILE", default=None,
+                    help="write [send time, latency] of every request as JSON (last backend)")
     ap.add_argument("--max-p99-ms", type=float, default=None,
                     help="also fail when the p99 ingest latency is above this")
     args = ap.parse_args(argv)
@@ -508,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, args)
     print("\npoints/s: stored points / streaming time; p50/p99/max: ingest request latency; "
           "lag: send of the batch holding\nthe detection step -> divergence visible on "
-          "GET /diagnoses; cpu: daemon process(es), cores; driver: this process; lost: points sent - stored;\n"
+          "GET /diagnoses; cpu: daemon process(es), cores; driver: this process, cores;\n"
+          "lost: points sent - stored; "
           "same diag.: diagnoses of the 2-process run == a 1-process replay of the same batches")
     print("RESULT:", "FAIL" if failed else "OK")
     return 1 if failed else 0
