@@ -601,6 +601,8 @@ class StagnationDetector(_Stateful):
         self.open_best = math.inf
         self.slow_active = False
         self.slow_off = 0
+        self.regime_step: int | None = None  # first eval after the LR last rose by > 1.5x
+        self.regime_lr: float | None = None  # LR at the previous eval
 
     def update(self, step: int, value: float, ctx: dict[str, Any]) -> list[Signal]:
         if not math.isfinite(value):
@@ -609,6 +611,11 @@ class StagnationDetector(_Stateful):
         y = value if self.mode == "min" else -value
         ser = self.series
         ser.add(step, y)
+        lr = ctx.get("lr")
+        if isinstance(lr, float) and math.isfinite(lr) and lr > 0:
+            if self.regime_lr is not None and lr > 1.5 * self.regime_lr:
+                self.regime_step = int(step)  # a raise (or a warmup): a new progress regime
+            self.regime_lr = lr
         v3 = stats.median(ser.v[-3:])
         if v3 < self.ref_best - cfg.stag_min_gain * abs(self.ref_best) or not math.isfinite(
             self.ref_best
@@ -650,6 +657,7 @@ class StagnationDetector(_Stateful):
             "window_rel_gain": win_gain,
             "rel_noise": noise,
             "best_value": sign * ser.best_v,
+            "start_value": sign * ser.first_v,
             "flat_since_step": int(flat_since),
             "flat_for_steps": int(step - flat_since),
         }
@@ -722,6 +730,38 @@ class StagnationDetector(_Stateful):
         out.extend(self._slow(step, v3, slope, remaining, p_dec, ev))
         return out
 
+    def _steadiness(self, remaining: int) -> tuple[float, float]:
+        """(recent / earlier improvement rate, projected log gain over the remaining steps).
+
+        Over the evals of the current LR regime (since the LR last rose), on a log scale when
+        every value is positive (else relative to the median level): the Theil–Sen slope of the
+        last ``stag_window_evals`` evals (at most half of them) over that of the evals before.
+        A well-set LR bends the curve (ratio well below 1); a too-small one keeps it falling
+        at a steady rate (about 1). The projection extends the recent slope over
+        ``remaining`` steps. NaN when the earlier evals did not improve.
+        """
+        s, v = self.series.s, self.series.v
+        if self.regime_step is not None and self.regime_step <= s[-1]:
+            i0 = next(i for i, x in enumerate(s) if x >= self.regime_step)
+            s, v = s[i0:], v[i0:]
+        n = len(v)
+        w = self.cfg.stag_window_evals
+        if n < w:
+            return math.nan, math.nan
+        a = np.asarray(v, dtype=float)
+        y = np.log(a) if bool(np.all(a > 0)) else a / max(abs(stats.median(v)), 1e-12)
+        x = np.asarray(s, dtype=float)
+        h = n - min(w, n // 2)
+        # earlier rate: the average from the regime's start to the recent window (medians of
+        # three evals at both ends), so that a fast first drop counts in full
+        y0, y1 = stats.median(y[:3].tolist()), stats.median(y[h - 3 : h].tolist())
+        x0, x1 = float(np.mean(x[:3])), float(np.mean(x[h - 3 : h]))
+        early = (y1 - y0) / (x1 - x0) if x1 > x0 else math.nan
+        recent = stats.theil_sen(x[h:], y[h:], 0.90)[0]
+        if not early < 0:
+            return math.nan, math.nan
+        return recent / early, max(-recent, 0.0) * remaining
+
     def _slow(
         self, step: int, v3: float, slope: float, remaining: int, p_dec: float, ev: dict[str, Any]
     ) -> list[Signal]:
@@ -733,14 +773,17 @@ class StagnationDetector(_Stateful):
         ref = max(abs(start), 1e-12)
         proj_end = v3 + min(slope, 0.0) * remaining
         gain = (start - proj_end) / ref
-        slow = (
-            step >= cfg.slow_min_fraction * total
-            and p_dec <= cfg.stag_alpha
-            and (gain < cfg.slow_min_total_gain)
-        )
+        judged = step >= cfg.slow_min_fraction * total and p_dec <= cfg.stag_alpha
+        ratio, log_gain = self._steadiness(remaining) if judged else (math.nan, math.nan)
+        # steady: still falling at about its earlier rate (much faster means it is recovering
+        # from something else, e.g. a too-large LR now decaying)
+        steady = (cfg.slow_steady_ratio <= ratio <= cfg.slow_steady_max_ratio
+                  and log_gain >= cfg.slow_steady_log_gain)
+        slow = judged and (gain < cfg.slow_min_total_gain or steady)
         if slow and not self.slow_active:
             self.slow_active, self.slow_off = True, 0
-            e = dict(ev, projected_total_rel_gain=gain, start_value=start)
+            e = dict(ev, projected_total_rel_gain=gain, start_value=start,
+                     steady_rate_ratio=ratio, projected_log_gain_remaining=log_gain)
             return [
                 _sig(
                     "open",
@@ -776,7 +819,8 @@ class StagnationDetector(_Stateful):
             # still too slow: refresh the evidence, so a change that did not help can be
             # followed by another (the policy waits a detection window between them)
             self.slow_off = 0
-            e = dict(ev, projected_total_rel_gain=gain, start_value=start)
+            e = dict(ev, projected_total_rel_gain=gain, start_value=start,
+                     steady_rate_ratio=ratio, projected_log_gain_remaining=log_gain)
             return [
                 _sig(
                     "update",

@@ -47,6 +47,9 @@ class AnalysisConfig:
     # slow progress
     slow_min_fraction: float = 0.25  # judge only after this fraction of total_steps
     slow_min_total_gain: float = 0.25  # projected relative gain from the start by the end
+    slow_steady_ratio: float = 0.6  # ... or still falling at this fraction of its earlier rate
+    slow_steady_max_ratio: float = 3.0  # (and not this much faster: recovering, not slow)
+    slow_steady_log_gain: float = 0.4  # ... with this log gain projected over the remaining steps
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any] | None) -> AnalysisConfig:

@@ -73,6 +73,9 @@ class PolicyConfig:
     # by the end of the budget reaches this (factor = target_gain / projected gain) ...
     max_increase: float = 10.0  # ... but by at most this factor at once
     max_increases: int = 4
+    never_learned_gain: float = 0.05  # stagnation less than this fraction below the first
+    # evaluation, without a significant trend: restart from the initial weights (rollback to
+    # step -1) with the LR cut like a non-finite divergence
     start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
     # its first updates: roll back to the initial weights (to_step=-1)
     cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
@@ -218,6 +221,10 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             if not isinstance(window, (int, float)) or (
                     since is not None and ctx.step - since < window):
                 continue
+        if d.kind == "stagnation" and _never_learned(d.evidence, cfg):
+            spec = _restart(d, hist, ctx, cfg, expire)
+            out.issue.append(spec)
+            return out
         if d.kind == "stagnation":
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
             last = max((h for h in applied if h["action"] in LR_CHANGES),
@@ -268,6 +275,38 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             out.issue.append(spec)
             return out
     return out
+
+
+def _never_learned(ev: dict[str, Any], cfg: PolicyConfig) -> bool:
+    """A flat monitored loss that never got meaningfully below its first evaluation, with no
+    significant trend: the model learned nothing (dead or saturated units after a far-too-large
+    LR; a too-small LR shows as a significant slow decline, ``slow_progress``, instead)."""
+    start, best, p_dec = ev.get("start_value"), ev.get("best_value"), ev.get("mk_p_decrease")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (start, best, p_dec)) or start <= 0:  # type: ignore[operator]
+        return False
+    gained = (float(start) - float(best)) / float(start)  # type: ignore[arg-type]
+    return gained < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
+
+
+def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyConfig,
+             expire: int) -> RecommendationSpec:
+    """Restart from the initial weights with the LR cut like a non-finite divergence (it
+    counts as a rollback attempt); ``stop`` once ``max_rollbacks`` were spent."""
+    rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
+    attempt = len(rollbacks) + 1
+    if attempt > cfg.max_rollbacks or any(h["action"] == "rollback" and h["status"] == "rejected"
+                                          for h in hist):
+        return RecommendationSpec("stop", {}, f"{d.message}; the model learned nothing and "
+                                  "cannot be restarted", d.id, expire)
+    cut = cfg.nonfinite_cut ** attempt
+    warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
+    return RecommendationSpec(
+        "rollback", {"to_step": -1, "lr_factor": round(cut, 6), "warmup_steps": warm},
+        f"{d.message}; never got below its first evaluation: the model learned nothing (a "
+        f"far-too-large LR kills or saturates units); attempt {attempt}/{cfg.max_rollbacks}: "
+        f"restart from the initial weights, LR x{cut:.2g} with {warm} warmup steps",
+        d.id, expire)
 
 
 def _increase(d: Any, hist: list[dict[str, Any]], cfg: PolicyConfig, expire: int,

@@ -162,6 +162,42 @@ def test_slow_progress_on_tiny_lr() -> None:
     assert first(an, "slow_progress") is not None
 
 
+def test_slow_progress_on_a_steady_decline_that_would_still_gain_a_lot() -> None:
+    # a too-small LR on a classifier: the loss falls by a constant factor per step (log-linear),
+    # so the projected gain from the start passes the 25 % bar, but the curve never bends
+    vs, vv = _val(800, 20, lambda s: 2.3 * np.exp(-s / 700))
+    an, _ = stream({"val_loss": (vs, vv)}, cfg={"total_steps": 800})
+    d = next(d for d in an.diagnoses if d.kind == "slow_progress")
+    assert d.detected_at_step <= 300
+    assert d.evidence["projected_total_rel_gain"] > 0.25
+    assert 0.6 <= d.evidence["steady_rate_ratio"] <= 3.0
+    assert d.evidence["projected_log_gain_remaining"] >= 0.4
+
+
+def test_no_slow_progress_on_a_converging_curve() -> None:
+    # a well-set LR: a fast first drop that bends towards a floor (converged by a quarter of
+    # the budget; a curve twice as slow is borderline: steady_rate_ratio about 0.6 at 25 %)
+    vs, vv = _val(800, 20, lambda s: 0.1 + 2.2 * np.exp(-s / 40))
+    an, _ = stream({"val_loss": (vs, vv)}, cfg={"total_steps": 800})
+    assert first(an, "slow_progress") is None
+
+
+def test_steady_decline_after_a_raise_is_judged_on_the_new_regime() -> None:
+    # steady at the old LR; raised x10 at step 300 (the lr stream says so), then converging:
+    # the fast drop after the raise is not "steady" progress of the old regime
+    s = np.arange(1, 801)
+    lr = np.where(s < 300, 1e-3, 1e-2)
+    vs = s[s % 20 == 0]
+    old = 2.3 * np.exp(-vs / 700)
+    at = 2.3 * np.exp(-300 / 700)
+    new = 0.1 + (at - 0.1) * np.exp(-(vs - 300) / 40)
+    vv = np.where(vs < 300, old, new)
+    _, ev = stream({"lr": (s, lr), "val_loss": (vs, vv)}, cfg={"total_steps": 800})
+    late = [e for e in ev if e.diagnosis.kind == "slow_progress" and e.type != "closed"
+            and e.step > 400]
+    assert late == []
+
+
 def test_train_loss_is_monitored_without_val() -> None:
     s = np.arange(1, 5001)
     v = 0.5 + 1.5 * np.exp(-np.minimum(s, 1500) / 300.0)

@@ -220,3 +220,25 @@ def test_overfitting_that_survives_a_cut_stops_early():
     assert first.action == "reduce_lr" and first.params["factor"] < CFG.reduce_factor
     ctx.history = [rec("reduce_lr", "applied", 300)]
     assert decide([event("stagnation", **rising)], ctx, CFG).issue[0].action == "stop"
+
+
+def test_stagnation_at_the_starting_level_restarts_from_the_initial_weights():
+    ctx = RunContext(step=300, lr=0.5, first_lr=0.5, total_steps=800)
+    dead = event("stagnation", start_value=2.31, best_value=2.29, mk_p_decrease=0.6)
+    r = decide([dead], ctx, CFG).issue[0]
+    assert r.action == "rollback" and r.params["to_step"] == -1
+    assert r.params["lr_factor"] == CFG.nonfinite_cut
+    validate_action(r.action, r.params)
+    # a second restart cuts harder; past max_rollbacks: stop
+    ctx.history = [rec("rollback", "applied", 100, 0)]
+    assert decide([dead], ctx, CFG).issue[0].params["lr_factor"] < CFG.nonfinite_cut
+    ctx.history = [rec("rollback", "applied", 100, i) for i in range(CFG.max_rollbacks)]
+    assert decide([dead], ctx, CFG).issue[0].action == "stop"
+
+
+def test_stagnation_after_learning_or_with_a_trend_is_not_a_restart():
+    ctx = RunContext(step=300, lr=0.1, first_lr=0.1, total_steps=800)
+    learned = event("stagnation", start_value=2.3, best_value=0.4, mk_p_decrease=0.6)
+    assert decide([learned], ctx, CFG).issue[0].action == "reduce_lr"
+    creeping = event("stagnation", start_value=2.3, best_value=2.25, mk_p_decrease=0.01)
+    assert decide([creeping], ctx, CFG).issue[0].action == "reduce_lr"
