@@ -21,6 +21,11 @@ Rules, in order of precedence:
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
 - **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
+- **stagnation** that never got ``never_learned_gain`` (5 %) below the first evaluation, with
+  no significant trend (the model learned nothing: units killed or saturated by a far-too-large
+  LR; a too-small LR shows as slow progress instead): ``rollback`` to the initial weights
+  (``to_step=-1``) with the LR cut like a non-finite divergence; it counts as a rollback
+  attempt.
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
   ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
   floor; when the loss is rising while its best is flat (over-fitting), the cut is
