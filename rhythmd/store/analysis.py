@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from rhythmd.store.fast import FastStatement
 from rhythmd.store.points import F8 as _F8
@@ -54,26 +54,31 @@ def save_state(conn: Connection, run_id: str, analyzed_seq: int, state: dict[str
         _INSERT_STATE.executemany(conn, [row])
 
 
+_REPLAY_CHUNKS = FastStatement(
+    select(chunks.c.batch_seq, chunks.c.branch, series.c.name, chunks.c.steps,
+           chunks.c["values"], branches.c.start_step)
+    .join(series, series.c.series_id == chunks.c.series_id)
+    .outerjoin(branches, and_(branches.c.run_id == chunks.c.run_id,
+                              branches.c.branch == chunks.c.branch))
+    .where(chunks.c.run_id == bindparam("run_id"), chunks.c.seq_start >= bindparam("lo"),
+           chunks.c.seq_start < bindparam("hi"))
+    .order_by(chunks.c.seq_start))
+
+
 def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
                    ) -> Iterator[StoredBatch]:
-    """The batches whose points have sequence numbers in [from_seq, to_seq), in arrival order."""
-    starts = {r.branch: r.start_step for r in conn.execute(
-        select(branches.c.branch, branches.c.start_step).where(branches.c.run_id == run_id))}
-    rows = conn.execute(
-        select(chunks.c.batch_seq, chunks.c.branch, series.c.name, chunks.c.steps,
-               chunks.c["values"])
-        .join(series, series.c.series_id == chunks.c.series_id)
-        .where(chunks.c.run_id == run_id, chunks.c.seq_start >= from_seq,
-               chunks.c.seq_start < to_seq)
-        .order_by(chunks.c.seq_start))
+    """The batches whose points have sequence numbers in [from_seq, to_seq), in arrival order
+    (one query: chunks, their series names and their branches' start steps)."""
+    cursor = _REPLAY_CHUNKS.execute(conn, {"run_id": run_id, "lo": from_seq, "hi": to_seq})
+    rows = cursor.fetchall()
+    cursor.close()
     current: StoredBatch | None = None
-    for r in rows:
-        if current is None or current.seq_start != r.batch_seq:
+    for batch_seq, branch, name, steps, values, start_step in rows:
+        if current is None or current.seq_start != batch_seq:
             if current is not None:
                 yield current
-            current = StoredBatch(int(r.batch_seq), int(r.branch), starts.get(r.branch), {})
-        current.series[r.name] = (np.frombuffer(r.steps, dtype=_I8),
-                                  np.frombuffer(r[4], dtype=_F8))
+            current = StoredBatch(int(batch_seq), int(branch), start_step, {})
+        current.series[name] = (np.frombuffer(steps, dtype=_I8), np.frombuffer(values, dtype=_F8))
     if current is not None:
         yield current
 
