@@ -29,9 +29,9 @@ Rules, in order of precedence:
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
   ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
   floor; when the loss is rising while its best is flat (over-fitting), the cut is
-  ``reduce_factor ** 2`` (~0.1, as ReduceLROnPlateau). Exception: when the last LR change
-  was an ``increase_lr`` (the run was too slow) and no divergence followed, the raise was
-  not enough: raise again instead of undoing it.
+  ``reduce_factor ** 2`` (~0.1, as ReduceLROnPlateau). A stagnation after an ``increase_lr``
+  is answered the same way: the raised run reached its floor (a raise that was not enough
+  shows as slow progress again, judged on the evals since the raise).
 - **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain`` (progress
   of a too-small LR is roughly proportional to it, so this brings the projected gain to
   ``target_gain``), at least ``increase_factor`` and at most ``max_increase`` at once, at most
@@ -232,16 +232,6 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             return out
         if d.kind == "stagnation":
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
-            last = max((h for h in applied if h["action"] in LR_CHANGES),
-                       key=lambda h: h["applied_step"], default=None)
-            if last is not None and last["action"] == "increase_lr" and not any(
-                    h["action"] == "rollback" for h in hist):
-                # the run was diagnosed too slow and one raise did not restart it: cutting
-                # now would undo the fix; raise again (bounded like slow_progress)
-                spec = _increase(d, hist, cfg, expire, cfg.increase_factor)
-                if spec is not None:
-                    out.issue.append(spec)
-                return out
             if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
                 return out
             if len(cuts) >= cfg.max_reductions or (ctx.lr is not None and ctx.lr <= floor):
