@@ -389,7 +389,12 @@ class Service:
             self._recommend(conn, run, live.analyzer, events,
                             max(int(s.steps.max()) for s in batch.series))
         now = time.monotonic()
-        if (events or live.unsaved_batches >= self.SAVE_EVERY_BATCHES
+        # a diagnosis that opened or closed is saved with its state at once; refreshes of an
+        # open one ("updated", every eval while a run stays flat or slow) wait for the regular
+        # save (a restart replays the batches after the saved state, and the diagnosis rows
+        # are upserted by id, so nothing is lost either way)
+        if (any(ev.type != "updated" for ev in events)
+                or live.unsaved_batches >= self.SAVE_EVERY_BATCHES
                 or now - live.saved_at > self.SAVE_EVERY_SECONDS):
             analysis_q.save_state(conn, run_id, next_seq, live.analyzer.state_dict())
             live.saved_at, live.unsaved_batches = now, 0

@@ -33,15 +33,20 @@ def rec_to_dict(row: Any) -> dict[str, Any]:
     }
 
 
+_INSERT_RECOMMENDATION = FastStatement(insert(recommendations), column_keys=[
+    "rec_id", "run_id", "action", "params", "reason", "diagnosis_id", "author",
+    "issued_at_step", "expires_at_step", "status", "created_at", "updated_at"])
+
+
 def insert_recommendation(conn: Connection, rec: dict[str, Any]) -> None:
     now = time.time()
-    conn.execute(insert(recommendations).values(
-        rec_id=rec["id"], run_id=rec["run_id"], action=rec["action"],
-        params=json.dumps(rec["params"]), reason=rec["reason"],
-        diagnosis_id=rec.get("diagnosis_id"), author=rec["author"],
-        issued_at_step=rec.get("issued_at_step"), expires_at_step=rec.get("expires_at_step"),
-        status="pending", created_at=now, updated_at=now,
-    ))
+    _INSERT_RECOMMENDATION.executemany(conn, [{
+        "rec_id": rec["id"], "run_id": rec["run_id"], "action": rec["action"],
+        "params": json.dumps(rec["params"]), "reason": rec["reason"],
+        "diagnosis_id": rec.get("diagnosis_id"), "author": rec["author"],
+        "issued_at_step": rec.get("issued_at_step"),
+        "expires_at_step": rec.get("expires_at_step"), "status": "pending",
+        "created_at": now, "updated_at": now}])
 
 
 def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None:
@@ -50,8 +55,8 @@ def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None
 
 
 _ORDER = (recommendations.c.created_at, recommendations.c.rec_id)
-_BY_RUN = select(recommendations).where(recommendations.c.run_id == bindparam("run_id")
-                                        ).order_by(*_ORDER)
+_BY_RUN = FastStatement(select(recommendations).where(
+    recommendations.c.run_id == bindparam("run_id")).order_by(*_ORDER))
 _BY_RUN_STATUS = FastStatement(select(recommendations).where(
     recommendations.c.run_id == bindparam("run_id"),
     recommendations.c.status == bindparam("status")).order_by(*_ORDER))
@@ -59,7 +64,7 @@ _BY_RUN_STATUS = FastStatement(select(recommendations).where(
 
 def list_recommendations(conn: Connection, run_id: str, status: str | None) -> list[Any]:
     if status is None:
-        return list(conn.execute(_BY_RUN, {"run_id": run_id}).mappings())
+        return _BY_RUN.all(conn, {"run_id": run_id})
     return _BY_RUN_STATUS.all(conn, {"run_id": run_id, "status": status})
 
 

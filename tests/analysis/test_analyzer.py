@@ -79,3 +79,18 @@ def test_state_is_bounded() -> None:
     size = len(json.dumps(an.state_dict(), allow_nan=True))
     assert size < 400_000
     assert len(an.diagnoses) <= 32 + 5
+
+
+def test_diagnosis_to_dict_is_asdict_with_plain_evidence() -> None:
+    import dataclasses
+
+    from rhythmd.analysis.types import Diagnosis
+
+    d = Diagnosis(id="x", kind="stagnation", metric="val_loss", detected_at_step=5,
+                  onset_step=1, severity="high", confidence=0.5,
+                  evidence={"a": np.float64(1.5), "b": (1, 2), "c": np.arange(2)},
+                  message="m", status="closed", updated_at_step=7, closed_at_step=7)
+    want = dataclasses.asdict(d)
+    want["evidence"] = {"a": 1.5, "b": [1, 2], "c": [0, 1]}
+    assert d.to_dict() == want
+    assert type(d.to_dict()["evidence"]["a"]) is float
