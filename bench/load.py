@@ -193,6 +193,7 @@ class RunStats:
     run_id: str
     blow_step: int | None
     config: dict[str, Any]
+    val_phase: int = 0  # this run evaluates at steps s with (s + val_phase) % val_every == last
     bodies: list[bytes] = field(default_factory=list)
     send_times: list[float] = field(default_factory=list)
     batch_last_step: list[int] = field(default_factory=list)
@@ -233,7 +234,8 @@ async def stream_run(rs: RunStats, conns: list[HttpConn], t0: float, args: argpa
         next_step = due
         series: list[dict[str, Any]] = [{"name": "train_loss", "steps": steps, "values": [
             loss_value(s, rs.blow_step, rng) for s in steps]}]
-        val = [s for s in steps if s % args.val_every == args.val_every - 1]
+        val = [s for s in steps
+               if (s + rs.val_phase) % args.val_every == args.val_every - 1]
         if val:
             series.append({"name": "val_loss", "steps": val, "values": [
                 round(2.2 * math.exp(-s / 500) + 0.35, 6) for s in val]})
@@ -298,7 +300,8 @@ async def run_load(ports: list[int], args: argparse.Namespace, tag: str,
         if status not in (200, 201):
             raise RuntimeError(f"create run: {status} {data[:200]!r}")
         blow = int(0.4 * total_steps) if i % 10 == 0 else None
-        runs.append(RunStats(rid, blow, config))
+        phase = random.Random(rid).randrange(args.val_every) if args.val_phase == "random" else 0
+        runs.append(RunStats(rid, blow, config, phase))
     conns = [[HttpConn(p) for p in ports] for _ in runs]
     cpu0 = cpu_probe()
     driver0 = time.process_time()
@@ -472,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=DEFAULT_PG,
                     help="PostgreSQL URL of a user that may CREATE DATABASE")
     ap.add_argument("--short", action="store_true", help="CI smoke: 20 runs, 5 s")
+    ap.add_argument("--val-phase", choices=("random", "aligned"), default="random",
+                    help="random (default): each run validates at its own step phase, as "
+                         "independent jobs do; aligned: every run validates on the same steps "
+                         "(all 200 evaluations land in one flush interval)")
     ap.add_argument("--dump-latencies", metavar="FILE", default=None,
                     help="write [send time, latency] of every request as JSON (last backend)")
     ap.add_argument("--max-p99-ms", type=float, default=None,
@@ -489,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown backend {b!r}")
 
     print(f"rhythmd load: {args.runs} runs x {args.rate:g} train_loss points/s (+ val_loss "
-          f"every {args.val_every} steps), flush every {args.flush_ms:g} ms, "
+          f"every {args.val_every} steps, {args.val_phase} phases), flush every "
+          f"{args.flush_ms:g} ms, "
           f"{args.duration:g} s per backend; {os.cpu_count()} CPUs")
     results = []
     failed = False
