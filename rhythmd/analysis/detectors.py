@@ -735,7 +735,8 @@ class StagnationDetector(_Stateful):
 
         Over the evals of the current LR regime (since the LR last rose), on a log scale when
         every value is positive (else relative to the median level): the Theil–Sen slope of the
-        last ``stag_window_evals`` evals (at most half of them) over that of the evals before.
+        last ``stag_window_evals`` evals (at most half of them) over the average slope of the
+        evals before (from the median of the first three to that of the last three).
         A well-set LR bends the curve (ratio well below 1); a too-small one keeps it falling
         at a steady rate (about 1). The projection extends the recent slope over
         ``remaining`` steps. NaN when the earlier evals did not improve.
