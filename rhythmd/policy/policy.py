@@ -22,10 +22,11 @@ Rules, in order of precedence:
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
 - **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
 - **stagnation** that never got ``never_learned_gain`` (5 %) below the first evaluation, with
-  no significant trend (the model learned nothing: units killed or saturated by a far-too-large
-  LR; a too-small LR shows as slow progress instead): ``rollback`` to the initial weights
-  (``to_step=-1``) with the LR cut like a non-finite divergence; it counts as a rollback
-  attempt.
+  no significant trend, past a quarter of the declared budget (the model learned nothing: units
+  killed or saturated by a far-too-large LR; a too-small LR shows as slow progress instead):
+  ``rollback`` to the initial weights (``to_step=-1``) with the LR cut like a non-finite
+  divergence; it counts as a rollback attempt. Without snapshots, without a budget, or after
+  ``max_rollbacks``, the plain stagnation rule below applies.
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
   ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
   floor; when the loss is rising while its best is flat (over-fitting), the cut is
@@ -226,10 +227,11 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             if not isinstance(window, (int, float)) or (
                     since is not None and ctx.step - since < window):
                 continue
-        if d.kind == "stagnation" and _never_learned(d.evidence, cfg):
+        if d.kind == "stagnation" and _never_learned(d.evidence, ctx, cfg):
             spec = _restart(d, hist, ctx, cfg, expire)
-            out.issue.append(spec)
-            return out
+            if spec is not None:
+                out.issue.append(spec)
+                return out
         if d.kind == "stagnation":
             cuts = [h for h in applied if h["action"] == "reduce_lr"]
             if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
@@ -272,28 +274,32 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
     return out
 
 
-def _never_learned(ev: dict[str, Any], cfg: PolicyConfig) -> bool:
+def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bool:
     """A flat monitored loss that never got meaningfully below its first evaluation, with no
-    significant trend: the model learned nothing (dead or saturated units after a far-too-large
-    LR; a too-small LR shows as a significant slow decline, ``slow_progress``, instead)."""
+    significant trend, after a quarter of the declared budget: the model learned nothing (dead
+    or saturated units after a far-too-large LR; a too-small LR shows as a significant slow
+    decline, ``slow_progress``, instead). Early plateaus at the starting level that some models
+    go through, and runs without a declared budget, are left to the plain stagnation rule."""
     start, best, p_dec = ev.get("start_value"), ev.get("best_value"), ev.get("mk_p_decrease")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                for v in (start, best, p_dec)) or start <= 0:  # type: ignore[operator]
+        return False
+    if not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps:
         return False
     gained = (float(start) - float(best)) / float(start)  # type: ignore[arg-type]
     return gained < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
 
 
 def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyConfig,
-             expire: int) -> RecommendationSpec:
+             expire: int) -> RecommendationSpec | None:
     """Restart from the initial weights with the LR cut like a non-finite divergence (it
-    counts as a rollback attempt); ``stop`` once ``max_rollbacks`` were spent."""
+    counts as a rollback attempt); None (the plain stagnation rule applies) once
+    ``max_rollbacks`` were spent or when the client keeps no snapshots."""
     rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
     attempt = len(rollbacks) + 1
     if attempt > cfg.max_rollbacks or any(h["action"] == "rollback" and h["status"] == "rejected"
                                           for h in hist):
-        return RecommendationSpec("stop", {}, f"{d.message}; the model learned nothing and "
-                                  "cannot be restarted", d.id, expire)
+        return None
     cut = cfg.nonfinite_cut ** attempt
     warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
     return RecommendationSpec(

@@ -232,8 +232,15 @@ def test_stagnation_at_the_starting_level_restarts_from_the_initial_weights():
     # a second restart cuts harder; past max_rollbacks: stop
     ctx.history = [rec("rollback", "applied", 100, 0)]
     assert decide([dead], ctx, CFG).issue[0].params["lr_factor"] < CFG.nonfinite_cut
+    # attempts spent, or no snapshots: the plain stagnation rule (a cut)
     ctx.history = [rec("rollback", "applied", 100, i) for i in range(CFG.max_rollbacks)]
-    assert decide([dead], ctx, CFG).issue[0].action == "stop"
+    assert decide([dead], ctx, CFG).issue[0].action == "reduce_lr"
+    ctx.history = [rec("rollback", "rejected", None, 0)]
+    assert decide([dead], ctx, CFG).issue[0].action == "reduce_lr"
+    # before a quarter of the budget (an early plateau), or without a budget: a cut too
+    for early in (RunContext(step=150, lr=0.5, first_lr=0.5, total_steps=800),
+                  RunContext(step=300, lr=0.5, first_lr=0.5)):
+        assert decide([dead], early, CFG).issue[0].action == "reduce_lr"
 
 
 def test_stagnation_after_learning_or_with_a_trend_is_not_a_restart():
