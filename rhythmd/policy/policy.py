@@ -22,11 +22,12 @@ Rules, in order of precedence:
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
 - **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
 - **stagnation** that never got ``never_learned_gain`` (5 %) below the first evaluation, with
-  no significant trend, past a quarter of the declared budget (the model learned nothing: units
-  killed or saturated by a far-too-large LR; a too-small LR shows as slow progress instead):
+  no significant trend, past a quarter of the declared budget or after an applied rollback (the
+  model learned nothing: units killed or saturated by a far-too-large LR; a too-small LR shows
+  as slow progress instead):
   ``rollback`` to the initial weights (``to_step=-1``) with the LR cut like a non-finite
-  divergence; it counts as a rollback attempt. Without snapshots, without a budget, or after
-  ``max_rollbacks``, the plain stagnation rule below applies.
+  divergence; it counts as a rollback attempt. Without snapshots, or after ``max_rollbacks``,
+  the plain stagnation rule below applies.
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
   ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
   floor; when the loss is rising while its best is flat (over-fitting), the cut is
@@ -276,15 +277,17 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
 
 def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bool:
     """A flat monitored loss that never got meaningfully below its first evaluation, with no
-    significant trend, after a quarter of the declared budget: the model learned nothing (dead
-    or saturated units after a far-too-large LR; a too-small LR shows as a significant slow
-    decline, ``slow_progress``, instead). Early plateaus at the starting level that some models
-    go through, and runs without a declared budget, are left to the plain stagnation rule."""
+    significant trend, after a quarter of the declared budget or after a rollback: the model
+    learned nothing (dead or saturated units after a far-too-large LR; a too-small LR shows as a
+    significant slow decline, ``slow_progress``, instead). Early plateaus at the starting level
+    that some models go through before they learn are left to the plain stagnation rule, unless
+    the run already diverged (then the LR is known to be far too large)."""
     start, best, p_dec = ev.get("start_value"), ev.get("best_value"), ev.get("mk_p_decrease")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                for v in (start, best, p_dec)) or start <= 0:  # type: ignore[operator]
         return False
-    if not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps:
+    diverged = any(h["action"] == "rollback" and h["status"] == "applied" for h in ctx.history)
+    if not diverged and (not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps):
         return False
     gained = (float(start) - float(best)) / float(start)  # type: ignore[arg-type]
     return gained < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]

@@ -237,10 +237,14 @@ def test_stagnation_at_the_starting_level_restarts_from_the_initial_weights():
     assert decide([dead], ctx, CFG).issue[0].action == "reduce_lr"
     ctx.history = [rec("rollback", "rejected", None, 0)]
     assert decide([dead], ctx, CFG).issue[0].action == "reduce_lr"
-    # before a quarter of the budget (an early plateau), or without a budget: a cut too
+    # before a quarter of the budget (an early plateau), or without a budget: a cut too ...
     for early in (RunContext(step=150, lr=0.5, first_lr=0.5, total_steps=800),
                   RunContext(step=300, lr=0.5, first_lr=0.5)):
         assert decide([dead], early, CFG).issue[0].action == "reduce_lr"
+        # ... unless the run already diverged and was rolled back: the LR is far too large
+        early.history = [rec("rollback", "applied", 40, 0)]
+        again = decide([dead], early, CFG).issue[0]
+        assert again.action == "rollback" and again.params["to_step"] == -1
 
 
 def test_stagnation_after_learning_or_with_a_trend_is_not_a_restart():
