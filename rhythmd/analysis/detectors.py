@@ -731,37 +731,9 @@ class StagnationDetector(_Stateful):
         return out
 
     def _steadiness(self, remaining: int) -> tuple[float, float]:
-        """(recent / earlier improvement rate, projected log gain over the remaining steps).
-
-        Over the evals of the current LR regime (since the LR last rose), on a log scale when
-        every value is positive (else relative to the median level): the Theil–Sen slope of the
-        last ``stag_window_evals`` evals (at most half of them) over the average slope of the
-        evals before (from the median of the first three to that of the last three).
-        A well-set LR bends the curve (ratio well below 1); a too-small one keeps it falling
-        at a steady rate (about 1). The projection extends the recent slope over
-        ``remaining`` steps. NaN when the earlier evals did not improve.
-        """
-        s, v = self.series.s, self.series.v
-        if self.regime_step is not None and self.regime_step <= s[-1]:
-            i0 = next(i for i, x in enumerate(s) if x >= self.regime_step)
-            s, v = s[i0:], v[i0:]
-        n = len(v)
-        w = self.cfg.stag_window_evals
-        if n < w:
-            return math.nan, math.nan
-        a = np.asarray(v, dtype=float)
-        y = np.log(a) if bool(np.all(a > 0)) else a / max(abs(stats.median(v)), 1e-12)
-        x = np.asarray(s, dtype=float)
-        h = n - min(w, n // 2)
-        # earlier rate: the average from the regime's start to the recent window (medians of
-        # three evals at both ends), so that a fast first drop counts in full
-        y0, y1 = stats.median(y[:3].tolist()), stats.median(y[h - 3 : h].tolist())
-        x0, x1 = float(np.mean(x[:3])), float(np.mean(x[h - 3 : h]))
-        early = (y1 - y0) / (x1 - x0) if x1 > x0 else math.nan
-        recent = stats.theil_sen(x[h:], y[h:], 0.90)[0]
-        if not early < 0:
-            return math.nan, math.nan
-        return recent / early, max(-recent, 0.0) * remaining
+        """``stats.rate_steadiness`` over the evals of the current LR regime."""
+        return stats.rate_steadiness(self.series.s, self.series.v, self.regime_step,
+                                     self.cfg.stag_window_evals, remaining)
 
     def _slow(
         self, step: int, v3: float, slope: float, remaining: int, p_dec: float, ev: dict[str, Any]

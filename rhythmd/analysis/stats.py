@@ -249,6 +249,42 @@ def hf_power_share(r: np.ndarray) -> float:
     return float(np.sum(p[hf]) / tot) if tot > 0 else 0.0
 
 
+def rate_steadiness(steps: list[int], values: list[float], since_step: int | None,
+                    window: int, remaining: int) -> tuple[float, float]:
+    """(recent / earlier improvement rate, projected log gain over ``remaining`` steps) of an
+    eval series (lower is better, steps ascending).
+
+    Over the evals at or after ``since_step`` (the current LR regime: since the LR last rose;
+    all evals when None or past the last one), on a log scale when every value is positive
+    (else relative to the median level): the Theil–Sen slope of the last ``window`` evals (at
+    most half of them) over the average slope of the evals before (from the median of the
+    first three to that of the last three). A well-set LR bends the curve (ratio well below 1);
+    a too-small one keeps it falling at a steady rate (about 1). The projection extends the
+    recent slope over ``remaining`` steps. NaN when fewer than ``window`` evals, or when the
+    earlier evals did not improve.
+    """
+    s, v = steps, values
+    if since_step is not None and s and since_step <= s[-1]:
+        i0 = next(i for i, x in enumerate(s) if x >= since_step)
+        s, v = s[i0:], v[i0:]
+    n = len(v)
+    if n < window:
+        return math.nan, math.nan
+    a = np.asarray(v, dtype=float)
+    y = np.log(a) if bool(np.all(a > 0)) else a / max(abs(median(v)), 1e-12)
+    x = np.asarray(s, dtype=float)
+    h = n - min(window, n // 2)
+    # earlier rate: the average from the regime's start to the recent window (medians of three
+    # evals at both ends), so that a fast first drop counts in full
+    y0, y1 = median(y[:3].tolist()), median(y[h - 3 : h].tolist())
+    x0, x1 = float(np.mean(x[:3])), float(np.mean(x[h - 3 : h]))
+    early = (y1 - y0) / (x1 - x0) if x1 > x0 else math.nan
+    recent = theil_sen(x[h:], y[h:], 0.90)[0]
+    if not early < 0:
+        return math.nan, math.nan
+    return recent / early, max(-recent, 0.0) * remaining
+
+
 def curvature_sigma(y: np.ndarray) -> float:
     """Trend-insensitive jitter scale: robust sigma of second differences / sqrt(6).
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from rhythmd.analysis.stats import hf_power_share
+from rhythmd.analysis.stats import hf_power_share, rate_steadiness  # noqa: F401 (shared)
 
 MAD_TO_SIGMA = 1.4826
 _BIG = 1e300
