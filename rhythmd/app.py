@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   if settings.webhook_url else None)
         app.state.service = Service(
             store, analysis=settings.analysis, alerts=alerts,
-            lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds))
+            lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
+            ingest_concurrency=settings.ingest_concurrency)
         dispatcher = None
         if settings.webhook_url:
             dispatcher = WebhookDispatcher(store, settings.webhook_url,

@@ -73,3 +73,6 @@ class Settings(BaseSettings):
         False, description="Serve a non-loopback address without authentication (not advised)."
     )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")
+    ingest_concurrency: int = Field(
+        4, ge=1, description="Metrics batches one process stores at the same time; further "
+        "requests wait their turn (PostgreSQL; SQLite stores one at a time anyway).")

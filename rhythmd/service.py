@@ -36,6 +36,7 @@ from rhythmd.store import runs as runs_q
 from rhythmd.store import summary as summary_q
 from rhythmd.store import tokens as tokens_q
 from rhythmd.store.downsample import downsample_indices
+from rhythmd.store.fast import Deferred
 from rhythmd.webhooks import SEVERITY_RANK, diagnosis_message, recommendation_message, should_alert
 
 log = logging.getLogger("rhythmd.service")
@@ -85,6 +86,7 @@ class _LiveAnalyzer:
     analyzed_seq: int  # points with a smaller arrival sequence number have been fed
     saved_at: float  # time.monotonic() of the last save
     unsaved_batches: int = 0
+    was_behind: bool = False  # the last batch found batches stored by another process
 
 
 METRIC_ALIASES = {"train_loss": ("loss", "train/loss"), "val_loss": ("val/loss", "eval_loss"),
@@ -129,7 +131,7 @@ class Service:
 
     def __init__(self, store: Store, *, analysis: bool = True, cache_size: int = 4096,
                  lost_rule: runs_q.LostRule | None = None,
-                 alerts: AlertConfig | None = None) -> None:
+                 alerts: AlertConfig | None = None, ingest_concurrency: int = 4) -> None:
         self.store = store
         self.alerts = alerts
         self._tokens = TokenCache()
@@ -140,6 +142,11 @@ class Service:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.analysis_errors = 0
+        # At most this many batches are being stored at once; more requests wait their turn.
+        # With a shared database (PostgreSQL) every transaction waits on a few round trips,
+        # and dozens of threads interleaving them on the GIL cost more CPU per batch than
+        # they win in overlap; SQLite stores one batch at a time anyway.
+        self._ingest_slots = threading.BoundedSemaphore(ingest_concurrency)
 
     # runs ---------------------------------------------------------------------------------
     def create_run(
@@ -203,7 +210,8 @@ class Service:
         """Store a batch exactly once (idempotent on ``batch_id``), in one transaction under
         the run's write lock, and return the run's pending recommendations."""
         started = time.perf_counter()
-        result = self._ingest(run_id, batch)
+        with self._ingest_slots:
+            result = self._ingest(run_id, batch)
         INGEST_SECONDS.observe(time.perf_counter() - started)
         if result.duplicate:
             BATCHES.labels("duplicate").inc()
@@ -213,14 +221,24 @@ class Service:
         return result
 
     def _ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
-        with self.store.write(run_id) as conn:
-            run = self._run_row(conn, run_id)
-            if batch.batch_id is not None:
-                seen = runs_q.find_batch(conn, run_id, batch.batch_id)
+        with self.store.write(run_id, pipelined=True) as conn:
+            # The reads go out together (one round trip on PostgreSQL): the run, the batch id,
+            # the pending recommendations and, when this process's analyzer of the run was
+            # behind last time (another replica took batches), the batches it has not seen.
+            found_run = runs_q.submit_get_run(conn, run_id)
+            found_batch = (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
+                           if batch.batch_id is not None else None)
+            found_pending = recs_q.submit_pending(conn, run_id)
+            replay = self._submit_replay(conn, run_id) if self.analysis and batch.series else None
+            run = found_run.first()
+            if run is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            if found_batch is not None:
+                seen = found_batch.first()
                 if seen is not None:
                     return IngestResult(seen["n_points"], True, batch.batch_id,
                                         seen["seq_start"], seen["branch"],
-                                        self._pending(conn, run_id))
+                                        [recs_q.rec_to_dict(r) for r in found_pending.all()])
             seq_start = int(run["next_seq"])
             # Without a client id the batch cannot be retried safely; it gets a unique one
             # (a sequence-based id would repeat for batches without points).
@@ -235,10 +253,12 @@ class Service:
                 runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
             next_seq = seq_start
             health = None
+            recommended = False
             if batch.series:
                 next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch)
                 if self.analysis:
-                    health = self._analyze(conn, run, batch, seq_start, next_seq, start)
+                    health, recommended = self._analyze(conn, run, batch, seq_start, next_seq,
+                                                        start, replay)
             now = time.time()
             interval = run["interval_s"]
             if run["n_batches"]:
@@ -258,7 +278,9 @@ class Service:
             runs_q.advance_run(conn, run, next_seq=next_seq, add_points=n,
                                last_step=last_step, max_branch=max_branch, status=status,
                                interval_s=interval, health=health)
-            pending, expired = recs_q.pending_after_expiry(conn, run_id, last_step)
+            pending_rows = (recs_q.list_recommendations(conn, run_id, "pending") if recommended
+                            else found_pending.all())
+            pending, expired = recs_q.expire_stale(conn, pending_rows, last_step)
             for rec_id in expired:
                 recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
                                  {"reason": "expires_at_step passed"}, ref_id=rec_id)
@@ -314,14 +336,27 @@ class Service:
             return runs_q.list_branches(conn, run_id)
 
     # analysis -----------------------------------------------------------------------------
-    def _analyzer_for(self, conn: Any, run: Any, upto_seq: int) -> _LiveAnalyzer:
-        """The run's analyzer, fed with every point below ``upto_seq``."""
+    def _submit_replay(self, conn: Any, run_id: str) -> tuple[int, Deferred] | None:
+        """Send the replay query for a cached analyzer that was behind on the run's last batch
+        (batches alternating between replicas): (its first sequence number, the rows)."""
+        with self._cache_lock:
+            live = self._cache.get(run_id)
+        if live is None or not live.was_behind:
+            return None
+        return live.analyzed_seq, analysis_q.submit_replay(conn, run_id, live.analyzed_seq,
+                                                           analysis_q.REPLAY_TO_END)
+
+    def _analyzer_for(self, conn: Any, run: Any, upto_seq: int,
+                      replay: tuple[int, Deferred] | None = None) -> _LiveAnalyzer:
+        """The run's analyzer, fed with every point below ``upto_seq`` (``replay``: a replay
+        query already sent, used when it starts where the analyzer stands)."""
         run_id = run["run_id"]
         with self._cache_lock:
             live = self._cache.get(run_id)
             if live is not None:
                 self._cache.move_to_end(run_id)
         if live is not None and live.analyzed_seq == upto_seq:
+            live.was_behind = False
             return live
         if live is None or live.analyzed_seq > upto_seq:
             config = json.loads(run["config"]) if run["config"] else None
@@ -340,22 +375,28 @@ class Service:
                                  int(phase * self.SAVE_EVERY_BATCHES))
         if live.analyzed_seq == upto_seq:
             return live
-        for stored in analysis_q.replay_batches(conn, run_id, live.analyzed_seq, upto_seq):
+        if replay is not None and replay[0] == live.analyzed_seq:
+            batches = analysis_q.stored_batches(replay[1], upto_seq)
+        else:
+            batches = analysis_q.replay_batches(conn, run_id, live.analyzed_seq, upto_seq)
+        for stored in batches:
             live.analyzer.feed(_with_aliases(stored.series, live.analyzer.cfg), stored.branch,
                                stored.branch_start_step)
             live.unsaved_batches += 1
         live.analyzed_seq = upto_seq
+        live.was_behind = True
         return live
 
     def _analyze(self, conn: Any, run: Any, batch: MetricBatch, seq_start: int,
-                 next_seq: int, branch_start: int | None) -> str | None:
+                 next_seq: int, branch_start: int | None,
+                 replay: tuple[int, Deferred] | None) -> tuple[str | None, bool]:
         """Feed the batch to the run's analyzer and persist what changed; return the run's new
-        health when diagnoses changed. An analysis error is logged and counted; it never loses
-        the batch."""
+        health when diagnoses changed (else None), and whether the policy issued or cancelled
+        recommendations. An analysis error is logged and counted; it never loses the batch."""
         run_id = run["run_id"]
         started = time.perf_counter()
         try:
-            live = self._analyzer_for(conn, run, seq_start)
+            live = self._analyzer_for(conn, run, seq_start, replay)
             events = live.analyzer.feed(
                 _with_aliases({s.name: (s.steps, s.values) for s in batch.series},
                               live.analyzer.cfg),
@@ -366,7 +407,7 @@ class Service:
             log.exception("analysis failed; the batch is stored", extra={"run_id": run_id})
             with self._cache_lock:
                 self._cache.pop(run_id, None)
-            return None
+            return None, False
         ANALYSIS_SECONDS.observe(time.perf_counter() - started)
         live.analyzed_seq = next_seq
         live.unsaved_batches += 1
@@ -386,8 +427,10 @@ class Service:
                          extra={"run_id": run_id, "diagnosis_id": d.id, "kind": d.kind,
                                 "severity": d.severity, "step": int(ev.step)})
                 self._alert_diagnosis(conn, run, ev, changed.pop(d.id, None))
-            self._recommend(conn, run, live.analyzer, events,
-                            max(int(s.steps.max()) for s in batch.series))
+            recommended = self._recommend(conn, run, live.analyzer, events,
+                                          max(int(s.steps.max()) for s in batch.series))
+        else:
+            recommended = False
         now = time.monotonic()
         # a diagnosis that opened or closed is saved with its state at once; refreshes of an
         # open one ("updated", every eval while a run stays flat or slow) wait for the regular
@@ -404,9 +447,10 @@ class Service:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         if not events:
-            return None
+            return None, False
         open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
-        return next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy")
+        return (next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy"),
+                recommended)
 
     def _alert_diagnosis(self, conn: Any, run: Any, ev: DiagnosisEvent,
                          old_severity: str | None) -> None:
@@ -423,8 +467,9 @@ class Service:
                 diagnosis_message(run, ev.type, d.to_dict(), self.alerts.base_url)))
 
     def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
-                   events: list[DiagnosisEvent], step: int) -> None:
-        """Ask the policy what answers these diagnosis events; store its recommendations."""
+                   events: list[DiagnosisEvent], step: int) -> bool:
+        """Ask the policy what answers these diagnosis events; store its recommendations.
+        True if it issued or cancelled any."""
         run_id = run["run_id"]
         config = json.loads(run["config"]) if run["config"] else None
         sched = analyzer.sched
@@ -456,6 +501,7 @@ class Service:
                              {"action": spec.action, "params": spec.params, "author": "rhythmd",
                               "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
                              ref_id=rec["id"])
+        return bool(decision.cancel or decision.issue)
 
     def list_diagnoses(self, run_id: str, kind: str | None = None, status: str | None = None
                        ) -> list[dict[str, Any]]:
@@ -480,10 +526,6 @@ class Service:
             return [seg.to_dict() for seg in analyzer.schedule()]
 
     # recommendations ----------------------------------------------------------------------
-    def _pending(self, conn: Any, run_id: str) -> list[dict[str, Any]]:
-        return [recs_q.rec_to_dict(r) for r in recs_q.list_recommendations(conn, run_id,
-                                                                            "pending")]
-
     def create_recommendation(
         self, run_id: str, action: str, params: dict[str, Any], *, reason: str,
         author: str, expires_at_step: int | None = None, diagnosis_id: str | None = None,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, text, update
 
-from rhythmd.store.fast import FastStatement
+from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.points import F8 as _F8
 from rhythmd.store.points import I8 as _I8
 from rhythmd.store.schema import analysis_state, branches, chunks, diagnoses, series
@@ -35,24 +35,22 @@ def load_state(conn: Connection, run_id: str) -> tuple[int, dict[str, Any]] | No
     return int(row.analyzed_seq), json.loads(row.state)
 
 
-_UPDATE_STATE = FastStatement(update(analysis_state).where(
-    analysis_state.c.run_id == bindparam("run_id")).values(
-        analyzed_seq=bindparam("analyzed_seq"), state=bindparam("state"),
-        updated_at=bindparam("updated_at")))
-_INSERT_STATE = FastStatement(insert(analysis_state), column_keys=[
-    "run_id", "analyzed_seq", "state", "updated_at"])
+_SAVE_STATE = FastStatement(text(
+    "INSERT INTO analysis_state (run_id, analyzed_seq, state, updated_at) "
+    "VALUES (:run_id, :analyzed_seq, :state, :updated_at) "
+    "ON CONFLICT (run_id) DO UPDATE SET analyzed_seq = excluded.analyzed_seq, "
+    "state = excluded.state, updated_at = excluded.updated_at"))
+"""One upsert (the same SQL on SQLite >= 3.24 and PostgreSQL): no row count to wait for."""
 
 
 def save_state(conn: Connection, run_id: str, analyzed_seq: int, state: dict[str, Any]) -> None:
-    text = json.dumps(state)  # NaN/Infinity literals round-trip through Python's json
-    now = time.time()
-    row = {"run_id": run_id, "analyzed_seq": analyzed_seq, "state": text, "updated_at": now}
-    cursor = _UPDATE_STATE.execute(conn, row)
-    updated = cursor.rowcount
-    cursor.close()
-    if updated == 0:
-        _INSERT_STATE.executemany(conn, [row])
+    payload = json.dumps(state)  # NaN/Infinity literals round-trip through Python's json
+    _SAVE_STATE.executemany(conn, [{"run_id": run_id, "analyzed_seq": analyzed_seq,
+                                    "state": payload, "updated_at": time.time()}])
 
+
+REPLAY_TO_END = 2**62
+"""``to_seq`` for "every batch stored so far" (under the run's write lock: nothing is added)."""
 
 _REPLAY_CHUNKS = FastStatement(
     select(chunks.c.batch_seq, chunks.c.branch, series.c.name, chunks.c.steps,
@@ -65,20 +63,32 @@ _REPLAY_CHUNKS = FastStatement(
     .order_by(chunks.c.seq_start))
 
 
+def submit_replay(conn: Connection, run_id: str, from_seq: int, to_seq: int) -> Deferred:
+    """Send the replay query of :func:`replay_batches` now; decode its rows later with
+    :func:`stored_batches`."""
+    return _REPLAY_CHUNKS.submit(conn, {"run_id": run_id, "lo": from_seq, "hi": to_seq})
+
+
 def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
                    ) -> Iterator[StoredBatch]:
     """The batches whose points have sequence numbers in [from_seq, to_seq), in arrival order
     (one query: chunks, their series names and their branches' start steps)."""
-    cursor = _REPLAY_CHUNKS.execute(conn, {"run_id": run_id, "lo": from_seq, "hi": to_seq})
-    rows = cursor.fetchall()
-    cursor.close()
+    return stored_batches(submit_replay(conn, run_id, from_seq, to_seq), to_seq)
+
+
+def stored_batches(replay: Deferred, to_seq: int = REPLAY_TO_END) -> Iterator[StoredBatch]:
+    """Decode the rows of a replay query into batches, stopping at ``to_seq``."""
     current: StoredBatch | None = None
-    for batch_seq, branch, name, steps, values, start_step in rows:
+    for row in replay.all():
+        batch_seq = int(row["batch_seq"])
+        if batch_seq >= to_seq:
+            break
         if current is None or current.seq_start != batch_seq:
             if current is not None:
                 yield current
-            current = StoredBatch(int(batch_seq), int(branch), start_step, {})
-        current.series[name] = (np.frombuffer(steps, dtype=_I8), np.frombuffer(values, dtype=_F8))
+            current = StoredBatch(batch_seq, int(row["branch"]), row["start_step"], {})
+        current.series[row["name"]] = (np.frombuffer(row["steps"], dtype=_I8),
+                                       np.frombuffer(row["values"], dtype=_F8))
     if current is not None:
         yield current
 
@@ -106,8 +116,9 @@ def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]
     changed: dict[str, str | None] = {}
     inserts = []
     updates = []
-    for d in items:
-        row = _DIAGNOSIS_DATA.first(conn, {"run_id": run_id, "id": d["id"]})
+    stored = [_DIAGNOSIS_DATA.submit(conn, {"run_id": run_id, "id": d["id"]}) for d in items]
+    for d, found in zip(items, stored, strict=True):
+        row = found.first()
         data = json.dumps(d)
         if row is None:
             inserts.append({"run_id": run_id, "diagnosis_id": d["id"], "kind": d["kind"],

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from rhythmd.errors import ConfigurationError
+from rhythmd.store.fast import sync_pipeline_after_execute
 
 
 def is_sqlite(url: str) -> bool:
@@ -37,14 +38,18 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping (a round trip per checkout): a connection the server dropped fails
+            # its request with a 503 and invalidates the whole pool, so the next checkouts
+            # reconnect.
             pool_recycle=1800,
             connect_args={"connect_timeout": 5},
         )
+        event.listen(engine, "after_cursor_execute", sync_pipeline_after_execute)
+        return engine
     raise ConfigurationError(
         f"unsupported database {backend!r}: use sqlite:///path.db or postgresql+psycopg://…"
     )

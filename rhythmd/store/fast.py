@@ -15,11 +15,18 @@ difference.
 Only statements whose parameters and results need no type processing belong here: integers,
 floats, text and bytes (``LargeBinary``), which both drivers (sqlite3, psycopg) adapt natively.
 Everything else goes through ``Connection.execute``.
+
+On PostgreSQL a transaction can run in psycopg's pipeline mode (:func:`pipeline`): statements
+are queued and sent together, and the client waits for the server only where it needs a result.
+:meth:`FastStatement.submit` queues a read whose rows are taken later, so the reads a
+transaction needs can share one round trip. On SQLite nothing changes (``submit`` reads at
+once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection
@@ -28,12 +35,13 @@ from sqlalchemy.sql import ClauseElement
 
 
 class _Compiled:
-    __slots__ = ("fixed", "keys", "sql")
+    __slots__ = ("fixed", "keys", "names", "sql")
 
     def __init__(self, sql: str, keys: tuple[str, ...] | None, fixed: dict[str, Any]) -> None:
         self.sql = sql
         self.keys = keys  # positional parameter order; None for named (pyformat) drivers
         self.fixed = fixed  # values bound in the statement itself (``n + 1``)
+        self.names: list[str] | None = None  # result column names, from the first result
 
     def args(self, params: Mapping[str, Any]) -> Any:
         if self.fixed:
@@ -54,6 +62,91 @@ def _wrapped(conn: Connection, dbapi_conn: Any, exc: Exception, sql: str, args: 
         conn.invalidate(exc)
     return DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
                                connection_invalidated=disconnect, dialect=dialect)
+
+
+_PIPELINE_KEY = "rhythmd.pipeline"
+
+
+def _pipeline_of(conn: Connection) -> Any:
+    """The psycopg pipeline the connection is in, or None."""
+    return conn.connection.info.get(_PIPELINE_KEY)
+
+
+@contextmanager
+def pipeline(conn: Connection) -> Iterator[None]:
+    """Run the block in psycopg's pipeline mode (PostgreSQL); a no-op on other drivers.
+
+    Inside, :class:`FastStatement` writes are only queued, and a read waits just for its own
+    result; ``Connection.execute`` still works (the engine's ``after_cursor_execute`` hook,
+    :func:`sync_pipeline_after_execute`, syncs so that SQLAlchemy sees the result). An error of
+    a queued statement is raised where the next result is awaited, at the latest when the
+    block ends, wrapped as ``Connection.execute`` would wrap it.
+    """
+    dbapi_conn = conn.connection.dbapi_connection
+    if not hasattr(dbapi_conn, "pipeline") or _pipeline_of(conn) is not None:
+        yield
+        return
+    error = conn.dialect.loaded_dbapi.Error
+    info = conn.connection.info
+    try:
+        with dbapi_conn.pipeline() as queue:
+            info[_PIPELINE_KEY] = queue
+            try:
+                yield
+            except BaseException:
+                # the block failed: collect what its failure aborted, so that the error
+                # raised is the block's own (the transaction is rolled back anyway)
+                with suppress(error):
+                    queue.sync()
+                raise
+            finally:
+                info.pop(_PIPELINE_KEY, None)
+    except error as exc:
+        raise _wrapped(conn, dbapi_conn, exc, "<pipeline sync>", None) from exc
+
+
+def sync_pipeline_after_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
+                                context: Any, executemany: bool) -> None:
+    """``after_cursor_execute`` listener: inside :func:`pipeline`, wait for the statement's
+    result, so that ``Connection.execute`` (which reads ``cursor.description`` and
+    ``rowcount`` at once) works there too. Raised errors are wrapped by SQLAlchemy."""
+    queue = _pipeline_of(conn)
+    if queue is not None:
+        queue.sync()
+
+
+class Deferred:
+    """The rows of a :meth:`FastStatement.submit`: read from the server when first asked for."""
+
+    __slots__ = ("_compiled", "_conn", "_cursor", "_rows")
+
+    def __init__(self, conn: Connection, cursor: Any, compiled: _Compiled) -> None:
+        self._conn, self._cursor, self._compiled = conn, cursor, compiled
+        self._rows: list[dict[str, Any]] | None = None
+        if _pipeline_of(conn) is None:
+            self.all()  # no pipeline (SQLite): read now, the cursor is free again
+
+    def all(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = _fetch_dicts(self._conn, self._cursor, self._compiled, None)
+        return self._rows
+
+    def first(self) -> dict[str, Any] | None:
+        rows = self.all()
+        return rows[0] if rows else None
+
+
+def _fetch_dicts(conn: Connection, cursor: Any, compiled: _Compiled, limit: int | None
+                 ) -> list[dict[str, Any]]:
+    try:
+        rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+        names = compiled.names
+        if names is None:  # the same statement always has the same columns
+            names = compiled.names = [d[0] for d in cursor.description]
+        cursor.close()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, conn.connection.dbapi_connection, exc, compiled.sql, None) from exc
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 class FastStatement:
@@ -113,16 +206,14 @@ class FastStatement:
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict keyed by column name, or None."""
-        cursor = self.execute(conn, params)
-        row = cursor.fetchone()
-        names = [d[0] for d in cursor.description]
-        cursor.close()
-        return dict(zip(names, row, strict=True)) if row is not None else None
+        rows = _fetch_dicts(conn, self.execute(conn, params), self._compiled(conn), 1)
+        return rows[0] if rows else None
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every row, as dicts keyed by column name."""
-        cursor = self.execute(conn, params)
-        rows = cursor.fetchall()
-        names = [d[0] for d in cursor.description]
-        cursor.close()
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        return _fetch_dicts(conn, self.execute(conn, params), self._compiled(conn), None)
+
+    def submit(self, conn: Connection, params: Mapping[str, Any]) -> Deferred:
+        """Send the statement now and take its rows later (in a :func:`pipeline`, reads
+        submitted together share one round trip)."""
+        return Deferred(conn, self.execute(conn, params), self._compiled(conn))

@@ -69,4 +69,5 @@ _ADVISORY_LOCK = FastStatement(text("SELECT pg_advisory_xact_lock(:k)"))
 def lock_run_in_transaction(conn: Connection, run_id: str) -> None:
     """Take the cross-process run lock inside the current transaction (PostgreSQL only)."""
     if conn.dialect.name == "postgresql":
+        # in a pipeline, only queued: the statements after it run once the lock is held
         _ADVISORY_LOCK.execute(conn, {"k": advisory_key(run_id)}).close()

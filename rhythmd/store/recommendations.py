@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from rhythmd.store.fast import FastStatement
+from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.schema import events, recommendations
 
 
@@ -68,19 +68,23 @@ def list_recommendations(conn: Connection, run_id: str, status: str | None) -> l
     return _BY_RUN_STATUS.all(conn, {"run_id": run_id, "status": status})
 
 
-def pending_after_expiry(conn: Connection, run_id: str, step: int | None
-                         ) -> tuple[list[Any], list[str]]:
-    """The run's pending recommendations, after marking those whose ``expires_at_step`` <
-    ``step`` as expired; returns (pending rows, expired ids)."""
-    rows = list_recommendations(conn, run_id, "pending")
-    stale = [r["rec_id"] for r in rows if step is not None
+def submit_pending(conn: Connection, run_id: str) -> Deferred:
+    """The run's pending recommendations, sent now and read later (see ``fast.pipeline``)."""
+    return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": "pending"})
+
+
+def expire_stale(conn: Connection, pending: list[Any], step: int | None
+                 ) -> tuple[list[Any], list[str]]:
+    """Mark the ``pending`` rows whose ``expires_at_step`` < ``step`` as expired; returns
+    (the rows still pending, the expired ids)."""
+    stale = [r["rec_id"] for r in pending if step is not None
              and r["expires_at_step"] is not None and r["expires_at_step"] < step]
     if stale:
         conn.execute(update(recommendations)
                      .where(recommendations.c.rec_id.in_(stale))
                      .values(status="expired", updated_at=time.time()))
-        rows = [r for r in rows if r["rec_id"] not in stale]
-    return rows, stale
+        pending = [r for r in pending if r["rec_id"] not in stale]
+    return pending, stale
 
 
 def cancel_pending(conn: Connection, run_id: str, rec_ids: list[str], note: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
-from rhythmd.store.fast import FastStatement
+from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.schema import batches, branches, runs
 
 
@@ -135,6 +135,16 @@ def list_runs(
 def find_batch(conn: Connection, run_id: str, batch_id: str) -> dict[str, Any] | None:
     """The stored batch's row as a dict, or None."""
     return _FIND_BATCH.first(conn, {"run_id": run_id, "batch_id": batch_id})
+
+
+def submit_get_run(conn: Connection, run_id: str) -> Deferred:
+    """:func:`get_run`, sent now and read later (see ``fast.pipeline``)."""
+    return _GET_RUN.submit(conn, {"run_id": run_id})
+
+
+def submit_find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
+    """:func:`find_batch`, sent now and read later."""
+    return _FIND_BATCH.submit(conn, {"run_id": run_id, "batch_id": batch_id})
 
 
 def record_batch(

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rhythmd.errors import InvalidInputError, StoreUnavailableError
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
+from rhythmd.store.fast import pipeline
 from rhythmd.store.locks import RunLocks, lock_run_in_transaction
 from rhythmd.store.schema import init_schema
 
@@ -71,19 +72,26 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self, run_id: str | None = None) -> Iterator[Connection]:
-        """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``)."""
+    def write(self, run_id: str | None = None, *, pipelined: bool = False
+              ) -> Iterator[Connection]:
+        """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``).
+
+        ``pipelined``: on PostgreSQL, run the transaction in pipeline mode
+        (:func:`~rhythmd.store.fast.pipeline`): the lock, the ``BEGIN`` and the hot statements
+        are sent together instead of one round trip each. No effect on SQLite.
+        """
         if self.sqlite:
             with translate_db_errors(), self._sqlite_write_lock:
                 yield from self._sqlite_transaction()
             return
         guard: AbstractContextManager[object] = (
             self._run_locks.get(run_id) if run_id is not None else nullcontext())
-        with translate_db_errors(), guard, self.engine.begin() as conn:
+        # the pipeline ends (and reports what failed in it) before the commit or rollback
+        with (translate_db_errors(), guard, self.engine.connect() as conn, conn.begin(),
+              pipeline(conn) if pipelined else nullcontext()):
             if run_id is not None:
                 lock_run_in_transaction(conn, run_id)
             yield conn
-
 
     def _sqlite_transaction(self) -> Iterator[Connection]:
         """A transaction on the kept-open writing connection (the caller holds the write lock):

@@ -110,3 +110,42 @@ def test_loss_is_analysed_as_the_train_loss(client):
         assert client.post(f"/v1/runs/{rid}/metrics", json=body).status_code == 200
     got = client.get(f"/v1/runs/{rid}/diagnoses", params={"kind": "divergence"}).json()
     assert got["diagnoses"] and got["diagnoses"][0]["metric"] == "train_loss"
+
+
+def _comparable(diags: list[dict]) -> list[dict]:
+    """Diagnoses without their wall-clock fields."""
+    return [{k: v for k, v in d.items() if not k.endswith("_at")} for d in diags]
+
+
+def test_replicas_taking_turns_give_the_diagnoses_of_one(database_url):
+    """Two services on one database (two replicas: separate analyzer caches) take the batches
+    of each run in turn, as a round-robin balancer hands them out. Each one catches up on the
+    other's batches (the replay query goes out with the batch's first reads once a replica has
+    been behind), and the diagnoses, recommendations and schedule are those of one service
+    taking every batch."""
+    diverging = [_to_batch(b) for b in batches(read_curve(DIVERGING), 5)]
+    stagnating = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
+
+    def run(n_services: int, pattern: list[int] | None = None) -> list[tuple]:
+        store = Store(database_url)
+        store.open()
+        services = [Service(store) for _ in range(n_services)]
+        out = []
+        for name, curve, total in (("d", diverging, 600), ("s", stagnating, 800)):
+            rid = services[0].create_run(name, config={"total_steps": total})[0]["run_id"]
+            for i, b in enumerate(curve):
+                turn = pattern[i % len(pattern)] if pattern else i % n_services
+                services[turn].ingest(rid, b)
+            last = services[-1]
+            out.append((_comparable(last.list_diagnoses(rid)),
+                        [(r["action"], r["params"], r["issued_at_step"])
+                         for r in last.list_recommendations(rid)],
+                        last.schedule(rid)))
+        store.close()
+        return out
+
+    one = run(1)
+    assert one[0][0] and one[0][1], "expected a diagnosed and answered divergence"
+    assert one[1][0], "expected diagnoses on the stagnating run"
+    assert run(2) == one  # strict alternation: every batch finds the other's to replay
+    assert run(2, [0, 0, 1, 0, 1, 1, 1]) == one  # irregular turns: speculation right and wrong

@@ -73,3 +73,65 @@ def test_expanding_parameters_are_refused(store: Store) -> None:
     stmt = FastStatement(select(runs).where(runs.c.run_id.in_(bindparam("ids", expanding=True))))
     with store.read() as conn, pytest.raises(ValueError, match="expanding"):
         stmt.all(conn, {"ids": ["x"]})
+
+
+# pipelined transactions (psycopg's pipeline mode on PostgreSQL; plain on SQLite) -------------
+
+def test_pipelined_reads_and_writes_share_the_transaction(store: Store, rid: str) -> None:
+    with store.write(rid, pipelined=True) as conn:
+        before = _GET.submit(conn, {"rid": rid})  # sent, not yet read
+        _ADD.executemany(conn, [{"rid": rid, "add": 4}])
+        after = _GET.submit(conn, {"rid": rid})
+        missing = _GET.submit(conn, {"rid": "nope"})
+        # each read sees the statements sent before it, whenever its rows are taken
+        assert after.first() == {"run_id": rid, "n_points": 4, "n_batches": 1}
+        assert before.first() == {"run_id": rid, "n_points": 0, "n_batches": 0}
+        assert missing.first() is None and missing.all() == []
+        # Connection.execute works inside the pipeline too (the engine hook syncs it)
+        n = conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).scalar_one()
+        assert n == 4
+        conn.execute(update(runs).where(runs.c.run_id == rid).values(n_points=runs.c.n_points + 1))
+        assert _GET.first(conn, {"rid": rid})["n_points"] == 5
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).scalar_one() == 5
+
+
+def test_pipelined_error_is_wrapped_and_rolls_back(store: Store, rid: str) -> None:
+    with store.write(rid) as conn:
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b1")])
+    # the duplicate is only queued; its error surfaces at the next read (or at the end)
+    with pytest.raises(IntegrityError), store.write(rid, pipelined=True) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 100}])
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b1")])
+        _GET.first(conn, {"rid": rid})
+    with pytest.raises(IntegrityError), store.write(rid, pipelined=True) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 100}])
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b1")])
+    with store.write(rid, pipelined=True) as conn:  # nothing stayed; the pool's connection works
+        assert _GET.first(conn, {"rid": rid})["n_points"] == 0
+        _INSERT_BATCH.executemany(conn, [_batch(rid, "b2")])
+    with store.read() as conn:
+        ids = conn.execute(select(batches.c.batch_id).where(batches.c.run_id == rid)).all()
+        assert sorted(r.batch_id for r in ids) == ["b1", "b2"]
+
+
+def test_pipelined_transaction_fails_whole_on_an_application_error(store: Store, rid: str
+                                                                   ) -> None:
+    with pytest.raises(RuntimeError, match="boom"), store.write(rid, pipelined=True) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 7}])
+        raise RuntimeError("boom")
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).scalar_one() == 0
+
+
+def test_save_state_is_an_upsert(store: Store, rid: str) -> None:
+    from rhythmd.store import analysis as analysis_q
+
+    with store.write(rid, pipelined=True) as conn:
+        analysis_q.save_state(conn, rid, 10, {"a": 1.0})
+        analysis_q.save_state(conn, rid, 20, {"a": float("nan")})
+    with store.write(rid, pipelined=True) as conn:
+        analysis_q.save_state(conn, rid, 30, {"a": float("inf")})
+    with store.read() as conn:
+        seq, state = analysis_q.load_state(conn, rid)
+    assert seq == 30 and state == {"a": float("inf")}
