@@ -105,6 +105,39 @@ def pipeline(conn: Connection) -> Iterator[None]:
         raise _wrapped(conn, dbapi_conn, exc, "<pipeline sync>", None) from exc
 
 
+@contextmanager
+def pipelined_transaction(conn: Connection) -> Iterator[None]:
+    """The whole transaction in one :func:`pipeline`, its ``BEGIN`` and ``COMMIT`` included: a
+    batch then waits for the server twice (its reads, and the commit with its writes) instead
+    of also once for ``BEGIN`` (psycopg syncs after a ``BEGIN`` it sends itself in a pipeline)
+    and once more for the ``COMMIT``.
+
+    For use inside SQLAlchemy's ``conn.begin()`` before any statement ran. The driver runs in
+    autocommit mode meanwhile and this block sends ``BEGIN``/``COMMIT`` (or ``ROLLBACK`` after
+    an error), so SQLAlchemy's own commit or rollback at the end finds nothing left to do.
+    Other drivers, or a connection already inside a transaction: a plain :func:`pipeline`.
+    """
+    dbapi_conn = conn.connection.dbapi_connection
+    if not hasattr(dbapi_conn, "pipeline") or dbapi_conn.info.transaction_status.name != "IDLE":
+        with pipeline(conn):
+            yield
+        return
+    error = conn.dialect.loaded_dbapi.Error
+    dbapi_conn.autocommit = True
+    try:
+        with pipeline(conn):
+            dbapi_conn.cursor().execute("BEGIN")  # queued, as is everything up to the COMMIT
+            yield
+            dbapi_conn.cursor().execute("COMMIT")  # the end of the pipeline waits for it
+    finally:
+        # after an error the server is still in the (failed) transaction: end it
+        if not dbapi_conn.closed and dbapi_conn.info.transaction_status.name != "IDLE":
+            with suppress(error):
+                dbapi_conn.execute("ROLLBACK")
+        with suppress(error):
+            dbapi_conn.autocommit = False
+
+
 def sync_pipeline_after_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
                                 context: Any, executemany: bool) -> None:
     """``after_cursor_execute`` listener: inside :func:`pipeline`, wait for the statement's

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rhythmd.errors import InvalidInputError, StoreUnavailableError
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
-from rhythmd.store.fast import pipeline
+from rhythmd.store.fast import pipelined_transaction
 from rhythmd.store.locks import RunLocks, lock_run_in_transaction
 from rhythmd.store.schema import init_schema
 
@@ -77,8 +77,9 @@ class Store:
         """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``).
 
         ``pipelined``: on PostgreSQL, run the transaction in pipeline mode
-        (:func:`~rhythmd.store.fast.pipeline`): the lock, the ``BEGIN`` and the hot statements
-        are sent together instead of one round trip each. No effect on SQLite.
+        (:func:`~rhythmd.store.fast.pipelined_transaction`): ``BEGIN``, the lock and the hot
+        statements are sent together and the ``COMMIT`` with the writes, instead of one round
+        trip each. No effect on SQLite.
         """
         if self.sqlite:
             with translate_db_errors(), self._sqlite_write_lock:
@@ -86,9 +87,10 @@ class Store:
             return
         guard: AbstractContextManager[object] = (
             self._run_locks.get(run_id) if run_id is not None else nullcontext())
-        # the pipeline ends (and reports what failed in it) before the commit or rollback
+        # the pipeline ends (and reports what failed in it) before SQLAlchemy's commit or
+        # rollback, which then have nothing left to do
         with (translate_db_errors(), guard, self.engine.connect() as conn, conn.begin(),
-              pipeline(conn) if pipelined else nullcontext()):
+              pipelined_transaction(conn) if pipelined else nullcontext()):
             if run_id is not None:
                 lock_run_in_transaction(conn, run_id)
             yield conn

@@ -135,3 +135,31 @@ def test_save_state_is_an_upsert(store: Store, rid: str) -> None:
     with store.read() as conn:
         seq, state = analysis_q.load_state(conn, rid)
     assert seq == 30 and state == {"a": float("inf")}
+
+
+def test_pipelined_transaction_on_a_dropped_connection_is_a_503_and_the_pool_recovers(
+        store: Store, rid: str) -> None:
+    """The server drops the pooled connection between two batches (a restart, an idle
+    timeout): the next transaction fails as ``StoreUnavailableError`` (a 503 with a retry hint
+    over HTTP), and the one after it works on a new connection, with no pre-ping."""
+    if store.sqlite:
+        pytest.skip("PostgreSQL: a server that can drop a connection")
+    from sqlalchemy import create_engine, text
+
+    from rhythmd.errors import StoreUnavailableError
+
+    pid_of = FastStatement(text("SELECT pg_backend_pid() AS pid"))
+    with store.write(rid, pipelined=True) as conn:
+        pid = pid_of.first(conn, {})["pid"]
+    admin = create_engine(store.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        assert c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    admin.dispose()
+    with pytest.raises(StoreUnavailableError), store.write(rid, pipelined=True) as conn:
+        _ADD.executemany(conn, [{"rid": rid, "add": 1}])
+        _GET.first(conn, {"rid": rid})
+    with store.write(rid, pipelined=True) as conn:
+        assert _GET.first(conn, {"rid": rid})["n_points"] == 0
+        _ADD.executemany(conn, [{"rid": rid, "add": 2}])
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).scalar_one() == 2
