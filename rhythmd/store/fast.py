@@ -123,7 +123,10 @@ def pipelined_transaction(conn: Connection) -> Iterator[None]:
             yield
         return
     error = conn.dialect.loaded_dbapi.Error
-    dbapi_conn.autocommit = True
+    try:
+        dbapi_conn.autocommit = True
+    except error as exc:  # a connection the driver already knows to be broken
+        raise _wrapped(conn, dbapi_conn, exc, "<autocommit>", None) from exc
     try:
         with pipeline(conn):
             dbapi_conn.cursor().execute("BEGIN")  # queued, as is everything up to the COMMIT
