@@ -42,9 +42,9 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            # No pre-ping (a round trip per checkout): a connection the server dropped fails
-            # its request with a 503 and invalidates the whole pool, so the next checkouts
-            # reconnect.
+            # No pre-ping (a round trip per checkout): a pooled connection the server dropped
+            # (a restart) fails one request with a 503 and a retry hint, and is replaced; the
+            # client hook retries that batch.
             pool_recycle=1800,
             connect_args={"connect_timeout": 5},
         )
