@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import random
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import create_pg_database, drop_pg_database, free_port
-from bench.load import DEFAULT_PG, loss_value
+from bench.load import DEFAULT_PG, loss_value, val_loss_value
 
 # ------------------------------------------------------------------------------ the proxy
 
@@ -86,7 +85,7 @@ def _batch(run: int, b: int, blow: int | None, phase: int, rng: random.Random) -
     val = [s for s in steps if (s + phase) % 100 == 99]
     if val:
         series.append({"name": "val_loss", "steps": val,
-                       "values": [2.2 * math.exp(-s / 500) + 0.35 for s in val]})
+                       "values": [val_loss_value(s) for s in val]})
     return parse_metric_batch({"batch_id": f"b{b}", "series": series})
 
 
