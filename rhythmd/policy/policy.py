@@ -17,7 +17,10 @@ Rules, in order of precedence:
   falls back to ``warmup`` with the same cut as its peak. A divergence that starts within the
   first ``start_damage_steps`` steps rolls back to ``to_step=-1``, the initial weights the
   client keeps: the first updates broke the model, and every later snapshot holds the damage.
-  After ``max_rollbacks`` attempts the run is told to ``stop``.
+  A divergence that begins within ``cooldown + warmup`` steps after the state restored by the
+  previous rollback (a relapse) rolls back to before that state: it was already damaged, and
+  the same snapshot with a smaller LR fails again. After ``max_rollbacks`` attempts the run is
+  told to ``stop``.
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
   ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
 - **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
@@ -119,8 +122,9 @@ class RunContext:
     total_steps: int | None = None  # planned budget, if the run declared it
     in_warmup: bool = False
     warmup_end_step: int | None = None
+    branch_start_step: int | None = None  # first step of the branch the last rollback began
     history: list[dict[str, Any]] = field(default_factory=list)
-    """Every recommendation issued so far, oldest first: ``action``, ``status``,
+    """Every recommendation issued so far, oldest first: ``action``, ``params``, ``status``,
     ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``."""
 
 
@@ -163,7 +167,9 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                       default=None)
     cooling = last_change is not None and ctx.step - last_change < cooldown
 
-    divergence = next((e for e in triggers if e.diagnosis.kind == "divergence"), None)
+    # the latest state of the divergence in this batch: a blow-up opened and turned
+    # non-finite between two flushes must be answered as non-finite (a far-too-large LR)
+    divergence = next((e for e in reversed(triggers) if e.diagnosis.kind == "divergence"), None)
     if divergence is not None:
         if any(h["action"] in ("rollback", "stop") for h in pending):
             return out
@@ -192,6 +198,14 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
         no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected"
                            for h in hist)
         where = " during or right after warmup" if near_warmup else ""
+        restored = _relapse(rollbacks, ctx.branch_start_step, d.onset_step, cooldown + warm)
+        if restored is not None and to_step >= restored:
+            # diverged again right after resuming from the state restored at step ``restored``:
+            # that state was already damaged (a divergence shows some steps after it began), so
+            # a smaller LR from the same snapshot fails again; go one snapshot further back
+            to_step = restored - 1 if restored - 1 > cfg.start_damage_steps else -1
+            where += (f", {d.onset_step - restored} steps after resuming from the state of "
+                      f"step {restored}")
         if no_snapshots:
             out.issue.append(RecommendationSpec(
                 "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),
@@ -203,7 +217,7 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                 "rollback", {"to_step": to_step, "lr_factor": round(cut, 6),
                              "warmup_steps": warm},
                 f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks}: roll back "
-                + ("to the initial weights" if to_step < 0 else f"before step {d.onset_step}")
+                + ("to the initial weights" if to_step < 0 else f"before step {to_step + 1}")
                 + f", LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
         return out
 
@@ -273,6 +287,18 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             out.issue.append(spec)
             return out
     return out
+
+
+def _relapse(rollbacks: list[dict[str, Any]], branch_start: int | None, onset: int,
+             window: int) -> int | None:
+    """The step of the state the last rollback restored (the current branch resumed after it)
+    when a divergence with this ``onset`` began within ``window`` steps of resuming (a
+    relapse); None otherwise, or when that state was the initial weights."""
+    if branch_start is None or branch_start < 1:
+        return None
+    if not any(h["action"] == "rollback" and h["status"] == "applied" for h in rollbacks):
+        return None
+    return branch_start - 1 if onset <= branch_start + window else None
 
 
 def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bool:

@@ -94,3 +94,14 @@ def test_diagnosis_to_dict_is_asdict_with_plain_evidence() -> None:
     want["evidence"] = {"a": 1.5, "b": [1, 2], "c": [0, 1]}
     assert d.to_dict() == want
     assert type(d.to_dict()["evidence"]["a"]) is float
+
+
+def test_the_branch_start_is_kept_and_survives_the_state() -> None:
+    an = RunAnalyzer(AnalysisConfig(total_steps=400))
+    s = np.arange(100)
+    an.feed({"train_loss": (s, np.full(100, 1.0))})
+    assert an.branch_start is None
+    an.feed({"train_loss": (s[61:80], np.full(19, 1.0))}, branch=1, branch_start_step=61)
+    again = RunAnalyzer()
+    again.load_state_dict(json.loads(json.dumps(an.state_dict())))
+    assert an.branch_start == again.branch_start == 61

@@ -253,3 +253,35 @@ def test_stagnation_after_learning_or_with_a_trend_is_not_a_restart():
     assert decide([learned], ctx, CFG).issue[0].action == "reduce_lr"
     creeping = event("stagnation", start_value=2.3, best_value=2.25, mk_p_decrease=0.01)
     assert decide([creeping], ctx, CFG).issue[0].action == "reduce_lr"
+
+
+def test_a_blow_up_that_turned_non_finite_in_the_same_batch_gets_the_non_finite_cut():
+    # opened as a finite blow-up at step 11, non-finite at step 23, both in one flush: the
+    # answer must be the one for a non-finite loss (a far-too-large LR), not the gentler cut
+    opened = event("divergence", step=11, onset=11, severity="warning", test="above_start")
+    turned = event("divergence", step=23, onset=11, severity="critical", type_="updated",
+                   test="nonfinite")
+    r = decide([opened, turned], RunContext(step=79, total_steps=400), CFG).issue[0]
+    assert r.action == "rollback" and r.params["lr_factor"] == CFG.nonfinite_cut
+    assert decide([opened], RunContext(step=79, total_steps=400), CFG).issue[0] \
+        .params["lr_factor"] == CFG.rollback_cut
+
+
+def test_a_relapse_right_after_a_rollback_rolls_back_before_the_restored_state():
+    # the last rollback restored the state of step 60 (the branch resumed at 61); the run
+    # blew up again at once: that state was already damaged, go one snapshot further back
+    history = [{**rec("rollback", "applied", 140, 0), "params": {"to_step": 60}}]
+    ctx = RunContext(step=110, total_steps=400, branch_start_step=61, history=history)
+    r = decide([event("divergence", step=100, onset=63)], ctx, CFG).issue[0]
+    assert r.action == "rollback" and r.params["to_step"] == 59
+    assert "after resuming from the state of step 60" in r.reason
+    # long after resuming: an ordinary divergence, rolled back to just before its onset
+    later = decide([event("divergence", step=300, onset=290)],
+                   RunContext(step=300, total_steps=400, branch_start_step=61,
+                              history=history), CFG).issue[0]
+    assert later.params["to_step"] == 289
+    # a relapse after a restart from the initial weights has nothing earlier to go to
+    again = decide([event("divergence", step=30, onset=3)],
+                   RunContext(step=30, total_steps=400, branch_start_step=0,
+                              history=history), CFG).issue[0]
+    assert again.params["to_step"] == -1

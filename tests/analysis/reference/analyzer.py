@@ -30,6 +30,7 @@ class RunAnalyzer:
         self.cfg = cfg or AnalysisConfig()
         c = self.cfg
         self.branch = 0
+        self.branch_start: int | None = None
         self.last_step: dict[str, int] = {}
         self.sched = ScheduleTracker()
         self.div = DivergenceDetector(c, c.train_metric)
@@ -81,6 +82,7 @@ class RunAnalyzer:
                 start = min((int(st.min()) for _, st, _ in cols), default=None)
             self.branch = int(branch)
             if start is not None:
+                self.branch_start = int(start)
                 self._rollback(int(start))
         pts: list[tuple[int, int, str, float]] = []
         for role, st, va in cols:
@@ -262,6 +264,7 @@ class RunAnalyzer:
             "version": STATE_VERSION,
             "cfg": self.cfg.to_dict(),
             "branch": self.branch,
+            "branch_start": self.branch_start,
             "last_step": dict(self.last_step),
             "sched": self.sched.state_dict(),
             "div": self.div.state_dict(),
@@ -293,6 +296,8 @@ class RunAnalyzer:
         self.cfg = AnalysisConfig.from_dict(d["cfg"])
         c = self.cfg
         self.branch = int(d["branch"])
+        bs = d.get("branch_start")
+        self.branch_start = int(bs) if bs is not None else None
         self.last_step = {k: int(v) for k, v in d["last_step"].items()}
         self.sched = ScheduleTracker()
         self.sched.load_state_dict(d["sched"])
