@@ -149,3 +149,47 @@ def test_replicas_taking_turns_give_the_diagnoses_of_one(database_url):
     assert one[1][0], "expected diagnoses on the stagnating run"
     assert run(2) == one  # strict alternation: every batch finds the other's to replay
     assert run(2, [0, 0, 1, 0, 1, 1, 1]) == one  # irregular turns: speculation right and wrong
+
+
+def test_a_relapse_after_a_rollback_goes_back_before_the_restored_state(client):
+    # a run blows up at step 120, is rolled back (the client restores its snapshot of step
+    # 100 and resumes at 101 on branch 1) and blows up again right away: the restored state
+    # was already damaged, so the second rollback must target an earlier snapshot
+    rid = client.post("/v1/runs", json={"name": "relapse",
+                                        "config": {"total_steps": 1000}}).json()["run_id"]
+
+    def send(lo: int, hi: int, loss, branch: int = 0, start: int | None = None) -> dict:
+        steps = list(range(lo, hi))
+        body = {"batch_id": f"b{branch}-{lo}", "branch": branch, "series": [
+            {"name": "train_loss", "steps": steps, "values": [loss(s) for s in steps]},
+            {"name": "lr", "steps": steps, "values": [0.1] * len(steps)}]}
+        if start is not None:
+            body["branch_start_step"] = start
+        r = client.post(f"/v1/runs/{rid}/metrics", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def healthy(s: int) -> float:
+        return 2.0 * math.exp(-s / 40) + 0.5 + 0.02 * math.sin(s)
+
+    for lo in range(0, 120, 10):
+        send(lo, lo + 10, healthy)
+    for lo in range(120, 200, 10):
+        recs = send(lo, lo + 10, lambda s: healthy(s) * 1.15 ** (s - 119))["recommendations"]
+        if recs:
+            break
+    first = recs[0]
+    assert first["action"] == "rollback" and first["params"]["to_step"] >= 100
+    ack = {"status": "applied", "step": lo + 9, "lr_before": [0.1],
+           "lr_after": [0.1 * first["params"]["lr_factor"]]}
+    assert client.post(f"/v1/runs/{rid}/recommendations/{first['id']}/ack",
+                       json=ack).status_code == 200
+    for lo2 in range(101, 200, 10):
+        recs = send(lo2, lo2 + 10, lambda s: healthy(s) * 1.15 ** (s - 100), branch=1,
+                    start=101 if lo2 == 101 else None)["recommendations"]
+        if recs:
+            break
+    second = recs[0]
+    assert second["action"] == "rollback" and second["id"] != first["id"]
+    assert second["params"]["to_step"] < 100, second
+    assert "after resuming from the state of step 100" in second["reason"]
