@@ -482,7 +482,7 @@ class Service:
             in_warmup=bool(sched.in_warmup()),
             warmup_end_step=sched.warmup_end_step,
             branch_start_step=analyzer.branch_start,
-            history=[{k: h[k] for k in ("id", "action", "params", "status", "issued_at_step",
+            history=[{k: h[k] for k in ("id", "action", "status", "issued_at_step",
                                         "applied_step", "note", "diagnosis_id")}
                      for h in history],
         )

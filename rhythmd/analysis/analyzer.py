@@ -31,7 +31,8 @@ class RunAnalyzer:
         self.cfg = cfg or AnalysisConfig()
         c = self.cfg
         self.branch = 0
-        self.branch_start: int | None = None  # first step of the current branch (if > 0)
+        self.branch_start: int | None = None  # first step of the current branch (after a
+        # rollback; None on branch 0)
         self.last_step: dict[str, int] = {}
         self.sched = ScheduleTracker()
         self.div = DivergenceDetector(c, c.train_metric)

@@ -124,7 +124,7 @@ class RunContext:
     warmup_end_step: int | None = None
     branch_start_step: int | None = None  # first step of the branch the last rollback began
     history: list[dict[str, Any]] = field(default_factory=list)
-    """Every recommendation issued so far, oldest first: ``action``, ``params``, ``status``,
+    """Every recommendation issued so far, oldest first: ``action``, ``status``,
     ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``."""
 
 
@@ -204,8 +204,7 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
             # that state was already damaged (a divergence shows some steps after it began), so
             # a smaller LR from the same snapshot fails again; go one snapshot further back
             to_step = restored - 1 if restored - 1 > cfg.start_damage_steps else -1
-            where += (f", {d.onset_step - restored} steps after resuming from the state of "
-                      f"step {restored}")
+            where += f", right after resuming from the state of step {restored}"
         if no_snapshots:
             out.issue.append(RecommendationSpec(
                 "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),

@@ -270,7 +270,7 @@ def test_a_blow_up_that_turned_non_finite_in_the_same_batch_gets_the_non_finite_
 def test_a_relapse_right_after_a_rollback_rolls_back_before_the_restored_state():
     # the last rollback restored the state of step 60 (the branch resumed at 61); the run
     # blew up again at once: that state was already damaged, go one snapshot further back
-    history = [{**rec("rollback", "applied", 140, 0), "params": {"to_step": 60}}]
+    history = [rec("rollback", "applied", 140, 0)]
     ctx = RunContext(step=110, total_steps=400, branch_start_step=61, history=history)
     r = decide([event("divergence", step=100, onset=63)], ctx, CFG).issue[0]
     assert r.action == "rollback" and r.params["to_step"] == 59
