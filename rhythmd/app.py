@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store, analysis=settings.analysis, alerts=alerts,
             lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
             ingest_concurrency=settings.ingest_concurrency)
+        # batches being stored at once from HTTP requests (bound to this event loop)
+        app.state.ingest_gate = asyncio.Semaphore(settings.ingest_concurrency)
         dispatcher = None
         if settings.webhook_url:
             dispatcher = WebhookDispatcher(store, settings.webhook_url,
