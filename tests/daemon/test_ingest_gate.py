@@ -1,5 +1,6 @@
-"""On PostgreSQL at most ``ingest_concurrency`` batches per process are stored at once; the
-other requests wait on the event loop, not in worker threads."""
+"""On PostgreSQL the ingest route lets at most ``ingest_concurrency`` requests per process
+into the thread pool at once (the service's own slots are bypassed here: the route's gate alone
+must hold the line); the others wait on the event loop."""
 
 from __future__ import annotations
 
