@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from rhythmd import __version__
 from rhythmd.api import analysis, metrics, recommendations, runs, timeline, tokens
 from rhythmd.api.deps import ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
+from rhythmd.api.group_commit import GroupCommitter
 from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
 from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
@@ -70,8 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store, analysis=settings.analysis, alerts=alerts,
             lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
             ingest_concurrency=settings.ingest_concurrency)
-        # batches being stored at once from HTTP requests (bound to this event loop)
-        app.state.ingest_gate = asyncio.Semaphore(settings.ingest_concurrency)
+        # PostgreSQL: batches from HTTP requests stored in groups (bound to this event loop)
+        app.state.group_committer = GroupCommitter(
+            app.state.service, concurrency=settings.ingest_concurrency,
+            max_group=settings.ingest_group_max)
         dispatcher = None
         if settings.webhook_url:
             dispatcher = WebhookDispatcher(store, settings.webhook_url,

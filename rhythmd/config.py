@@ -74,5 +74,9 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")
     ingest_concurrency: int = Field(
-        4, ge=1, description="Metrics batches one process stores at the same time; further "
-        "requests wait their turn (PostgreSQL; SQLite stores one at a time anyway).")
+        1, ge=1, description="PostgreSQL: ingest transactions one process runs at the same "
+        "time; the batches that arrive meanwhile wait and are then stored together (group "
+        "commit). SQLite stores one batch at a time anyway.")
+    ingest_group_max: int = Field(
+        32, ge=1, description="PostgreSQL: batches of distinct runs that waited meanwhile are "
+        "stored together, at most this many per transaction (group commit).")

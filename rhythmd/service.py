@@ -14,6 +14,7 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +79,18 @@ class AlertConfig:
 
     min_severity: str = "warning"
     base_url: str | None = None  # link to the run's page in the message
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchReads:
+    """The reads of one batch's transaction, sent together and read when needed."""
+
+    run: Deferred
+    batch: Deferred | None
+    pending: Deferred
+    replay: tuple[int, Deferred] | None
+    series_ids: Deferred | None = None
+    cold_start: tuple[Deferred, Deferred] | None = None  # saved state, replay after it
 
 
 @dataclass(slots=True)
@@ -212,80 +225,151 @@ class Service:
         started = time.perf_counter()
         with self._ingest_slots:
             result = self._ingest(run_id, batch)
-        INGEST_SECONDS.observe(time.perf_counter() - started)
+        self._count(result, time.perf_counter() - started)
+        return result
+
+    def ingest_many(self, items: Sequence[tuple[str, MetricBatch]]
+                    ) -> list[IngestResult | Exception]:
+        """Store the batches of several runs in one transaction (group commit); one result,
+        or the error that batch alone would have raised, per item, in order.
+
+        Each batch is stored and analysed exactly as by :meth:`ingest`; only the transaction
+        (and its ``BEGIN``, locks, commit and round trips) is shared. The runs must be
+        distinct. A batch that fails before it writes (an unknown run) fails alone; any
+        other error rolls the group back and each batch is then stored on its own, so one
+        bad batch never costs the others theirs.
+        """
+        if len({run_id for run_id, _ in items}) != len(items):
+            raise ValueError("ingest_many: one batch per run")
+        if len(items) == 1:
+            try:
+                return [self.ingest(*items[0])]
+            except Exception as exc:  # handed to the caller of this item
+                return [exc]
+        started = time.perf_counter()
+        out: list[IngestResult | Exception]
+        try:
+            with self._ingest_slots, self.store.write_many([r for r, _ in items]) as conn:
+                reads = [self._submit_reads(conn, run_id, batch) for run_id, batch in items]
+                out = []
+                for (run_id, batch), found in zip(items, reads, strict=True):
+                    try:
+                        out.append(self._store_batch(conn, run_id, batch, found))
+                    except NotFoundError as exc:  # raised before the batch wrote anything
+                        out.append(exc)
+        except Exception:
+            log.debug("group commit of %d batches failed; storing them one by one",
+                      len(items), exc_info=True)
+            out = []
+            for run_id, batch in items:
+                try:
+                    out.append(self.ingest(run_id, batch))
+                except Exception as exc:  # handed to the caller of this item
+                    out.append(exc)
+            return out
+        elapsed = (time.perf_counter() - started) / len(items)
+        for result in out:
+            if isinstance(result, IngestResult):
+                self._count(result, elapsed)
+        return out
+
+    def _count(self, result: IngestResult, seconds: float) -> None:
+        INGEST_SECONDS.observe(seconds)
         if result.duplicate:
             BATCHES.labels("duplicate").inc()
         else:
             BATCHES.labels("stored").inc()
             POINTS.inc(result.accepted)
-        return result
 
     def _ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
         with self.store.write(run_id, pipelined=True) as conn:
-            # The reads go out together (one round trip on PostgreSQL): the run, the batch id,
-            # the pending recommendations and, when this process's analyzer of the run was
-            # behind last time (another replica took batches), the batches it has not seen.
-            found_run = runs_q.submit_get_run(conn, run_id)
-            found_batch = (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
-                           if batch.batch_id is not None else None)
-            found_pending = recs_q.submit_pending(conn, run_id)
-            replay = self._submit_replay(conn, run_id) if self.analysis and batch.series else None
-            run = found_run.first()
-            if run is None:
-                raise NotFoundError(f"run {run_id!r} not found")
-            if found_batch is not None:
-                seen = found_batch.first()
-                if seen is not None:
-                    return IngestResult(seen["n_points"], True, batch.batch_id,
-                                        seen["seq_start"], seen["branch"],
-                                        [recs_q.rec_to_dict(r) for r in found_pending.all()])
-            seq_start = int(run["next_seq"])
-            # Without a client id the batch cannot be retried safely; it gets a unique one
-            # (a sequence-based id would repeat for batches without points).
-            batch_id = batch.batch_id or f"srv-{uuid.uuid4().hex}"
-            branch = batch.branch
-            n = batch.n_points
-            start = None
-            if branch != 0 or batch.branch_start_step is not None:
-                start = batch.branch_start_step
-                if start is None and batch.series:
-                    start = min(int(s.steps.min()) for s in batch.series)
-                runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
-            next_seq = seq_start
-            health = None
-            recommended = False
-            if batch.series:
-                next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch)
-                if self.analysis:
-                    health, recommended = self._analyze(conn, run, batch, seq_start, next_seq,
-                                                        start, replay)
-            now = time.time()
-            interval = run["interval_s"]
-            if run["n_batches"]:
-                gap = min(max(now - float(run["updated_at"]), 0.0), 3600.0)
-                interval = gap if interval is None else 0.8 * float(interval) + 0.2 * gap
-                if self.lost_rule.is_lost(run, now):
-                    recs_q.add_event(conn, run_id, "run_resumed", None,
-                                     {"silent_s": round(now - float(run["updated_at"]), 3)})
-            runs_q.record_batch(conn, run_id, batch_id, seq_start, n, branch)
-            max_branch = max(int(run["max_branch"]), branch)
-            last_step = None
-            if batch.series and branch >= int(run["max_branch"]):
-                last_step = max(int(s.steps.max()) for s in batch.series)
-                if branch == int(run["max_branch"]) and run["last_step"] is not None:
-                    last_step = max(last_step, int(run["last_step"]))
-            status = "running" if run["status"] != "running" and n else None
-            runs_q.advance_run(conn, run, next_seq=next_seq, add_points=n,
-                               last_step=last_step, max_branch=max_branch, status=status,
-                               interval_s=interval, health=health)
-            pending_rows = (recs_q.list_recommendations(conn, run_id, "pending") if recommended
-                            else found_pending.all())
-            pending, expired = recs_q.expire_stale(conn, pending_rows, last_step)
-            for rec_id in expired:
-                recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
-                                 {"reason": "expires_at_step passed"}, ref_id=rec_id)
-            return IngestResult(n, False, batch_id, seq_start, branch,
-                                [recs_q.rec_to_dict(r) for r in pending])
+            return self._store_batch(conn, run_id, batch,
+                                     self._submit_reads(conn, run_id, batch))
+
+    def _submit_reads(self, conn: Any, run_id: str, batch: MetricBatch) -> _BatchReads:
+        """Send the reads a batch needs (they go out together: one round trip on PostgreSQL):
+        the run, the batch id, the pending recommendations; when this process's analyzer of
+        the run was behind last time (another replica took batches), the batches it has not
+        seen; when it has no analyzer of the run yet, the saved state and the batches after
+        it; and the run's series ids when some of the batch's are not cached."""
+        analyse = self.analysis and bool(batch.series)
+        with self._cache_lock:
+            cached = self._cache.get(run_id) is not None
+        cold = None
+        if analyse and not cached:
+            cold = (analysis_q.submit_load_state(conn, run_id),
+                    analysis_q.submit_replay_after_saved_state(conn, run_id))
+        return _BatchReads(
+            runs_q.submit_get_run(conn, run_id),
+            (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
+             if batch.batch_id is not None else None),
+            recs_q.submit_pending(conn, run_id),
+            self._submit_replay(conn, run_id) if analyse and cached else None,
+            points_q.submit_series_ids(conn, run_id, batch.series) if batch.series else None,
+            cold)
+
+    def _store_batch(self, conn: Any, run_id: str, batch: MetricBatch, reads: _BatchReads
+                     ) -> IngestResult:
+        """The batch's writes and analysis, in the caller's transaction under the run's lock.
+        Raises :class:`NotFoundError` before writing anything when the run does not exist."""
+        found_batch, found_pending, replay = reads.batch, reads.pending, reads.replay
+        run = reads.run.first()
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        if found_batch is not None:
+            seen = found_batch.first()
+            if seen is not None:
+                return IngestResult(seen["n_points"], True, batch.batch_id,
+                                    seen["seq_start"], seen["branch"],
+                                    [recs_q.rec_to_dict(r) for r in found_pending.all()])
+        seq_start = int(run["next_seq"])
+        # Without a client id the batch cannot be retried safely; it gets a unique one
+        # (a sequence-based id would repeat for batches without points).
+        batch_id = batch.batch_id or f"srv-{uuid.uuid4().hex}"
+        branch = batch.branch
+        n = batch.n_points
+        start = None
+        if branch != 0 or batch.branch_start_step is not None:
+            start = batch.branch_start_step
+            if start is None and batch.series:
+                start = min(int(s.steps.min()) for s in batch.series)
+            runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
+        next_seq = seq_start
+        health = None
+        recommended = False
+        if batch.series:
+            next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch,
+                                             reads.series_ids)
+            if self.analysis:
+                health, recommended = self._analyze(conn, run, batch, seq_start, next_seq,
+                                                    start, replay, reads.cold_start)
+        now = time.time()
+        interval = run["interval_s"]
+        if run["n_batches"]:
+            gap = min(max(now - float(run["updated_at"]), 0.0), 3600.0)
+            interval = gap if interval is None else 0.8 * float(interval) + 0.2 * gap
+            if self.lost_rule.is_lost(run, now):
+                recs_q.add_event(conn, run_id, "run_resumed", None,
+                                 {"silent_s": round(now - float(run["updated_at"]), 3)})
+        runs_q.record_batch(conn, run_id, batch_id, seq_start, n, branch)
+        max_branch = max(int(run["max_branch"]), branch)
+        last_step = None
+        if batch.series and branch >= int(run["max_branch"]):
+            last_step = max(int(s.steps.max()) for s in batch.series)
+            if branch == int(run["max_branch"]) and run["last_step"] is not None:
+                last_step = max(last_step, int(run["last_step"]))
+        status = "running" if run["status"] != "running" and n else None
+        runs_q.advance_run(conn, run, next_seq=next_seq, add_points=n,
+                           last_step=last_step, max_branch=max_branch, status=status,
+                           interval_s=interval, health=health)
+        pending_rows = (recs_q.list_recommendations(conn, run_id, "pending") if recommended
+                        else found_pending.all())
+        pending, expired = recs_q.expire_stale(conn, pending_rows, last_step)
+        for rec_id in expired:
+            recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
+                             {"reason": "expires_at_step passed"}, ref_id=rec_id)
+        return IngestResult(n, False, batch_id, seq_start, branch,
+                            [recs_q.rec_to_dict(r) for r in pending])
 
     def list_metrics(self, run_id: str) -> list[dict[str, Any]]:
         with self.store.read() as conn:
@@ -347,9 +431,11 @@ class Service:
                                                            analysis_q.REPLAY_TO_END)
 
     def _analyzer_for(self, conn: Any, run: Any, upto_seq: int,
-                      replay: tuple[int, Deferred] | None = None) -> _LiveAnalyzer:
+                      replay: tuple[int, Deferred] | None = None,
+                      cold_start: tuple[Deferred, Deferred] | None = None) -> _LiveAnalyzer:
         """The run's analyzer, fed with every point below ``upto_seq`` (``replay``: a replay
-        query already sent, used when it starts where the analyzer stands)."""
+        query already sent, used when it starts where the analyzer stands; ``cold_start``:
+        the saved state and the replay after it, already sent, for a new analyzer)."""
         run_id = run["run_id"]
         with self._cache_lock:
             live = self._cache.get(run_id)
@@ -362,7 +448,11 @@ class Service:
             config = json.loads(run["config"]) if run["config"] else None
             analyzer = RunAnalyzer(AnalysisConfig.from_run_config(config))
             # a run without points yet (its first batch) has no saved state and nothing to replay
-            saved = analysis_q.load_state(conn, run_id) if upto_seq > 0 else None
+            if cold_start is not None:
+                saved = analysis_q.saved_state(cold_start[0])
+                replay = (saved[0] if saved is not None else 0, cold_start[1])
+            else:
+                saved = analysis_q.load_state(conn, run_id) if upto_seq > 0 else None
             analyzed = 0
             if saved is not None and saved[0] <= upto_seq:
                 analyzer.load_state_dict(saved[1])
@@ -389,14 +479,16 @@ class Service:
 
     def _analyze(self, conn: Any, run: Any, batch: MetricBatch, seq_start: int,
                  next_seq: int, branch_start: int | None,
-                 replay: tuple[int, Deferred] | None) -> tuple[str | None, bool]:
+                 replay: tuple[int, Deferred] | None,
+                 cold_start: tuple[Deferred, Deferred] | None = None
+                 ) -> tuple[str | None, bool]:
         """Feed the batch to the run's analyzer and persist what changed; return the run's new
         health when diagnoses changed (else None), and whether the policy issued or cancelled
         recommendations. An analysis error is logged and counted; it never loses the batch."""
         run_id = run["run_id"]
         started = time.perf_counter()
         try:
-            live = self._analyzer_for(conn, run, seq_start, replay)
+            live = self._analyzer_for(conn, run, seq_start, replay, cold_start)
             events = live.analyzer.feed(
                 _with_aliases({s.name: (s.steps, s.values) for s in batch.series},
                               live.analyzer.cfg),

@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
@@ -61,12 +60,11 @@ async def ingest_metrics(run_id: str, request: Request) -> Response:
         # hand-offs between the loop and the worker threads) per batch.
         result = service.ingest(run_id, batch)
     else:
-        # PostgreSQL: the transaction waits on the server, so it runs in a worker thread, but at
-        # most RHYTHMD_INGEST_CONCURRENCY at once per process; the other requests wait here on
-        # the event loop instead of as parked threads (each extra thread in play costs GIL
-        # hand-offs: about a third more requests/s at 200 runs, bench/README.md)
-        async with request.app.state.ingest_gate:
-            result = await run_in_threadpool(service.ingest, run_id, batch)
+        # PostgreSQL: the transaction waits on the server, so it runs in a worker thread, at
+        # most RHYTHMD_INGEST_CONCURRENCY at once per process; the requests that arrive
+        # meanwhile wait on the event loop and are then stored together, one transaction for
+        # many runs (rhythmd.api.group_commit)
+        result = await request.app.state.group_committer.ingest(run_id, batch)
     return RhythmdJSONResponse({
         "accepted": result.accepted, "duplicate": result.duplicate, "batch_id": result.batch_id,
         "seq_start": result.seq_start, "branch": result.branch,

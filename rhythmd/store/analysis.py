@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
 
 from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.points import F8 as _F8
@@ -27,12 +27,25 @@ class StoredBatch:
     series: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+_LOAD_STATE = FastStatement(select(analysis_state.c.analyzed_seq, analysis_state.c.state)
+                            .where(analysis_state.c.run_id == bindparam("run_id")))
+
+
 def load_state(conn: Connection, run_id: str) -> tuple[int, dict[str, Any]] | None:
-    row = conn.execute(select(analysis_state.c.analyzed_seq, analysis_state.c.state)
-                       .where(analysis_state.c.run_id == run_id)).first()
+    """The saved analyzer state: (the sequence number it covers, the state dict), or None."""
+    return saved_state(submit_load_state(conn, run_id))
+
+
+def submit_load_state(conn: Connection, run_id: str) -> Deferred:
+    """:func:`load_state`, sent now; decode it later with :func:`saved_state`."""
+    return _LOAD_STATE.submit(conn, {"run_id": run_id})
+
+
+def saved_state(found: Deferred) -> tuple[int, dict[str, Any]] | None:
+    row = found.first()
     if row is None:
         return None
-    return int(row.analyzed_seq), json.loads(row.state)
+    return int(row["analyzed_seq"]), json.loads(row["state"])
 
 
 _SAVE_STATE = FastStatement(text(
@@ -61,6 +74,19 @@ _REPLAY_CHUNKS = FastStatement(
     .where(chunks.c.run_id == bindparam("run_id"), chunks.c.seq_start >= bindparam("lo"),
            chunks.c.seq_start < bindparam("hi"))
     .order_by(chunks.c.seq_start))
+
+
+_REPLAY_AFTER_SAVED = FastStatement(
+    _REPLAY_CHUNKS.stmt.where(chunks.c.seq_start >= func.coalesce(
+        select(analysis_state.c.analyzed_seq)
+        .where(analysis_state.c.run_id == bindparam("run_id")).scalar_subquery(), 0)))
+
+
+def submit_replay_after_saved_state(conn: Connection, run_id: str) -> Deferred:
+    """The replay of every batch after the run's saved analyzer state (from the start when it
+    has none), sent together with :func:`submit_load_state` by a process that has no analyzer
+    of the run yet: both answers arrive in the batch's first round trip."""
+    return _REPLAY_AFTER_SAVED.submit(conn, {"run_id": run_id, "lo": 0, "hi": REPLAY_TO_END})
 
 
 def submit_replay(conn: Connection, run_id: str, from_seq: int, to_seq: int) -> Deferred:

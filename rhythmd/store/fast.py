@@ -29,16 +29,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 
 class _Compiled:
-    __slots__ = ("fixed", "keys", "names", "sql")
+    __slots__ = ("bind_names", "fixed", "keys", "names", "sql")
 
-    def __init__(self, sql: str, keys: tuple[str, ...] | None, fixed: dict[str, Any]) -> None:
+    def __init__(self, sql: str, keys: tuple[str, ...] | None, fixed: dict[str, Any],
+                 bind_names: tuple[str, ...] = ()) -> None:
         self.sql = sql
+        self.bind_names = bind_names  # the parameters a caller supplies
         self.keys = keys  # positional parameter order; None for named (pyformat) drivers
         self.fixed = fixed  # values bound in the statement itself (``n + 1``)
         self.names: list[str] | None = None  # result column names, from the first result
@@ -185,18 +189,59 @@ def _fetch_dicts(conn: Connection, cursor: Any, compiled: _Compiled, limit: int 
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
+_DEFERRED_KEY = "rhythmd.deferred_writes"
+
+
+@contextmanager
+def deferred_writes(conn: Connection) -> Iterator[None]:
+    """Inside, the :meth:`FastStatement.executemany` calls of statements made with
+    ``deferrable=True`` only collect their rows; when the block ends without an error, each
+    such statement runs once with every row collected for it (one ``executemany``, in the
+    order the statements were first used). A group commit uses it so that the batches of many
+    runs cost one chunk insert, one run update, and so on, instead of one per batch.
+
+    Only for writes that nothing in the block reads back (the rows of distinct runs, read
+    again in later transactions); after an error the rows are dropped with the transaction.
+    On PostgreSQL a statement with a ``multirow`` form sends all its rows in one statement.
+    """
+    info = conn.connection.info
+    if info.get(_DEFERRED_KEY) is not None:
+        yield
+        return
+    queued: dict[FastStatement, list[Mapping[str, Any]]] = {}
+    info[_DEFERRED_KEY] = queued
+    try:
+        yield
+    finally:
+        info.pop(_DEFERRED_KEY, None)
+    for stmt, rows in queued.items():
+        multirow = stmt.multirow
+        if multirow is not None and len(rows) > 1 and conn.dialect.name == "postgresql":
+            keys = multirow._compiled(conn).bind_names
+            multirow.execute(conn, {k: [r[k] for r in rows] for k in keys}).close()
+        else:
+            compiled = stmt._compiled(conn)
+            stmt._executemany_args(conn, compiled, [compiled.args(r) for r in rows])
+
+
 class FastStatement:
     """A Core statement for the hot path.
 
     ``column_keys``: for an ``insert``/``update`` without explicit values, the columns the
-    parameter dicts carry (as in ``Connection.execute(insert(t), [rows])``).
+    parameter dicts carry (as in ``Connection.execute(insert(t), [rows])``). ``deferrable``:
+    inside :func:`deferred_writes`, :meth:`executemany` queues its rows for the block's end.
+    ``multirow``: on PostgreSQL, the same write for many rows in one statement, taking one
+    array per parameter (``unnest``); :func:`deferred_writes` uses it for two rows or more.
     """
 
-    __slots__ = ("_by_dialect", "column_keys", "stmt")
+    __slots__ = ("_by_dialect", "column_keys", "deferrable", "multirow", "stmt")
 
-    def __init__(self, stmt: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(self, stmt: ClauseElement, column_keys: Sequence[str] | None = None, *,
+                 deferrable: bool = False, multirow: FastStatement | None = None) -> None:
         self.stmt = stmt
         self.column_keys = list(column_keys) if column_keys is not None else None
+        self.deferrable = deferrable or multirow is not None
+        self.multirow = multirow
         self._by_dialect: dict[str, _Compiled] = {}
 
     def _compiled(self, conn: Connection) -> _Compiled:
@@ -211,7 +256,8 @@ class FastStatement:
             keys = tuple(compiled.positiontup) if compiled.positional else None  # type: ignore[arg-type]
             fixed = {name: bind.value for name, bind in compiled.binds.items()
                      if not bind.required and bind.callable is None}
-            found = self._by_dialect[key] = _Compiled(compiled.string, keys, fixed)
+            required = tuple(name for name, bind in compiled.binds.items() if name not in fixed)
+            found = self._by_dialect[key] = _Compiled(compiled.string, keys, fixed, required)
         return found
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
@@ -227,9 +273,18 @@ class FastStatement:
         return cursor
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.deferrable:
+            queued = conn.connection.info.get(_DEFERRED_KEY)
+            if queued is not None:
+                queued.setdefault(self, []).extend(rows)
+                return
         compiled = self._compiled(conn)
+        self._executemany_args(conn, compiled, [compiled.args(r) for r in rows])
+
+    def _executemany_args(self, conn: Connection, compiled: _Compiled, args: list[Any]) -> None:
+        if not args:
+            return
         dbapi_conn = conn.connection.dbapi_connection
-        args = [compiled.args(r) for r in rows]
         try:
             cursor = dbapi_conn.cursor()
             if len(args) == 1:
@@ -253,3 +308,20 @@ class FastStatement:
         """Send the statement now and take its rows later (in a :func:`pipeline`, reads
         submitted together share one round trip)."""
         return Deferred(conn, self.execute(conn, params), self._compiled(conn))
+
+
+def unnest_rows(table: Table, keys: Sequence[str], names: Sequence[str] | None = None
+                ) -> TableValuedAlias:
+    """``unnest(:k1::T1[], :k2::T2[], ...) AS v(n1, n2, ...)``: rows from one array parameter
+    per column (PostgreSQL), each typed as the ``table``'s column ``k``; ``names``: the
+    parameter and column names when they differ from ``keys``."""
+    names = list(names) if names is not None else list(keys)
+    return func.unnest(*[bindparam(n, type_=ARRAY(table.c[k].type))
+                         for k, n in zip(keys, names, strict=True)]
+                       ).table_valued(*names).render_derived()
+
+
+def unnest_insert(table: Table, keys: Sequence[str]) -> FastStatement:
+    """The multirow form of ``FastStatement(insert(table), column_keys=keys)`` (PostgreSQL)."""
+    rows = unnest_rows(table, keys)
+    return FastStatement(insert(table).from_select(list(keys), select(*[rows.c[k] for k in keys])))

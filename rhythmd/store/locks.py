@@ -13,7 +13,8 @@ import hashlib
 import threading
 import weakref
 
-from sqlalchemy import Connection, text
+from sqlalchemy import BigInteger, Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.store.fast import FastStatement
 
@@ -71,3 +72,15 @@ def lock_run_in_transaction(conn: Connection, run_id: str) -> None:
     if conn.dialect.name == "postgresql":
         # in a pipeline, only queued: the statements after it run once the lock is held
         _ADVISORY_LOCK.execute(conn, {"k": advisory_key(run_id)}).close()
+
+
+_ADVISORY_LOCKS = FastStatement(text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(:keys) AS k"
+).bindparams(bindparam("keys", type_=ARRAY(BigInteger))))
+
+
+def lock_runs_in_transaction(conn: Connection, keys: list[int]) -> None:
+    """Take several runs' locks (their :func:`advisory_key` values, sorted ascending by the
+    caller) in one statement; ``unnest`` yields them in array order (PostgreSQL only)."""
+    if conn.dialect.name == "postgresql":
+        _ADVISORY_LOCKS.execute(conn, {"keys": keys}).close()

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, and_, bindparam, case, insert, or_, select, update
 
 from rhythmd.batch import SeriesData
-from rhythmd.store.fast import FastStatement
+from rhythmd.store.fast import Deferred, FastStatement, unnest_insert, unnest_rows
 from rhythmd.store.schema import branches, chunks, series
 
 I8 = np.dtype("<i8")
@@ -71,11 +71,14 @@ def series_info(conn: Connection, run_id: str, name: str) -> SeriesInfo | None:
 # Hot-path statements are built once and run through ``FastStatement`` (see ``store.fast``).
 _SERIES_BY_NAME = FastStatement(select(series.c.series_id).where(
     series.c.run_id == bindparam("run_id"), series.c.name == bindparam("name")))
-_INSERT_SERIES = FastStatement(insert(series), column_keys=[
+_INSERT_SERIES = FastStatement(insert(series).returning(series.c.series_id), column_keys=[
     "run_id", "name", "n_points", "n_nonfinite"])
 _CHUNK_KEYS = ["series_id", "run_id", "seq_start", "batch_seq", "branch", "n", "min_step",
                "max_step", "n_nonfinite", "vmin", "vmax", "steps", "values", "wall_times"]
-_INSERT_CHUNKS = FastStatement(insert(chunks), column_keys=_CHUNK_KEYS)
+_INSERT_CHUNKS = FastStatement(insert(chunks), column_keys=_CHUNK_KEYS,
+                               multirow=unnest_insert(chunks, _CHUNK_KEYS))
+_COUNTED = unnest_rows(series, ["series_id", "n_points", "n_nonfinite", "first_step",
+                                "last_step"], ["sid", "np", "nn", "fs", "ls"])
 _ADD_TO_SERIES_STATS = FastStatement(
     update(series).where(series.c.series_id == bindparam("sid")).values(
         n_points=series.c.n_points + bindparam("np"),
@@ -83,7 +86,15 @@ _ADD_TO_SERIES_STATS = FastStatement(
         first_step=case((or_(series.c.first_step.is_(None), series.c.first_step > bindparam("fs")),
                          bindparam("fs")), else_=series.c.first_step),
         last_step=case((or_(series.c.last_step.is_(None), series.c.last_step < bindparam("ls")),
-                        bindparam("ls")), else_=series.c.last_step)))
+                        bindparam("ls")), else_=series.c.last_step)),
+    multirow=FastStatement(update(series).where(series.c.series_id == _COUNTED.c.sid).values(
+        n_points=series.c.n_points + _COUNTED.c.np,
+        n_nonfinite=series.c.n_nonfinite + _COUNTED.c.nn,
+        first_step=case((or_(series.c.first_step.is_(None), series.c.first_step > _COUNTED.c.fs),
+                         _COUNTED.c.fs), else_=series.c.first_step),
+        last_step=case((or_(series.c.last_step.is_(None), series.c.last_step < _COUNTED.c.ls),
+                        _COUNTED.c.ls), else_=series.c.last_step))))
+"""Add a chunk's counts to its series; ``multirow``: many series at once (group commit)."""
 
 _SERIES_IDS: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = (
     weakref.WeakKeyDictionary())
@@ -92,15 +103,34 @@ deleted or renumbered, so an id once seen committed stays valid in every process
 _SERIES_IDS_MAX = 200_000
 
 
-def _series_id(conn: Connection, run_id: str, name: str) -> int:
-    """The series' id, creating the series if new. The caller holds the run's write lock."""
+_SERIES_OF_RUN = FastStatement(select(series.c.series_id, series.c.name).where(
+    series.c.run_id == bindparam("run_id")))
+
+
+def submit_series_ids(conn: Connection, run_id: str, items: Sequence[SeriesData]
+                      ) -> Deferred | None:
+    """When this process has not seen some of the ``items``' series yet: the run's series
+    ids, sent now (with the batch's other reads) for :func:`write_series`; else None."""
+    ids = _SERIES_IDS.get(conn.engine)
+    if ids is not None and all((run_id, s.name) in ids for s in items):
+        return None
+    return _SERIES_OF_RUN.submit(conn, {"run_id": run_id})
+
+
+def _series_id(conn: Connection, run_id: str, name: str,
+               known: dict[str, int] | None = None) -> int:
+    """The series' id, creating the series if new. The caller holds the run's write lock;
+    ``known``: the run's series read under it (:func:`submit_series_ids`), if any."""
     ids = _SERIES_IDS.get(conn.engine)
     if ids is None:
         ids = _SERIES_IDS.setdefault(conn.engine, {})
     found = ids.get((run_id, name))
     if found is not None:
         return found
-    row = _SERIES_BY_NAME.first(conn, {"run_id": run_id, "name": name})
+    if known is not None:
+        row = {"series_id": known[name]} if name in known else None
+    else:
+        row = _SERIES_BY_NAME.first(conn, {"run_id": run_id, "name": name})
     if row is not None:
         # Existed before this transaction (the run's lock is held): committed, safe to cache.
         if len(ids) >= _SERIES_IDS_MAX:
@@ -108,23 +138,26 @@ def _series_id(conn: Connection, run_id: str, name: str) -> int:
         ids[(run_id, name)] = int(row["series_id"])
         return int(row["series_id"])
     # Created now: not cached until a later transaction sees it (this one may roll back).
-    _INSERT_SERIES.executemany(conn, [{"run_id": run_id, "name": name, "n_points": 0,
-                                       "n_nonfinite": 0}])
-    row = _SERIES_BY_NAME.first(conn, {"run_id": run_id, "name": name})
+    row = _INSERT_SERIES.first(conn, {"run_id": run_id, "name": name, "n_points": 0,
+                                      "n_nonfinite": 0})
     assert row is not None
     return int(row["series_id"])
 
 
 def write_series(
-    conn: Connection, run_id: str, items: Sequence[SeriesData], seq_start: int, branch: int
+    conn: Connection, run_id: str, items: Sequence[SeriesData], seq_start: int, branch: int,
+    series_ids: Deferred | None = None,
 ) -> int:
     """Append ``items`` as chunks numbered from ``seq_start``; returns the next free sequence
-    number. The caller holds the run's write lock."""
+    number. The caller holds the run's write lock (``series_ids``: from
+    :func:`submit_series_ids` in this transaction)."""
     chunk_rows = []
     stat_rows = []
     seq = seq_start
+    known = ({r["name"]: int(r["series_id"]) for r in series_ids.all()}
+             if series_ids is not None else None)
     for s in items:
-        sid = _series_id(conn, run_id, s.name)
+        sid = _series_id(conn, run_id, s.name, known)
         values = s.values
         finite_mask = np.isfinite(values)
         n = int(values.size)

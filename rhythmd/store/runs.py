@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
-from rhythmd.store.fast import Deferred, FastStatement
+from rhythmd.store.fast import Deferred, FastStatement, unnest_insert, unnest_rows
 from rhythmd.store.schema import batches, branches, runs
 
 
@@ -85,14 +85,28 @@ def insert_run(
 _GET_RUN = FastStatement(select(runs).where(runs.c.run_id == bindparam("run_id")))
 _FIND_BATCH = FastStatement(select(batches).where(batches.c.run_id == bindparam("run_id"),
                                                   batches.c.batch_id == bindparam("batch_id")))
-_INSERT_BATCH = FastStatement(insert(batches), column_keys=[
-    "run_id", "batch_id", "seq_start", "n_points", "branch", "received_at"])
-_ADVANCE_RUN = FastStatement(update(runs).where(runs.c.run_id == bindparam("rid")).values(
-    next_seq=bindparam("next_seq"), n_points=runs.c.n_points + bindparam("add_points"),
-    n_batches=runs.c.n_batches + 1, updated_at=bindparam("now"),
-    max_branch=bindparam("max_branch"), last_step=bindparam("last_step_"),
-    status=bindparam("status_"), interval_s=bindparam("interval_s_"),
-    health=bindparam("health_")))
+_BATCH_KEYS = ["run_id", "batch_id", "seq_start", "n_points", "branch", "received_at"]
+_INSERT_BATCH = FastStatement(insert(batches), column_keys=_BATCH_KEYS,
+                              multirow=unnest_insert(batches, _BATCH_KEYS))
+_ADVANCED = unnest_rows(
+    runs, ["run_id", "next_seq", "n_points", "updated_at", "max_branch", "last_step", "status",
+           "interval_s", "health"],
+    ["rid", "next_seq", "add_points", "now", "max_branch", "last_step_", "status_",
+     "interval_s_", "health_"])
+_ADVANCE_RUN = FastStatement(
+    update(runs).where(runs.c.run_id == bindparam("rid")).values(
+        next_seq=bindparam("next_seq"), n_points=runs.c.n_points + bindparam("add_points"),
+        n_batches=runs.c.n_batches + 1, updated_at=bindparam("now"),
+        max_branch=bindparam("max_branch"), last_step=bindparam("last_step_"),
+        status=bindparam("status_"), interval_s=bindparam("interval_s_"),
+        health=bindparam("health_")),
+    multirow=FastStatement(update(runs).where(runs.c.run_id == _ADVANCED.c.rid).values(
+        next_seq=_ADVANCED.c.next_seq, n_points=runs.c.n_points + _ADVANCED.c.add_points,
+        n_batches=runs.c.n_batches + 1, updated_at=_ADVANCED.c.now,
+        max_branch=_ADVANCED.c.max_branch, last_step=_ADVANCED.c.last_step_,
+        status=_ADVANCED.c.status_, interval_s=_ADVANCED.c.interval_s_,
+        health=_ADVANCED.c.health_)))
+"""One batch's update of its run row; ``multirow``: many runs' at once (group commit)."""
 
 
 def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:

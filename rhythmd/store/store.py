@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rhythmd.errors import InvalidInputError, StoreUnavailableError
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
-from rhythmd.store.fast import pipelined_transaction
-from rhythmd.store.locks import RunLocks, lock_run_in_transaction
+from rhythmd.store.fast import deferred_writes, pipelined_transaction
+from rhythmd.store.locks import (
+    RunLocks,
+    advisory_key,
+    lock_run_in_transaction,
+    lock_runs_in_transaction,
+)
 from rhythmd.store.schema import init_schema
 
 
@@ -94,6 +99,32 @@ class Store:
             if run_id is not None:
                 lock_run_in_transaction(conn, run_id)
             yield conn
+
+    @contextmanager
+    def write_many(self, run_ids: Collection[str]) -> Iterator[Connection]:
+        """One pipelined write transaction holding the locks of all ``run_ids`` (group commit:
+        the batches of several runs stored together, one ``BEGIN``/``COMMIT`` for all).
+
+        The locks are taken in one global order (by advisory key), in this process and on the
+        server, so that two groups, or a group and a single-run transaction, never wait for
+        each other in a cycle. The hot writes of the batches (chunks, series counts, batch and
+        run rows) are sent together at the end (:func:`~rhythmd.store.fast.deferred_writes`):
+        the caller must not read them back in the transaction. On SQLite the same as
+        :meth:`write`.
+        """
+        if self.sqlite:
+            with translate_db_errors(), self._sqlite_write_lock:
+                yield from self._sqlite_transaction()
+            return
+        keys = sorted({advisory_key(r): r for r in run_ids}.items())
+        with ExitStack() as held:
+            for _, run_id in keys:
+                held.enter_context(self._run_locks.get(run_id))
+            with (translate_db_errors(), self.engine.connect() as conn, conn.begin(),
+                  pipelined_transaction(conn)):
+                lock_runs_in_transaction(conn, [k for k, _ in keys])
+                with deferred_writes(conn):
+                    yield conn
 
     def _sqlite_transaction(self) -> Iterator[Connection]:
         """A transaction on the kept-open writing connection (the caller holds the write lock):

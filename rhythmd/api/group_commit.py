@@ -1,0 +1,112 @@
+"""Group commit for the PostgreSQL ingest path.
+
+Every metrics batch on PostgreSQL costs a transaction: ``BEGIN``, the run's lock, a round trip
+for its reads, the ``COMMIT`` (a WAL flush), a worker-thread hop and a pooled connection. At
+hundreds of batches per second from hundreds of runs those per-transaction costs are most of
+the daemon's and the server's CPU. :class:`GroupCommitter` lets at most ``concurrency``
+transactions run per process; the requests that arrive meanwhile wait on the event loop and the
+next free slot takes all of them that belong to distinct runs (up to ``max_group``) into one
+transaction (:meth:`rhythmd.service.Service.ingest_many`). Under a light load a group is one
+batch, so the latency is that of a lone transaction; under a heavy one the cost per batch falls
+as the groups grow.
+
+Batches of one run keep their arrival order: a run with a batch in a transaction, or waiting
+ahead in the queue, leaves its later batch for a later group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+
+from rhythmd.batch import MetricBatch
+from rhythmd.service import IngestResult, Service
+
+
+class GroupCommitter:
+    """Stores batches from the event loop, several runs' batches per transaction.
+
+    ``concurrency``: transactions in flight at once per process (each in a worker thread).
+    ``max_group``: batches per transaction at most.
+    """
+
+    def __init__(self, service: Service, *, concurrency: int = 2, max_group: int = 32) -> None:
+        if concurrency < 1 or max_group < 1:
+            raise ValueError("concurrency and max_group must be at least 1")
+        self.service = service
+        self.concurrency = concurrency
+        self.max_group = max_group
+        self._queue: deque[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = deque()
+        self._in_flight = 0
+        self._busy_runs: set[str] = set()  # runs with a batch in a transaction now
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.groups = 0
+        """Transactions started (``batches / groups`` is the mean group size)."""
+        self.batches = 0
+
+    async def ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
+        """Store one batch (as :meth:`Service.ingest` would) and return its result."""
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((run_id, batch, future))
+        self._start_groups()
+        return await future
+
+    def _start_groups(self) -> None:
+        while self._in_flight < self.concurrency and self._queue:
+            group = self._take_group()
+            if not group:
+                return
+            self._in_flight += 1
+            self.groups += 1
+            self.batches += len(group)
+            task = asyncio.create_task(self._store(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_group(self) -> list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]]:
+        """The waiting batches of distinct runs, oldest first; a run's later batch stays
+        queued (behind its earlier one) for a later group. Cancelled requests are dropped."""
+        group: list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = []
+        runs: set[str] = set()
+        skipped = set(self._busy_runs)
+        kept: deque[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = deque()
+        while self._queue:
+            item = self._queue.popleft()
+            run_id, _, future = item
+            if future.done():  # the client went away while it waited
+                continue
+            if len(group) < self.max_group and run_id not in runs and run_id not in skipped:
+                group.append(item)
+                runs.add(run_id)
+            else:
+                kept.append(item)
+                skipped.add(run_id)
+        self._queue = kept
+        self._busy_runs |= runs
+        return group
+
+    async def _store(self, group: list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]]
+                     ) -> None:
+        try:
+            results: list[Any] = await run_in_threadpool(
+                self.service.ingest_many, [(run_id, batch) for run_id, batch, _ in group])
+        except asyncio.CancelledError:  # shutting down: the requests are cancelled too
+            for _, _, future in group:
+                future.cancel()
+            raise
+        except Exception as exc:  # every request of the group gets the error
+            results = [exc] * len(group)
+        finally:
+            self._in_flight -= 1
+            self._busy_runs.difference_update(run_id for run_id, _, _ in group)
+        for (_, _, future), result in zip(group, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._start_groups()

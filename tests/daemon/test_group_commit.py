@@ -1,0 +1,148 @@
+"""Group commit: ``Service.ingest_many`` stores several runs' batches in one transaction, with
+the same outcome as storing them one by one, and a bad batch fails alone."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from rhythmd.errors import NotFoundError
+from rhythmd.service import IngestResult, Service
+from rhythmd.store import Store
+from rhythmd.store import points as points_q
+from rhythmd.store.fast import FastStatement
+from tests.daemon.test_analysis_ingest import (
+    DIVERGING,
+    STAGNATING,
+    _comparable,
+    _to_batch,
+    batches,
+    read_curve,
+)
+
+CURVES = {"d": (DIVERGING, 5, 600), "s": (STAGNATING, 10, 800)}
+
+
+def _outcome(service: Service, run_ids: list[str]) -> list[tuple]:
+    out = []
+    for rid in run_ids:
+        run = service.get_run(rid)
+        series = {m["name"]: service.read_metric(rid, m["name"]) for m in
+                  service.list_metrics(rid)}
+        out.append((
+            {k: run[k] for k in ("n_points", "last_step", "status")},
+            service.list_metrics(rid),
+            {name: (v.steps.tolist(), v.values.tobytes()) for name, v in series.items()},
+            _comparable(service.list_diagnoses(rid)),
+            [(r["action"], r["params"], r["issued_at_step"], r["status"])
+             for r in service.list_recommendations(rid)],
+            service.schedule(rid),
+        ))
+    return out
+
+
+def _run(database_url: str, grouped: bool, replicas: int = 1) -> list[tuple]:
+    tag = f"{'g' if grouped else 'o'}{replicas}"  # one database, fresh runs per setup
+    store = Store(database_url)
+    store.open()
+    services = [Service(store) for _ in range(replicas)]
+    streams = {}
+    for i in range(4):  # two runs of each curve, started together
+        name = "ds"[i % 2]
+        path, every, total = CURVES[name]
+        rid = services[0].create_run(f"{name}{i}", run_id=f"{tag}-{name}{i}",
+                                     config={"total_steps": total})[0]["run_id"]
+        streams[rid] = [_to_batch(b) for b in batches(read_curve(path), every)]
+    rounds = max(len(s) for s in streams.values())
+    for k in range(rounds):
+        items = [(rid, s[k]) for rid, s in streams.items() if k < len(s)]
+        service = services[k % replicas]
+        if grouped:
+            results = service.ingest_many(items)
+            assert all(isinstance(r, IngestResult) and not r.duplicate for r in results)
+        else:
+            for rid, batch in items:
+                service.ingest(rid, batch)
+    out = _outcome(services[-1], list(streams))
+    store.close()
+    return out
+
+
+def test_groups_store_and_analyse_exactly_as_one_by_one(database_url, monkeypatch):
+    multirow_used = []
+    execute = FastStatement.execute
+
+    def spy(self, conn, params):
+        if any(v is self for v in _MULTIROW):
+            multirow_used.append(self)
+        return execute(self, conn, params)
+
+    monkeypatch.setattr(FastStatement, "execute", spy)
+    one_by_one = _run(database_url, grouped=False)
+    assert one_by_one[0][3] and one_by_one[0][4], "expected a diagnosed and answered divergence"
+    assert one_by_one[1][3], "expected diagnoses on the stagnating runs"
+    assert _run(database_url, grouped=True) == one_by_one
+    # two replicas taking the groups in turn: cold analyzers, replays and series lookups
+    # are read with the group's first round trip
+    assert _run(database_url, grouped=True, replicas=2) == one_by_one
+    if "postgresql" in database_url:  # the group's rows went out in one statement each
+        assert multirow_used
+
+
+_MULTIROW = [s.multirow for s in (points_q._INSERT_CHUNKS, points_q._ADD_TO_SERIES_STATS)]
+
+
+def _stream(database_url: str) -> tuple[Store, Service, list, dict[str, str]]:
+    """Three new runs (ids by letter; the database may be shared by the module) and the
+    batches of a curve."""
+    store = Store(database_url)
+    store.open()
+    service = Service(store)
+    curve = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
+    tag = uuid.uuid4().hex[:8]
+    ids = {x: f"{tag}-{x}" for x in "abc"}
+    for rid in ids.values():
+        service.create_run(rid, run_id=rid)
+    return store, service, curve, ids
+
+
+def test_an_unknown_run_fails_alone(database_url):
+    store, service, curve, ids = _stream(database_url)
+    results = service.ingest_many([(ids["a"], curve[0]), ("nope", curve[0]),
+                                   (ids["b"], curve[0])])
+    assert isinstance(results[1], NotFoundError)
+    assert [r.accepted for r in (results[0], results[2])] == [curve[0].n_points] * 2
+    assert service.get_run(ids["a"])["n_points"] == service.get_run(ids["b"])["n_points"] > 0
+    store.close()
+
+
+def test_a_batch_that_fails_midway_costs_the_others_nothing(database_url, monkeypatch):
+    store, service, curve, ids = _stream(database_url)
+    a, b, c = ids["a"], ids["b"], ids["c"]
+    write_series = points_q.write_series
+
+    def failing(conn, run_id, *args, **kwargs):
+        if run_id == b:
+            raise RuntimeError("disk on fire")
+        return write_series(conn, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(points_q, "write_series", failing)
+    results = service.ingest_many([(a, curve[0]), (b, curve[0]), (c, curve[0])])
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[0], IngestResult) and isinstance(results[2], IngestResult)
+    # the group was rolled back and the good batches stored again, each exactly once
+    assert service.get_run(a)["n_points"] == service.get_run(c)["n_points"] == curve[0].n_points
+    assert service.get_run(b)["n_points"] == 0
+    monkeypatch.setattr(points_q, "write_series", write_series)
+    again = service.ingest_many([(a, curve[0]), (b, curve[0]), (c, curve[1])])
+    assert [r.duplicate for r in again] == [True, False, False]
+    assert service.get_run(a)["n_points"] == service.get_run(b)["n_points"] == curve[0].n_points
+    store.close()
+
+
+def test_one_batch_per_run_and_group(database_url):
+    store, service, curve, ids = _stream(database_url)
+    with pytest.raises(ValueError, match="one batch per run"):
+        service.ingest_many([(ids["a"], curve[0]), (ids["a"], curve[1])])
+    store.close()
