@@ -116,13 +116,13 @@ class Store:
             with translate_db_errors(), self._sqlite_write_lock:
                 yield from self._sqlite_transaction()
             return
-        keys = sorted({advisory_key(r): r for r in run_ids}.items())
+        order = sorted((advisory_key(r), r) for r in set(run_ids))
         with ExitStack() as held:
-            for _, run_id in keys:
+            for _, run_id in order:
                 held.enter_context(self._run_locks.get(run_id))
             with (translate_db_errors(), self.engine.connect() as conn, conn.begin(),
                   pipelined_transaction(conn)):
-                lock_runs_in_transaction(conn, [k for k, _ in keys])
+                lock_runs_in_transaction(conn, sorted({k for k, _ in order}))
                 with deferred_writes(conn):
                     yield conn
 

@@ -146,3 +146,58 @@ def test_one_batch_per_run_and_group(database_url):
     with pytest.raises(ValueError, match="one batch per run"):
         service.ingest_many([(ids["a"], curve[0]), (ids["a"], curve[1])])
     store.close()
+
+
+def test_overlapping_groups_in_two_processes_do_not_deadlock(postgres_url, monkeypatch):
+    """Two replicas (two stores: separate pools and in-process locks) store groups of the same
+    runs, listed in opposite orders, at the same time: the locks are taken in one global order
+    (checked on every group), so no group waits on the other in a cycle (PostgreSQL would
+    break the cycle with an error, and the group would fall back to one-by-one storing:
+    counted here)."""
+    import threading
+
+    stores = [Store(postgres_url) for _ in range(2)]
+    for s in stores:
+        s.open()
+    services = [Service(s) for s in stores]
+    run_ids = [f"{uuid.uuid4().hex[:8]}-{i}" for i in range(6)]
+    for rid in run_ids:
+        services[0].create_run(rid, run_id=rid)
+    import rhythmd.store.store as store_module
+
+    lock_runs = store_module.lock_runs_in_transaction
+    locked: list[list[int]] = []
+
+    def spy_locks(conn, keys):
+        locked.append(list(keys))
+        return lock_runs(conn, keys)
+
+    monkeypatch.setattr(store_module, "lock_runs_in_transaction", spy_locks)
+    fallbacks = []
+    ingest = Service.ingest
+    monkeypatch.setattr(Service, "ingest", lambda self, *a: fallbacks.append(a) or ingest(
+        self, *a))
+    curve = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
+    errors = []
+
+    def stream(k: int) -> None:
+        order = run_ids if k == 0 else run_ids[::-1]
+        try:
+            for i in range(k, 40, 2):  # each replica its own batches of every run
+                results = services[k].ingest_many([(rid, curve[i]) for rid in order])
+                errors.extend(r for r in results if not isinstance(r, IngestResult))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    assert errors == [] and fallbacks == []
+    assert len(locked) == 40 and all(keys == sorted(keys) for keys in locked)
+    expected = sum(curve[i].n_points for i in range(40))
+    assert [services[1].get_run(rid)["n_points"] for rid in run_ids] == [expected] * 6
+    for s in stores:
+        s.close()
