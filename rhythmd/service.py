@@ -23,7 +23,7 @@ import numpy as np
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.auth import Principal, TokenCache
 from rhythmd.batch import MetricBatch, check_metric_name
-from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError
+from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from rhythmd.jsonsafe import encode_nonfinite
 from rhythmd.observability import ANALYSIS_ERRORS, ANALYSIS_SECONDS, BATCHES, INGEST_SECONDS, POINTS
 from rhythmd.policy import PolicyConfig, RunContext, decide
@@ -235,9 +235,9 @@ class Service:
 
         Each batch is stored and analysed exactly as by :meth:`ingest`; only the transaction
         (and its ``BEGIN``, locks, commit and round trips) is shared. The runs must be
-        distinct. A batch that fails before it writes (an unknown run) fails alone; any
-        other error rolls the group back and each batch is then stored on its own, so one
-        bad batch never costs the others theirs.
+        distinct. A batch that fails before it writes (an unknown run) fails alone; a lost
+        database fails them all (503); any other error rolls the group back and each batch is
+        then stored on its own, so one bad batch never costs the others theirs.
         """
         if len({run_id for run_id, _ in items}) != len(items):
             raise ValueError("ingest_many: one batch per run")
@@ -257,6 +257,8 @@ class Service:
                         out.append(self._store_batch(conn, run_id, batch, found))
                     except NotFoundError as exc:  # raised before the batch wrote anything
                         out.append(exc)
+        except StoreUnavailableError as exc:  # the database is away: each batch would fail too
+            return [StoreUnavailableError(str(exc)) for _ in items]
         except Exception:
             log.debug("group commit of %d batches failed; storing them one by one",
                       len(items), exc_info=True)

@@ -201,3 +201,23 @@ def test_overlapping_groups_in_two_processes_do_not_deadlock(postgres_url, monke
     assert [services[1].get_run(rid)["n_points"] for rid in run_ids] == [expected] * 6
     for s in stores:
         s.close()
+
+
+def test_a_lost_database_fails_the_group_at_once(database_url, monkeypatch):
+    from contextlib import contextmanager
+
+    from rhythmd.errors import StoreUnavailableError
+
+    store, service, curve, ids = _stream(database_url)
+
+    @contextmanager
+    def gone(run_ids):
+        raise StoreUnavailableError("database unavailable: connection refused")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(store, "write_many", gone)
+    monkeypatch.setattr(service, "ingest", lambda *a: pytest.fail("retried one by one"))
+    results = service.ingest_many([(ids["a"], curve[0]), (ids["b"], curve[0])])
+    assert all(isinstance(r, StoreUnavailableError) for r in results)
+    assert results[0] is not results[1]  # one error per request
+    store.close()
