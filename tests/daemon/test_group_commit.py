@@ -42,11 +42,19 @@ def _outcome(service: Service, run_ids: list[str]) -> list[tuple]:
     return out
 
 
-def _run(database_url: str, grouped: bool, replicas: int = 1) -> list[tuple]:
-    tag = f"{'g' if grouped else 'o'}{replicas}"  # one database, fresh runs per setup
+def _services(store: Store, n: int) -> list[Service]:
+    services = [Service(store) for _ in range(n)]
+    for s in services:
+        s.SAVE_EVERY_BATCHES = 5  # saved states to start from after a restart
+    return services
+
+
+def _run(database_url: str, grouped: bool, replicas: int = 1, restart_at: int | None = None
+         ) -> list[tuple]:
+    tag = f"{'g' if grouped else 'o'}{replicas}{restart_at}"  # one database, fresh runs each
     store = Store(database_url)
     store.open()
-    services = [Service(store) for _ in range(replicas)]
+    services = _services(store, replicas)
     streams = {}
     for i in range(4):  # two runs of each curve, started together
         name = "ds"[i % 2]
@@ -56,6 +64,8 @@ def _run(database_url: str, grouped: bool, replicas: int = 1) -> list[tuple]:
         streams[rid] = [_to_batch(b) for b in batches(read_curve(path), every)]
     rounds = max(len(s) for s in streams.values())
     for k in range(rounds):
+        if k == restart_at:  # new processes: analyzers start from the saved states
+            services = _services(store, replicas)
         items = [(rid, s[k]) for rid, s in streams.items() if k < len(s)]
         service = services[k % replicas]
         if grouped:
@@ -83,9 +93,11 @@ def test_groups_store_and_analyse_exactly_as_one_by_one(database_url, monkeypatc
     assert one_by_one[0][3] and one_by_one[0][4], "expected a diagnosed and answered divergence"
     assert one_by_one[1][3], "expected diagnoses on the stagnating runs"
     assert _run(database_url, grouped=True) == one_by_one
-    # two replicas taking the groups in turn: cold analyzers, replays and series lookups
-    # are read with the group's first round trip
+    # two replicas taking the groups in turn, then restarted: cold analyzers (with and
+    # without a saved state), replays and series lookups, read with the group's first round
+    # trip
     assert _run(database_url, grouped=True, replicas=2) == one_by_one
+    assert _run(database_url, grouped=True, replicas=2, restart_at=33) == one_by_one
     if "postgresql" in database_url:  # the group's rows went out in one statement each
         assert multirow_used
 
