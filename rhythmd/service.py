@@ -26,7 +26,7 @@ from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from rhythmd.jsonsafe import encode_nonfinite
 from rhythmd.observability import ANALYSIS_ERRORS, ANALYSIS_SECONDS, BATCHES, INGEST_SECONDS, POINTS
-from rhythmd.policy import PolicyConfig, RunContext, decide
+from rhythmd.policy import PolicyConfig, RunContext, answerable, decide
 from rhythmd.recommendations import validate_action
 from rhythmd.store import Store
 from rhythmd.store import analysis as analysis_q
@@ -87,10 +87,15 @@ class _BatchReads:
 
     run: Deferred
     batch: Deferred | None
-    pending: Deferred
+    recs: Deferred  # the pending recommendations, or all of them when ``history``
     replay: tuple[int, Deferred] | None
     series_ids: Deferred | None = None
     cold_start: tuple[Deferred, Deferred] | None = None  # saved state, replay after it
+    history: bool = False  # ``recs`` holds every recommendation of the run (for the policy)
+
+    def pending(self) -> list[Any]:
+        rows = self.recs.all()
+        return [r for r in rows if r["status"] == "pending"] if self.history else rows
 
 
 @dataclass(slots=True)
@@ -293,28 +298,33 @@ class Service:
         the run, the batch id, the pending recommendations; when this process's analyzer of
         the run was behind last time (another replica took batches), the batches it has not
         seen; when it has no analyzer of the run yet, the saved state and the batches after
-        it; and the run's series ids when some of the batch's are not cached."""
+        it; and the run's series ids when some of the batch's are not cached.
+
+        While the run has an open diagnosis, the batch may update it and the policy then reads
+        the run's recommendation history: all of them are read instead of the pending ones,
+        so that the policy never waits for a round trip of its own."""
         analyse = self.analysis and bool(batch.series)
         with self._cache_lock:
-            cached = self._cache.get(run_id) is not None
+            live = self._cache.get(run_id)
         cold = None
-        if analyse and not cached:
+        if analyse and live is None:
             cold = (analysis_q.submit_load_state(conn, run_id),
                     analysis_q.submit_replay_after_saved_state(conn, run_id))
+        history = analyse and live is not None and live.analyzer.has_open_diagnoses()
         return _BatchReads(
             runs_q.submit_get_run(conn, run_id),
             (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
              if batch.batch_id is not None else None),
-            recs_q.submit_pending(conn, run_id),
-            self._submit_replay(conn, run_id) if analyse and cached else None,
+            recs_q.submit_history(conn, run_id) if history else recs_q.submit_pending(conn, run_id),
+            self._submit_replay(conn, run_id) if analyse and live is not None else None,
             points_q.submit_series_ids(conn, run_id, batch.series) if batch.series else None,
-            cold)
+            cold, history)
 
     def _store_batch(self, conn: Any, run_id: str, batch: MetricBatch, reads: _BatchReads
                      ) -> IngestResult:
         """The batch's writes and analysis, in the caller's transaction under the run's lock.
         Raises :class:`NotFoundError` before writing anything when the run does not exist."""
-        found_batch, found_pending, replay = reads.batch, reads.pending, reads.replay
+        found_batch, replay = reads.batch, reads.replay
         run = reads.run.first()
         if run is None:
             raise NotFoundError(f"run {run_id!r} not found")
@@ -323,7 +333,7 @@ class Service:
             if seen is not None:
                 return IngestResult(seen["n_points"], True, batch.batch_id,
                                     seen["seq_start"], seen["branch"],
-                                    [recs_q.rec_to_dict(r) for r in found_pending.all()])
+                                    [recs_q.rec_to_dict(r) for r in reads.pending()])
         seq_start = int(run["next_seq"])
         # Without a client id the batch cannot be retried safely; it gets a unique one
         # (a sequence-based id would repeat for batches without points).
@@ -344,7 +354,8 @@ class Service:
                                              reads.series_ids)
             if self.analysis:
                 health, recommended = self._analyze(conn, run, batch, seq_start, next_seq,
-                                                    start, replay, reads.cold_start)
+                                                    start, replay, reads.cold_start,
+                                                    reads.recs if reads.history else None)
         now = time.time()
         interval = run["interval_s"]
         if run["n_batches"]:
@@ -365,7 +376,7 @@ class Service:
                            last_step=last_step, max_branch=max_branch, status=status,
                            interval_s=interval, health=health)
         pending_rows = (recs_q.list_recommendations(conn, run_id, "pending") if recommended
-                        else found_pending.all())
+                        else reads.pending())
         pending, expired = recs_q.expire_stale(conn, pending_rows, last_step)
         for rec_id in expired:
             recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
@@ -482,15 +493,19 @@ class Service:
     def _analyze(self, conn: Any, run: Any, batch: MetricBatch, seq_start: int,
                  next_seq: int, branch_start: int | None,
                  replay: tuple[int, Deferred] | None,
-                 cold_start: tuple[Deferred, Deferred] | None = None
+                 cold_start: tuple[Deferred, Deferred] | None = None,
+                 history: Deferred | None = None,
                  ) -> tuple[str | None, bool]:
         """Feed the batch to the run's analyzer and persist what changed; return the run's new
         health when diagnoses changed (else None), and whether the policy issued or cancelled
-        recommendations. An analysis error is logged and counted; it never loses the batch."""
+        recommendations (``history``: the run's recommendations, already sent for).
+        An analysis error is logged and counted; it never loses the batch."""
         run_id = run["run_id"]
         started = time.perf_counter()
         try:
             live = self._analyzer_for(conn, run, seq_start, replay, cold_start)
+            # the analyzer saw every stored batch, so its open diagnoses are the stored ones
+            before = live.analyzer.open_severities()
             events = live.analyzer.feed(
                 _with_aliases({s.name: (s.steps, s.values) for s in batch.series},
                               live.analyzer.cfg),
@@ -509,7 +524,10 @@ class Service:
             latest: dict[str, dict[str, Any]] = {}
             for ev in events:
                 latest[ev.diagnosis.id] = ev.diagnosis.to_dict()
-            changed = analysis_q.upsert_diagnoses(conn, run_id, list(latest.values()))
+            analysis_q.upsert_diagnoses(conn, run_id, list(latest.values()))
+            # {id: previous severity} of the stored ones whose severity or status changed
+            changed = {i: sev for i, sev in before.items() if i in latest
+                       and (latest[i]["severity"], latest[i]["status"]) != (sev, "open")}
             for ev in events:
                 d = ev.diagnosis
                 if ev.type == "updated" and d.id not in changed:
@@ -522,7 +540,8 @@ class Service:
                                 "severity": d.severity, "step": int(ev.step)})
                 self._alert_diagnosis(conn, run, ev, changed.pop(d.id, None))
             recommended = self._recommend(conn, run, live.analyzer, events,
-                                          max(int(s.steps.max()) for s in batch.series))
+                                          max(int(s.steps.max()) for s in batch.series),
+                                          history)
         else:
             recommended = False
         now = time.monotonic()
@@ -561,13 +580,18 @@ class Service:
                 diagnosis_message(run, ev.type, d.to_dict(), self.alerts.base_url)))
 
     def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
-                   events: list[DiagnosisEvent], step: int) -> bool:
+                   events: list[DiagnosisEvent], step: int,
+                   sent: Deferred | None = None) -> bool:
         """Ask the policy what answers these diagnosis events; store its recommendations.
-        True if it issued or cancelled any."""
+        True if it issued or cancelled any. ``sent``: the run's recommendations, already
+        sent for (read here otherwise, only when the policy may answer an event)."""
+        if not answerable(events):
+            return False
         run_id = run["run_id"]
         config = json.loads(run["config"]) if run["config"] else None
         sched = analyzer.sched
-        history = [recs_q.rec_to_dict(r) for r in recs_q.list_recommendations(conn, run_id, None)]
+        rows = sent.all() if sent is not None else recs_q.list_recommendations(conn, run_id, None)
+        history = [recs_q.rec_to_dict(r) for r in rows]
         ctx = RunContext(
             step=step,
             lr=_finite_or_none(sched.last[1] if sched.last else None),

@@ -60,6 +60,13 @@ class RunAnalyzer:
         """All diagnoses, open and closed, oldest first."""
         return list(self._diags)
 
+    def has_open_diagnoses(self) -> bool:
+        return bool(self.open)
+
+    def open_severities(self) -> dict[str, str]:
+        """``{id: severity}`` of the open diagnoses (closed ones never change again)."""
+        return {self._diags[i].id: self._diags[i].severity for i in self.open.values()}
+
     def schedule(self) -> list[ScheduleSegment]:
         return self.sched.segments()
 

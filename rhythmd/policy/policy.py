@@ -150,12 +150,19 @@ def _budget(cfg_value: int | None, total: int | None, frac: float, floor: int,
     return max(floor, int(frac * total)) if total else fallback
 
 
+def answerable(events: list[DiagnosisEvent]) -> list[DiagnosisEvent]:
+    """The events :func:`decide` may answer: openings, and updates of a critical diagnosis
+    or of a persistent one (stagnation, slow progress). For other events it issues and
+    cancels nothing, whatever the context, so a caller may skip building the context."""
+    return [e for e in events if e.type == "opened"
+            or (e.type == "updated" and (e.diagnosis.severity == "critical"
+                                         or e.diagnosis.kind in PERSISTENT))]
+
+
 def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> Decision:
     """The recommendations answering this batch's diagnosis events (see module docstring)."""
     out = Decision()
-    triggers = [e for e in events if e.type == "opened"
-                or (e.type == "updated" and (e.diagnosis.severity == "critical"
-                                             or e.diagnosis.kind in PERSISTENT))]
+    triggers = answerable(events)
     if not triggers:
         return out
     hist = ctx.history

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, select, text
 
 from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.points import F8 as _F8
@@ -52,8 +52,9 @@ _SAVE_STATE = FastStatement(text(
     "INSERT INTO analysis_state (run_id, analyzed_seq, state, updated_at) "
     "VALUES (:run_id, :analyzed_seq, :state, :updated_at) "
     "ON CONFLICT (run_id) DO UPDATE SET analyzed_seq = excluded.analyzed_seq, "
-    "state = excluded.state, updated_at = excluded.updated_at"))
-"""One upsert (the same SQL on SQLite >= 3.24 and PostgreSQL): no row count to wait for."""
+    "state = excluded.state, updated_at = excluded.updated_at"), deferrable=True)
+"""One upsert (the same SQL on SQLite >= 3.24 and PostgreSQL): no row count to wait for; in a
+group commit, one ``executemany`` for the group."""
 
 
 def save_state(conn: Connection, run_id: str, analyzed_seq: int, state: dict[str, Any]) -> None:
@@ -119,51 +120,26 @@ def stored_batches(replay: Deferred, to_seq: int = REPLAY_TO_END) -> Iterator[St
         yield current
 
 
-_DIAGNOSIS_DATA = FastStatement(select(diagnoses.c.data).where(
-    diagnoses.c.run_id == bindparam("run_id"), diagnoses.c.diagnosis_id == bindparam("id")))
-_UPDATE_DIAGNOSIS = FastStatement(update(diagnoses).where(
-    diagnoses.c.run_id == bindparam("run_id"), diagnoses.c.diagnosis_id == bindparam("id"),
-).values(kind=bindparam("kind_"), status=bindparam("status_"),
-         detected_at_step=bindparam("detected_at_step_"), data=bindparam("data_"),
-         updated_at=bindparam("now")))
-_INSERT_DIAGNOSIS = FastStatement(insert(diagnoses), column_keys=[
-    "run_id", "diagnosis_id", "kind", "status", "detected_at_step", "data", "created_at",
-    "updated_at"])
+_UPSERT_DIAGNOSIS = FastStatement(text(
+    "INSERT INTO diagnoses (run_id, diagnosis_id, kind, status, detected_at_step, data, "
+    "created_at, updated_at) VALUES (:run_id, :diagnosis_id, :kind, :status, "
+    ":detected_at_step, :data, :now, :now) "
+    "ON CONFLICT (run_id, diagnosis_id) DO UPDATE SET kind = excluded.kind, "
+    "status = excluded.status, detected_at_step = excluded.detected_at_step, "
+    "data = excluded.data, updated_at = excluded.updated_at"), deferrable=True)
+"""Insert or replace one diagnosis by id, keeping its ``created_at`` (one statement, the same
+SQL on SQLite >= 3.24 and PostgreSQL: nothing to read first, no row count to wait for; in a
+group commit, one ``executemany`` for the group)."""
 
 
-def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]
-                     ) -> dict[str, str | None]:
+def upsert_diagnoses(conn: Connection, run_id: str, items: list[dict[str, Any]]) -> None:
     """Insert or replace diagnoses by id (ids are deterministic, so replays are idempotent).
-
-    Returns ``{id: previous severity}`` for the stored ones whose severity or status changed
-    (new ids excluded).
-    """
+    Nothing is read: what changed is known to the run's analyzer, which saw every batch."""
     now = time.time()
-    changed: dict[str, str | None] = {}
-    inserts = []
-    updates = []
-    stored = [_DIAGNOSIS_DATA.submit(conn, {"run_id": run_id, "id": d["id"]}) for d in items]
-    for d, found in zip(items, stored, strict=True):
-        row = found.first()
-        data = json.dumps(d)
-        if row is None:
-            inserts.append({"run_id": run_id, "diagnosis_id": d["id"], "kind": d["kind"],
-                            "status": d.get("status", "open"),
-                            "detected_at_step": d.get("detected_at_step"), "data": data,
-                            "created_at": now, "updated_at": now})
-            continue
-        old = json.loads(row["data"])
-        if (old.get("severity"), old.get("status")) != (d.get("severity"), d.get("status")):
-            changed[d["id"]] = old.get("severity")
-        updates.append({"run_id": run_id, "id": d["id"], "kind_": d["kind"],
-                        "status_": d.get("status", "open"),
-                        "detected_at_step_": d.get("detected_at_step"), "data_": data,
-                        "now": now})
-    if inserts:
-        _INSERT_DIAGNOSIS.executemany(conn, inserts)
-    if updates:
-        _UPDATE_DIAGNOSIS.executemany(conn, updates)
-    return changed
+    _UPSERT_DIAGNOSIS.executemany(conn, [
+        {"run_id": run_id, "diagnosis_id": d["id"], "kind": d["kind"],
+         "status": d.get("status", "open"), "detected_at_step": d.get("detected_at_step"),
+         "data": json.dumps(d), "now": now} for d in items])
 
 
 def list_diagnoses(conn: Connection, run_id: str, kind: str | None, status: str | None

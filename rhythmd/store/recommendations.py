@@ -68,6 +68,11 @@ def list_recommendations(conn: Connection, run_id: str, status: str | None) -> l
     return _BY_RUN_STATUS.all(conn, {"run_id": run_id, "status": status})
 
 
+def submit_history(conn: Connection, run_id: str) -> Deferred:
+    """All the run's recommendations, sent now and read later (see ``fast.pipeline``)."""
+    return _BY_RUN.submit(conn, {"run_id": run_id})
+
+
 def submit_pending(conn: Connection, run_id: str) -> Deferred:
     """The run's pending recommendations, sent now and read later (see ``fast.pipeline``)."""
     return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": "pending"})

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from rhythmd import service as service_module
+from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.batch import MetricBatch, SeriesData
 from rhythmd.service import Service
 from rhythmd.store import Store
@@ -122,7 +124,8 @@ def test_replicas_taking_turns_give_the_diagnoses_of_one(database_url):
     of each run in turn, as a round-robin balancer hands them out. Each one catches up on the
     other's batches (the replay query goes out with the batch's first reads once a replica has
     been behind), and the diagnoses, recommendations and schedule are those of one service
-    taking every batch."""
+    taking every batch (the diagnosis events too: a replica knows what changed from its own
+    analyzer, which has seen the other's batches)."""
     diverging = [_to_batch(b) for b in batches(read_curve(DIVERGING), 5)]
     stagnating = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
 
@@ -140,7 +143,9 @@ def test_replicas_taking_turns_give_the_diagnoses_of_one(database_url):
             out.append((_comparable(last.list_diagnoses(rid)),
                         [(r["action"], r["params"], r["issued_at_step"])
                          for r in last.list_recommendations(rid)],
-                        last.schedule(rid)))
+                        last.schedule(rid),
+                        [(e["kind"], e["step"], e["payload"]) for e in last.list_events(rid)
+                         if e["kind"].startswith("diagnosis_")]))
         store.close()
         return out
 
@@ -193,3 +198,79 @@ def test_a_relapse_after_a_rollback_goes_back_before_the_restored_state(client):
     assert second["action"] == "rollback" and second["id"] != first["id"]
     assert second["params"]["to_step"] < 100, second
     assert "after resuming from the state of step 100" in second["reason"]
+
+
+def test_diagnosis_events_record_what_changed(database_url):
+    """``diagnosis_opened``/``closed`` for every opening and closing; ``diagnosis_updated``
+    only when an update changed the diagnosis' severity (an open one's evidence is refreshed
+    at every evaluation without an event)."""
+    for path, every, total in ((DIVERGING, 5, 600), (STAGNATING, 10, 800)):
+        curve = [_to_batch(b) for b in batches(read_curve(path), every)]
+        analyzer = RunAnalyzer(AnalysisConfig.from_run_config({"total_steps": total}))
+        expected = []
+        for b in curve:
+            before = analyzer.open_severities()
+            latest: dict[str, DiagnosisEvent] = {}
+            events = analyzer.feed({s.name: (s.steps, s.values) for s in b.series})
+            for ev in events:
+                latest[ev.diagnosis.id] = ev
+            for ev in events:
+                d = ev.diagnosis
+                last = latest[d.id].diagnosis
+                if ev.type == "updated" and (d.id not in before or (
+                        last.severity, last.status) == (before[d.id], "open")):
+                    continue
+                expected.append((f"diagnosis_{ev.type}", ev.step, d.severity))
+        assert any(k == "diagnosis_updated" for k, _, _ in expected), path.name
+        store = Store(database_url)
+        store.open()
+        try:
+            service = Service(store)
+            rid = service.create_run("r", config={"total_steps": total})[0]["run_id"]
+            for b in curve:
+                service.ingest(rid, b)
+            got = [(e["kind"], e["step"], e["payload"]["severity"])
+                   for e in service.list_events(rid) if e["kind"].startswith("diagnosis_")]
+        finally:
+            store.close()
+        assert got == expected, path.name
+
+
+def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url, monkeypatch):
+    """While a run has an open diagnosis, nearly every evaluation updates it, and the policy
+    answers a persistent one (stagnation) by reading the run's recommendation history. That
+    history comes with the batch's first reads (one round trip on PostgreSQL); the policy reads
+    it on its own only for a diagnosis that opens while none was open."""
+    from rhythmd.store import recommendations as recs_q
+
+    own_reads: list[str] = []
+    real = recs_q.list_recommendations
+
+    def spy(conn, run_id, status):
+        if status is None:
+            own_reads.append(run_id)
+        return real(conn, run_id, status)
+
+    monkeypatch.setattr(recs_q, "list_recommendations", spy)
+    consulted: list[int] = []
+    real_decide = service_module.decide
+
+    def decide_spy(events, ctx, cfg):
+        consulted.append(ctx.step)
+        return real_decide(events, ctx, cfg)
+
+    monkeypatch.setattr(service_module, "decide", decide_spy)
+    curve = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
+    store = Store(database_url)
+    store.open()
+    try:
+        service = Service(store)
+        rid = service.create_run("s", config={"total_steps": 800})[0]["run_id"]
+        for b in curve:
+            service.ingest(rid, b)
+        events = service.list_events(rid)
+    finally:
+        store.close()
+    opened = sum(e["kind"] == "diagnosis_opened" for e in events)
+    assert opened >= 1 and len(consulted) >= 2 * opened + 3, (consulted, events)
+    assert len(own_reads) <= opened, (own_reads, consulted)

@@ -137,6 +137,31 @@ def test_save_state_is_an_upsert(store: Store, rid: str) -> None:
     assert seq == 30 and state == {"a": float("inf")}
 
 
+def test_upsert_diagnoses_replaces_by_id_and_keeps_created_at(store: Store, rid: str) -> None:
+    from rhythmd.store import analysis as analysis_q
+    from rhythmd.store.fast import deferred_writes
+    from rhythmd.store.schema import diagnoses
+
+    d = {"id": "stagnation-1", "kind": "stagnation", "status": "open", "severity": "warning",
+         "detected_at_step": 40}
+    with store.write(rid, pipelined=True) as conn:
+        analysis_q.upsert_diagnoses(conn, rid, [d])
+    with store.read() as conn:
+        created = conn.execute(select(diagnoses.c.created_at)
+                               .where(diagnoses.c.run_id == rid)).scalar_one()
+    with store.write(rid, pipelined=True) as conn, deferred_writes(conn):  # as a group does
+        analysis_q.upsert_diagnoses(conn, rid, [{**d, "status": "closed", "severity": "info"},
+                                                {**d, "id": "divergence-1", "kind": "divergence"}])
+    with store.read() as conn:
+        rows = conn.execute(select(diagnoses).where(diagnoses.c.run_id == rid)
+                            .order_by(diagnoses.c.diagnosis_id)).mappings().all()
+        got = analysis_q.list_diagnoses(conn, rid, "stagnation", None)
+    assert [(r["diagnosis_id"], r["status"]) for r in rows] == [
+        ("divergence-1", "open"), ("stagnation-1", "closed")]
+    assert rows[1]["created_at"] == created and rows[1]["updated_at"] >= created
+    assert got == [{**d, "status": "closed", "severity": "info"}]
+
+
 def test_pipelined_transaction_on_a_dropped_connection_is_a_503_and_the_pool_recovers(
         store: Store, rid: str) -> None:
     """The server drops the pooled connection between two batches (a restart, an idle
