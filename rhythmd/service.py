@@ -98,6 +98,14 @@ class _BatchReads:
         return [r for r in rows if r["status"] == "pending"] if self.history else rows
 
 
+@dataclass(frozen=True, slots=True)
+class _PolicyChange:
+    """What the policy did to a run's recommendations in one batch."""
+
+    issued: list[dict[str, Any]]  # the new rows, oldest first
+    cancelled: list[str]  # ids of pending ones it expired
+
+
 @dataclass(slots=True)
 class _LiveAnalyzer:
     analyzer: RunAnalyzer
@@ -125,6 +133,14 @@ def _with_aliases(series: dict[str, Any], cfg: AnalysisConfig) -> dict[str, Any]
                 out[standard] = out.pop(alias)
                 break
     return out
+
+
+def _evaluates(batch: MetricBatch, cfg: AnalysisConfig) -> bool:
+    """Whether the batch carries a validation point (where diagnoses open and update)."""
+    names = {cfg.val_metric, cfg.aux_val_metric}
+    if cfg.val_metric == "val_loss":
+        names.update(METRIC_ALIASES["val_loss"])
+    return any(s.name in names for s in batch.series)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -300,9 +316,10 @@ class Service:
         seen; when it has no analyzer of the run yet, the saved state and the batches after
         it; and the run's series ids when some of the batch's are not cached.
 
-        While the run has an open diagnosis, the batch may update it and the policy then reads
-        the run's recommendation history: all of them are read instead of the pending ones,
-        so that the policy never waits for a round trip of its own."""
+        While the run has an open diagnosis, or when the batch carries a validation point, the
+        analysis may open or update one and the policy then reads the run's recommendation
+        history: all of them are read instead of the pending ones, so that the policy seldom
+        waits for a round trip of its own."""
         analyse = self.analysis and bool(batch.series)
         with self._cache_lock:
             live = self._cache.get(run_id)
@@ -310,7 +327,8 @@ class Service:
         if analyse and live is None:
             cold = (analysis_q.submit_load_state(conn, run_id),
                     analysis_q.submit_replay_after_saved_state(conn, run_id))
-        history = analyse and live is not None and live.analyzer.has_open_diagnoses()
+        history = analyse and live is not None and (
+            live.analyzer.has_open_diagnoses() or _evaluates(batch, live.analyzer.cfg))
         return _BatchReads(
             runs_q.submit_get_run(conn, run_id),
             (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
@@ -348,12 +366,12 @@ class Service:
             runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
         next_seq = seq_start
         health = None
-        recommended = False
+        change: _PolicyChange | None = None
         if batch.series:
             next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch,
                                              reads.series_ids)
             if self.analysis:
-                health, recommended = self._analyze(conn, run, batch, seq_start, next_seq,
+                health, change = self._analyze(conn, run, batch, seq_start, next_seq,
                                                     start, replay, reads.cold_start,
                                                     reads.recs if reads.history else None)
         now = time.time()
@@ -375,8 +393,10 @@ class Service:
         runs_q.advance_run(conn, run, next_seq=next_seq, add_points=n,
                            last_step=last_step, max_branch=max_branch, status=status,
                            interval_s=interval, health=health)
-        pending_rows = (recs_q.list_recommendations(conn, run_id, "pending") if recommended
-                        else reads.pending())
+        pending_rows = reads.pending()
+        if change is not None:  # read before the policy acted: apply what it did
+            pending_rows = [r for r in pending_rows if r["rec_id"] not in change.cancelled]
+            pending_rows += change.issued
         pending, expired = recs_q.expire_stale(conn, pending_rows, last_step)
         for rec_id in expired:
             recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
@@ -495,10 +515,10 @@ class Service:
                  replay: tuple[int, Deferred] | None,
                  cold_start: tuple[Deferred, Deferred] | None = None,
                  history: Deferred | None = None,
-                 ) -> tuple[str | None, bool]:
+                 ) -> tuple[str | None, _PolicyChange | None]:
         """Feed the batch to the run's analyzer and persist what changed; return the run's new
-        health when diagnoses changed (else None), and whether the policy issued or cancelled
-        recommendations (``history``: the run's recommendations, already sent for).
+        health when diagnoses changed (else None), and what the policy issued or cancelled
+        (None if nothing; ``history``: the run's recommendations, already sent for).
         An analysis error is logged and counted; it never loses the batch."""
         run_id = run["run_id"]
         started = time.perf_counter()
@@ -516,7 +536,7 @@ class Service:
             log.exception("analysis failed; the batch is stored", extra={"run_id": run_id})
             with self._cache_lock:
                 self._cache.pop(run_id, None)
-            return None, False
+            return None, None
         ANALYSIS_SECONDS.observe(time.perf_counter() - started)
         live.analyzed_seq = next_seq
         live.unsaved_batches += 1
@@ -539,11 +559,10 @@ class Service:
                          extra={"run_id": run_id, "diagnosis_id": d.id, "kind": d.kind,
                                 "severity": d.severity, "step": int(ev.step)})
                 self._alert_diagnosis(conn, run, ev, changed.pop(d.id, None))
-            recommended = self._recommend(conn, run, live.analyzer, events,
-                                          max(int(s.steps.max()) for s in batch.series),
-                                          history)
+            change = self._recommend(conn, run, live.analyzer, events,
+                                     max(int(s.steps.max()) for s in batch.series), history)
         else:
-            recommended = False
+            change = None
         now = time.monotonic()
         # a diagnosis that opened or closed is saved with its state at once; refreshes of an
         # open one ("updated", every eval while a run stays flat or slow) wait for the regular
@@ -560,10 +579,10 @@ class Service:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         if not events:
-            return None, False
+            return None, None
         open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
         return (next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy"),
-                recommended)
+                change)
 
     def _alert_diagnosis(self, conn: Any, run: Any, ev: DiagnosisEvent,
                          old_severity: str | None) -> None:
@@ -581,12 +600,13 @@ class Service:
 
     def _recommend(self, conn: Any, run: Any, analyzer: RunAnalyzer,
                    events: list[DiagnosisEvent], step: int,
-                   sent: Deferred | None = None) -> bool:
+                   sent: Deferred | None = None) -> _PolicyChange | None:
         """Ask the policy what answers these diagnosis events; store its recommendations.
-        True if it issued or cancelled any. ``sent``: the run's recommendations, already
-        sent for (read here otherwise, only when the policy may answer an event)."""
+        Returns what it issued or cancelled, None if nothing. ``sent``: the run's
+        recommendations, already sent for (read here otherwise, only when the policy may
+        answer an event)."""
         if not answerable(events):
-            return False
+            return None
         run_id = run["run_id"]
         config = json.loads(run["config"]) if run["config"] else None
         sched = analyzer.sched
@@ -605,6 +625,9 @@ class Service:
                      for h in history],
         )
         decision = decide(events, ctx, PolicyConfig.from_run_config(config))
+        if not (decision.cancel or decision.issue):
+            return None
+        issued = []
         if decision.cancel:
             recs_q.cancel_pending(conn, run_id, decision.cancel, "superseded by a divergence fix")
         for spec in decision.issue:
@@ -613,14 +636,15 @@ class Service:
                    "diagnosis_id": spec.diagnosis_id, "issued_at_step": step,
                    "expires_at_step": spec.expires_at_step}
             validate_action(spec.action, spec.params)
-            recs_q.insert_recommendation(conn, rec)
+            issued.append(recs_q.insert_recommendation(conn, rec))
             log.info("recommendation issued: %s %s", spec.action, spec.params,
                      extra={"run_id": run_id, "recommendation_id": rec["id"], "step": step})
             recs_q.add_event(conn, run_id, "recommendation_issued", step,
                              {"action": spec.action, "params": spec.params, "author": "rhythmd",
                               "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
                              ref_id=rec["id"])
-        return bool(decision.cancel or decision.issue)
+        issued.sort(key=lambda r: (r["created_at"], r["rec_id"]))  # the order of a read
+        return _PolicyChange(issued, list(decision.cancel))
 
     def list_diagnoses(self, run_id: str, kind: str | None = None, status: str | None = None
                        ) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.schema import events, recommendations
@@ -38,15 +38,18 @@ _INSERT_RECOMMENDATION = FastStatement(insert(recommendations), column_keys=[
     "issued_at_step", "expires_at_step", "status", "created_at", "updated_at"])
 
 
-def insert_recommendation(conn: Connection, rec: dict[str, Any]) -> None:
+def insert_recommendation(conn: Connection, rec: dict[str, Any]) -> dict[str, Any]:
+    """Store a new pending recommendation; returns its row, as a read would return it."""
     now = time.time()
-    _INSERT_RECOMMENDATION.executemany(conn, [{
+    row = {
         "rec_id": rec["id"], "run_id": rec["run_id"], "action": rec["action"],
         "params": json.dumps(rec["params"]), "reason": rec["reason"],
         "diagnosis_id": rec.get("diagnosis_id"), "author": rec["author"],
         "issued_at_step": rec.get("issued_at_step"),
         "expires_at_step": rec.get("expires_at_step"), "status": "pending",
-        "created_at": now, "updated_at": now}])
+        "created_at": now, "updated_at": now}
+    _INSERT_RECOMMENDATION.executemany(conn, [row])
+    return {**row, "applied_step": None, "lr_before": None, "lr_after": None, "note": None}
 
 
 def get_recommendation(conn: Connection, run_id: str, rec_id: str) -> Any | None:
@@ -85,19 +88,27 @@ def expire_stale(conn: Connection, pending: list[Any], step: int | None
     stale = [r["rec_id"] for r in pending if step is not None
              and r["expires_at_step"] is not None and r["expires_at_step"] < step]
     if stale:
-        conn.execute(update(recommendations)
-                     .where(recommendations.c.rec_id.in_(stale))
-                     .values(status="expired", updated_at=time.time()))
+        _expire(conn, stale, None)
         pending = [r for r in pending if r["rec_id"] not in stale]
     return pending, stale
 
 
 def cancel_pending(conn: Connection, run_id: str, rec_ids: list[str], note: str) -> None:
     """Expire pending recommendations that a newer one supersedes."""
-    conn.execute(update(recommendations).where(
-        recommendations.c.run_id == run_id, recommendations.c.rec_id.in_(rec_ids),
-        recommendations.c.status == "pending").values(status="expired", note=note,
-                                                      updated_at=time.time()))
+    _expire(conn, rec_ids, note)
+
+
+_EXPIRE = FastStatement(update(recommendations).where(
+    recommendations.c.rec_id == bindparam("rec_id_"), recommendations.c.status == "pending",
+).values(status="expired", note=func.coalesce(bindparam("note_"), recommendations.c.note),
+         updated_at=bindparam("now")))
+
+
+def _expire(conn: Connection, rec_ids: list[str], note: str | None) -> None:
+    """Pending -> expired (``note``: why, or None to keep the note), one statement per id
+    with nothing to wait for (no sync inside a pipelined transaction)."""
+    now = time.time()
+    _EXPIRE.executemany(conn, [{"rec_id_": r, "note_": note, "now": now} for r in rec_ids])
 
 
 def resolve_recommendation(

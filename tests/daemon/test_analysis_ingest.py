@@ -236,22 +236,27 @@ def test_diagnosis_events_record_what_changed(database_url):
         assert got == expected, path.name
 
 
-def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url, monkeypatch):
-    """While a run has an open diagnosis, nearly every evaluation updates it, and the policy
-    answers a persistent one (stagnation) by reading the run's recommendation history. That
-    history comes with the batch's first reads (one round trip on PostgreSQL); the policy reads
-    it on its own only for a diagnosis that opens while none was open."""
+def _spy_on_recommendation_reads(monkeypatch) -> list[str | None]:
+    """The statuses of ``recommendations.list_recommendations`` calls (the policy's history
+    is status None, a re-read of the pending ones "pending")."""
     from rhythmd.store import recommendations as recs_q
 
-    own_reads: list[str] = []
+    calls: list[str | None] = []
     real = recs_q.list_recommendations
 
     def spy(conn, run_id, status):
-        if status is None:
-            own_reads.append(run_id)
+        calls.append(status)
         return real(conn, run_id, status)
 
     monkeypatch.setattr(recs_q, "list_recommendations", spy)
+    return calls
+
+
+def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url, monkeypatch):
+    """While a run has an open diagnosis, nearly every evaluation updates it, and the policy
+    answers a persistent one (stagnation) by reading the run's recommendation history. That
+    history comes with the batch's first reads (one round trip on PostgreSQL), as it does for
+    a batch with a validation point, where diagnoses open."""
     consulted: list[int] = []
     real_decide = service_module.decide
 
@@ -266,11 +271,43 @@ def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url,
     try:
         service = Service(store)
         rid = service.create_run("s", config={"total_steps": 800})[0]["run_id"]
+        own_reads = _spy_on_recommendation_reads(monkeypatch)
         for b in curve:
             service.ingest(rid, b)
+        monkeypatch.undo()
         events = service.list_events(rid)
     finally:
         store.close()
-    opened = sum(e["kind"] == "diagnosis_opened" for e in events)
-    assert opened >= 1 and len(consulted) >= 2 * opened + 3, (consulted, events)
-    assert len(own_reads) <= opened, (own_reads, consulted)
+    issued = sum(e["kind"] == "recommendation_issued" for e in events)
+    assert issued >= 2 and len(consulted) >= 8, (consulted, events)
+    assert own_reads == [], own_reads
+
+
+def test_each_batch_answers_the_pending_recommendations_as_stored(database_url, monkeypatch):
+    """The recommendations in a batch's answer are the run's pending ones after the batch,
+    without reading them again after the policy issued or cancelled some: a pending one set by
+    hand, cancelled by the divergence fix, and the fix itself."""
+    curve = [_to_batch(b) for b in batches(read_curve(DIVERGING), 5)]
+    store = Store(database_url)
+    store.open()
+    try:
+        service = Service(store)
+        rid = service.create_run("d", config={"total_steps": 600})[0]["run_id"]
+        by_hand = service.create_recommendation(rid, "reduce_lr", {"factor": 0.5},
+                                                reason="by hand", author="test")
+        answers, stored = [], []
+        for b in curve:
+            own_reads = _spy_on_recommendation_reads(monkeypatch)
+            answers.append([r["id"] for r in service.ingest(rid, b).recommendations])
+            monkeypatch.undo()
+            assert "pending" not in own_reads, own_reads
+            stored.append([r["id"] for r in service.list_recommendations(rid, "pending")])
+        final = {r["id"]: r for r in service.list_recommendations(rid)}
+    finally:
+        store.close()
+    assert answers == stored
+    assert answers[0] == [by_hand["id"]]
+    assert final[by_hand["id"]]["status"] == "expired"
+    assert final[by_hand["id"]]["note"] == "superseded by a divergence fix"
+    fixes = [i for i, r in final.items() if r["action"] == "rollback"]
+    assert fixes and any(a == fixes[:1] for a in answers), answers
