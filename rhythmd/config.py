@@ -80,3 +80,8 @@ class Settings(BaseSettings):
     ingest_group_max: int = Field(
         32, ge=1, description="PostgreSQL: batches of distinct runs that waited meanwhile are "
         "stored together, at most this many per transaction (group commit).")
+    gc_threshold: int = Field(
+        50_000, ge=0, description="The cyclic garbage collector's first threshold (net new "
+        "container objects between young collections; Python's default is 700); 0 keeps "
+        "Python's. Most of the daemon's objects die by reference counting within a request, so "
+        "a high threshold spares it most collections and their pauses.")

@@ -184,3 +184,28 @@ def test_restart_keeps_data(tmp_path):
         d2.stop()
     assert Path(tmp_path / "keep.db").exists()
 
+
+
+def test_start_up_sets_the_garbage_collector_threshold(tmp_path):
+    """``RHYTHMD_GC_THRESHOLD``: the first threshold is set at start-up, the others kept;
+    0 leaves Python's thresholds alone."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from rhythmd.app import create_app
+    from rhythmd.config import Settings
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}",
+                                            gc_threshold=12_345))):
+            assert gc.get_threshold() == (12_345, 10, 10)
+        gc.set_threshold(700, 10, 10)
+        with TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                            gc_threshold=0))):
+            assert gc.get_threshold() == (700, 10, 10)
+        assert Settings().gc_threshold == 50_000
+    finally:
+        gc.set_threshold(*saved)
