@@ -272,10 +272,12 @@ class Service:
         try:
             with self._ingest_slots, self.store.write_many([r for r, _ in items]) as conn:
                 reads = [self._submit_reads(conn, run_id, batch) for run_id, batch in items]
+                created = self._create_series(conn, items, reads)
                 out = []
                 for (run_id, batch), found in zip(items, reads, strict=True):
                     try:
-                        out.append(self._store_batch(conn, run_id, batch, found))
+                        out.append(self._store_batch(conn, run_id, batch, found,
+                                                     created.get(run_id)))
                     except NotFoundError as exc:  # raised before the batch wrote anything
                         out.append(exc)
         except StoreUnavailableError as exc:  # the database is away: each batch would fail too
@@ -309,6 +311,26 @@ class Service:
             return self._store_batch(conn, run_id, batch,
                                      self._submit_reads(conn, run_id, batch))
 
+    @staticmethod
+    def _create_series(conn: Any, items: Sequence[tuple[str, MetricBatch]],
+                       reads: list[_BatchReads]) -> dict[str, dict[str, int]]:
+        """The new series of a group's batches, created together (one round trip on
+        PostgreSQL, not one per series: a sweep's first batches all bring new ones):
+        {run_id: {name: series_id}}. Unknown runs and retried batches create none."""
+        wanted: list[tuple[str, str]] = []
+        for (run_id, batch), found in zip(items, reads, strict=True):
+            if found.series_ids is None or found.run.first() is None:
+                continue
+            if found.batch is not None and found.batch.first() is not None:
+                continue
+            wanted.extend((run_id, name) for name in dict.fromkeys(
+                points_q.missing_series(conn, run_id, batch.series, found.series_ids)))
+        out: dict[str, dict[str, int]] = {}
+        if len(wanted) > 1:
+            for (run_id, name), sid in points_q.create_series(conn, wanted).items():
+                out.setdefault(run_id, {})[name] = sid
+        return out
+
     def _submit_reads(self, conn: Any, run_id: str, batch: MetricBatch) -> _BatchReads:
         """Send the reads a batch needs (they go out together: one round trip on PostgreSQL):
         the run, the batch id, the pending recommendations; when this process's analyzer of
@@ -338,10 +360,11 @@ class Service:
             points_q.submit_series_ids(conn, run_id, batch.series) if batch.series else None,
             cold, history)
 
-    def _store_batch(self, conn: Any, run_id: str, batch: MetricBatch, reads: _BatchReads
-                     ) -> IngestResult:
-        """The batch's writes and analysis, in the caller's transaction under the run's lock.
-        Raises :class:`NotFoundError` before writing anything when the run does not exist."""
+    def _store_batch(self, conn: Any, run_id: str, batch: MetricBatch, reads: _BatchReads,
+                     created: dict[str, int] | None = None) -> IngestResult:
+        """The batch's writes and analysis, in the caller's transaction under the run's lock
+        (``created``: its new series, made by :meth:`_create_series`). Raises
+        :class:`NotFoundError` before writing anything when the run does not exist."""
         found_batch, replay = reads.batch, reads.replay
         run = reads.run.first()
         if run is None:
@@ -369,7 +392,7 @@ class Service:
         change: _PolicyChange | None = None
         if batch.series:
             next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch,
-                                             reads.series_ids)
+                                             reads.series_ids, created)
             if self.analysis:
                 health, change = self._analyze(conn, run, batch, seq_start, next_seq,
                                                     start, replay, reads.cold_start,

@@ -107,6 +107,47 @@ _SERIES_OF_RUN = FastStatement(select(series.c.series_id, series.c.name).where(
     series.c.run_id == bindparam("run_id")))
 
 
+_SERIES_KEYS = ["run_id", "name", "n_points", "n_nonfinite"]
+_INSERT_MANY_SERIES = FastStatement(
+    insert(series).from_select(_SERIES_KEYS, select(*[
+        c for c in unnest_rows(series, _SERIES_KEYS).c]))
+    .returning(series.c.series_id, series.c.run_id, series.c.name))
+
+
+def create_series(conn: Connection, wanted: Sequence[tuple[str, str]]
+                  ) -> dict[tuple[str, str], int]:
+    """Create the (run_id, name) series ``wanted`` (new ones: the caller holds their runs'
+    locks and has read their series); returns their ids. On PostgreSQL one statement for all
+    of them: a group of first batches waits for one round trip instead of one per series.
+    Not cached: the transaction may still roll back."""
+    if not wanted:
+        return {}
+    if conn.dialect.name != "postgresql" or len(wanted) == 1:
+        return {(r, n): _insert_series(conn, r, n) for r, n in wanted}
+    rows = _INSERT_MANY_SERIES.all(conn, {
+        "run_id": [r for r, _ in wanted], "name": [n for _, n in wanted],
+        "n_points": [0] * len(wanted), "n_nonfinite": [0] * len(wanted)})
+    return {(row["run_id"], row["name"]): int(row["series_id"]) for row in rows}
+
+
+def missing_series(conn: Connection, run_id: str, items: Sequence[SeriesData],
+                   series_ids: Deferred | None) -> list[str]:
+    """The names of ``items`` that the run has no series for yet (``series_ids``: from
+    :func:`submit_series_ids`; None when every name was cached)."""
+    if series_ids is None:
+        return []
+    ids = _SERIES_IDS.get(conn.engine) or {}
+    known = {r["name"] for r in series_ids.all()}
+    return [s.name for s in items if s.name not in known and (run_id, s.name) not in ids]
+
+
+def _insert_series(conn: Connection, run_id: str, name: str) -> int:
+    row = _INSERT_SERIES.first(conn, {"run_id": run_id, "name": name, "n_points": 0,
+                                      "n_nonfinite": 0})
+    assert row is not None
+    return int(row["series_id"])
+
+
 def submit_series_ids(conn: Connection, run_id: str, items: Sequence[SeriesData]
                       ) -> Deferred | None:
     """When this process has not seen some of the ``items``' series yet: the run's series
@@ -138,26 +179,26 @@ def _series_id(conn: Connection, run_id: str, name: str,
         ids[(run_id, name)] = int(row["series_id"])
         return int(row["series_id"])
     # Created now: not cached until a later transaction sees it (this one may roll back).
-    row = _INSERT_SERIES.first(conn, {"run_id": run_id, "name": name, "n_points": 0,
-                                      "n_nonfinite": 0})
-    assert row is not None
-    return int(row["series_id"])
+    return _insert_series(conn, run_id, name)
 
 
 def write_series(
     conn: Connection, run_id: str, items: Sequence[SeriesData], seq_start: int, branch: int,
-    series_ids: Deferred | None = None,
+    series_ids: Deferred | None = None, created: dict[str, int] | None = None,
 ) -> int:
     """Append ``items`` as chunks numbered from ``seq_start``; returns the next free sequence
     number. The caller holds the run's write lock (``series_ids``: from
-    :func:`submit_series_ids` in this transaction)."""
+    :func:`submit_series_ids` in this transaction; ``created``: {name: id} of the series
+    :func:`create_series` made for it in this transaction)."""
     chunk_rows = []
     stat_rows = []
     seq = seq_start
     known = ({r["name"]: int(r["series_id"]) for r in series_ids.all()}
              if series_ids is not None else None)
     for s in items:
-        sid = _series_id(conn, run_id, s.name, known)
+        sid = created.get(s.name) if created else None
+        if sid is None:
+            sid = _series_id(conn, run_id, s.name, known)
         values = s.values
         finite_mask = np.isfinite(values)
         n = int(values.size)
