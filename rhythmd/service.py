@@ -395,8 +395,8 @@ class Service:
                                              reads.series_ids, created)
             if self.analysis:
                 health, change = self._analyze(conn, run, batch, seq_start, next_seq,
-                                                    start, replay, reads.cold_start,
-                                                    reads.recs if reads.history else None)
+                                               start, replay, reads.cold_start,
+                                               reads.recs if reads.history else None)
         now = time.time()
         interval = run["interval_s"]
         if run["n_batches"]:

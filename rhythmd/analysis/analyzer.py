@@ -61,6 +61,7 @@ class RunAnalyzer:
         return list(self._diags)
 
     def has_open_diagnoses(self) -> bool:
+        """Whether a diagnosis is open (the next batch may update it)."""
         return bool(self.open)
 
     def open_severities(self) -> dict[str, str]:
