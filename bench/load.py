@@ -15,7 +15,8 @@ Backends:
 
 - ``sqlite``: one daemon process on a fresh SQLite file (the single-process mode).
 - ``postgresql``: two daemon processes on one fresh PostgreSQL database behind a trivial
-  round-robin in the driver: the batches of every run alternate between the two daemons.
+  round-robin in the driver: the batches of every run alternate between the two daemons (each
+  run starting at a random one, as jobs started independently would).
   Afterwards the exact same batches are replayed into one daemon process on another fresh
   database, and the diagnoses of every run must be the same (wall times ignored).
 
@@ -221,6 +222,11 @@ async def stream_run(rs: RunStats, conns: list[HttpConn], t0: float, args: argpa
     next_step = 0
     k = 0  # flush ticks since start
     b = 0  # batches sent
+    # the daemon that gets the run's first batch: jobs that start independently are not in
+    # step; with the same first daemon for all, every run would send its k-th batch to daemon
+    # k % 2 within the same flush interval, and each daemon would take all 200 runs in one
+    # interval and none in the next
+    first = random.Random(f"{rs.run_id}/daemon").randrange(len(conns))
     watch = rs.blow_step is not None
     while True:
         k += 1
@@ -247,7 +253,7 @@ async def stream_run(rs: RunStats, conns: list[HttpConn], t0: float, args: argpa
         n = sum(len(x["steps"]) for x in series)
         body = json.dumps({"batch_id": f"b{b}", "series": series},
                           separators=(",", ":")).encode()
-        conn = conns[b % len(conns)]  # round-robin over the daemons
+        conn = conns[(first + b) % len(conns)]  # round-robin over the daemons
         b += 1
         sent = time.monotonic()
         try:
