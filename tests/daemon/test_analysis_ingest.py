@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -200,6 +202,18 @@ def test_a_relapse_after_a_rollback_goes_back_before_the_restored_state(client):
     assert "after resuming from the state of step 100" in second["reason"]
 
 
+@contextmanager
+def _new_run(database_url: str, name: str, total_steps: int) -> Iterator[tuple[Service, str]]:
+    """A service on the backend and a new run planned for ``total_steps``; closed after."""
+    store = Store(database_url)
+    store.open()
+    try:
+        service = Service(store)
+        yield service, service.create_run(name, config={"total_steps": total_steps})[0]["run_id"]
+    finally:
+        store.close()
+
+
 def test_diagnosis_events_record_what_changed(database_url):
     """``diagnosis_opened``/``closed`` for every opening and closing; ``diagnosis_updated``
     only when an update changed the diagnosis' severity (an open one's evidence is refreshed
@@ -222,17 +236,11 @@ def test_diagnosis_events_record_what_changed(database_url):
                     continue
                 expected.append((f"diagnosis_{ev.type}", ev.step, d.severity))
         assert any(k == "diagnosis_updated" for k, _, _ in expected), path.name
-        store = Store(database_url)
-        store.open()
-        try:
-            service = Service(store)
-            rid = service.create_run("r", config={"total_steps": total})[0]["run_id"]
+        with _new_run(database_url, "r", total) as (service, rid):
             for b in curve:
                 service.ingest(rid, b)
             got = [(e["kind"], e["step"], e["payload"]["severity"])
                    for e in service.list_events(rid) if e["kind"].startswith("diagnosis_")]
-        finally:
-            store.close()
         assert got == expected, path.name
 
 
@@ -266,18 +274,12 @@ def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url,
 
     monkeypatch.setattr(service_module, "decide", decide_spy)
     curve = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
-    store = Store(database_url)
-    store.open()
-    try:
-        service = Service(store)
-        rid = service.create_run("s", config={"total_steps": 800})[0]["run_id"]
+    with _new_run(database_url, "s", 800) as (service, rid):
         own_reads = _spy_on_recommendation_reads(monkeypatch)
         for b in curve:
             service.ingest(rid, b)
         monkeypatch.undo()
         events = service.list_events(rid)
-    finally:
-        store.close()
     issued = sum(e["kind"] == "recommendation_issued" for e in events)
     assert issued >= 2 and len(consulted) >= 8, (consulted, events)
     assert own_reads == [], own_reads
@@ -288,11 +290,7 @@ def test_each_batch_answers_the_pending_recommendations_as_stored(database_url, 
     without reading them again after the policy issued or cancelled some: a pending one set by
     hand, cancelled by the divergence fix, and the fix itself."""
     curve = [_to_batch(b) for b in batches(read_curve(DIVERGING), 5)]
-    store = Store(database_url)
-    store.open()
-    try:
-        service = Service(store)
-        rid = service.create_run("d", config={"total_steps": 600})[0]["run_id"]
+    with _new_run(database_url, "d", 600) as (service, rid):
         by_hand = service.create_recommendation(rid, "reduce_lr", {"factor": 0.5},
                                                 reason="by hand", author="test")
         answers, stored = [], []
@@ -303,8 +301,6 @@ def test_each_batch_answers_the_pending_recommendations_as_stored(database_url, 
             assert "pending" not in own_reads, own_reads
             stored.append([r["id"] for r in service.list_recommendations(rid, "pending")])
         final = {r["id"]: r for r in service.list_recommendations(rid)}
-    finally:
-        store.close()
     assert answers == stored
     assert answers[0] == [by_hand["id"]]
     assert final[by_hand["id"]]["status"] == "expired"
