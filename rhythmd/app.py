@@ -24,7 +24,7 @@ from rhythmd.api.group_commit import GroupCommitter
 from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
 from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
-from rhythmd.auth import bind_host_from_process, check_exposure
+from rhythmd.auth import ALL, Decision, bind_host_from_process, check_exposure
 from rhythmd.config import Settings
 from rhythmd.errors import (
     ConfigurationError,
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if dispatcher is not None:
                 await run_in_threadpool(dispatcher.stop)
+            await run_in_threadpool(app.state.service.close)
             await run_in_threadpool(store.close)
 
     app = FastAPI(
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         and analysis time, open diagnoses by kind, recommendations by action and status,
         active runs. With authentication, needs a read token for every project ("*")."""
         principal = principal_of(request)
-        if principal is not None and not (principal.project == "*" and principal.may("read")):
+        if principal is not None and principal.decide(ALL, "read") is not Decision.ALLOW:
             raise HTTPException(403, 'metrics need a read token for every project ("*")')
         return Response(render_metrics(service), media_type=CONTENT_TYPE)
 

@@ -1,6 +1,7 @@
 """Who may do what: bearer tokens with a project and a scope.
 
-Scopes (each grants the listed verbs within its project; ``*`` tokens cover every project):
+Scopes (each grants the listed verbs within its project only; ``*`` tokens cover every
+project). :func:`authorize` decides every request from these and nothing else:
 
 - ``ingest`` — what a training job needs: create runs, send metrics, read its pending
   recommendations and acknowledge them, finish its run.
@@ -11,22 +12,54 @@ Scopes (each grants the listed verbs within its project; ``*`` tokens cover ever
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 import os
 import sys
-import threading
-import time
 from dataclasses import dataclass
 
 from rhythmd.errors import ConfigurationError
 
+ALL = "*"
+"""The project of a token for every project, and the target of what spans every project (the
+token list, ``/metrics``, a ``*`` token)."""
+
+VERBS = ("watch", "read", "ingest", "steer", "admin")
+"""``watch``: a run and its recommendations, as a training job reads them; ``read``: every
+query and page; ``ingest``: create runs, send metrics, acknowledge, finish; ``steer``: issue
+recommendations and stops; ``admin``: tokens."""
+
 GRANTS: dict[str, frozenset[str]] = {
-    "ingest": frozenset({"ingest"}),
-    "read": frozenset({"read"}),
-    "steer": frozenset({"read", "steer"}),
-    "admin": frozenset({"ingest", "read", "steer", "admin"}),
+    "ingest": frozenset({"watch", "ingest"}),
+    "read": frozenset({"watch", "read"}),
+    "steer": frozenset({"watch", "read", "steer"}),
+    "admin": frozenset(VERBS),
 }
+
+
+class Decision(enum.Enum):
+    """What a request gets: done, 403 (visible but not allowed) or 404 (not visible)."""
+
+    ALLOW = "allow"
+    FORBID = "forbid"
+    HIDE = "hide"
+
+
+def authorize(token_project: str, scope: str, target_project: str | None, verb: str
+              ) -> Decision:
+    """The one rule for every request.
+
+    ``target_project`` is the project of what the request acts on: the run, the token, the
+    project named in the body or query (``None`` for a run without project, ``*`` for what
+    spans every project). Anything outside the token's project is hidden, whatever the scope,
+    so a refusal never tells that it exists; inside it, the scope must grant the verb.
+    """
+    if token_project != ALL and target_project != token_project:
+        return Decision.HIDE
+    if verb not in GRANTS.get(scope, frozenset()):
+        return Decision.FORBID
+    return Decision.ALLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,33 +68,13 @@ class Principal:
     scope: str
     token_id: str
 
-    def may(self, verb: str) -> bool:
-        return verb in GRANTS.get(self.scope, frozenset())
+    def decide(self, target_project: str | None, verb: str) -> Decision:
+        return authorize(self.project, self.scope, target_project, verb)
 
-    def covers(self, project: str | None) -> bool:
-        return self.project == "*" or (project is not None and project == self.project)
-
-
-class TokenCache:
-    """Verified tokens for ``ttl_s`` seconds, so a request costs no database read."""
-
-    def __init__(self, ttl_s: float = 10.0) -> None:
-        self.ttl_s = ttl_s
-        self._items: dict[str, tuple[float, Principal | None]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> tuple[bool, Principal | None]:
-        with self._lock:
-            hit = self._items.get(token)
-        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-            return False, None
-        return True, hit[1]
-
-    def put(self, token: str, principal: Principal | None) -> None:
-        with self._lock:
-            if len(self._items) > 10_000:
-                self._items.clear()
-            self._items[token] = (time.monotonic(), principal)
+    def may(self, verb: str, target_project: str | None = None) -> bool:
+        """Whether this principal may ``verb`` in ``target_project`` (default: its own)."""
+        target = self.project if target_project is None else target_project
+        return self.decide(target, verb) is Decision.ALLOW
 
 
 def admin_principal(token: str, admin_token: str | None) -> Principal | None:

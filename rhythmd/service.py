@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
-from rhythmd.auth import Principal, TokenCache
+from rhythmd.auth import Principal
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from rhythmd.jsonsafe import encode_nonfinite
@@ -38,6 +38,7 @@ from rhythmd.store import summary as summary_q
 from rhythmd.store import tokens as tokens_q
 from rhythmd.store.downsample import downsample_indices
 from rhythmd.store.fast import Deferred
+from rhythmd.store.token_watch import TokenVerifier
 from rhythmd.webhooks import SEVERITY_RANK, diagnosis_message, recommendation_message, should_alert
 
 log = logging.getLogger("rhythmd.service")
@@ -168,7 +169,7 @@ class Service:
                  alerts: AlertConfig | None = None, ingest_concurrency: int = 4) -> None:
         self.store = store
         self.alerts = alerts
-        self._tokens = TokenCache()
+        self._tokens = TokenVerifier(store)
         self._projects: dict[str, str | None] = {}
         self.lost_rule = lost_rule or runs_q.LostRule()
         self.analysis = analysis
@@ -757,16 +758,18 @@ class Service:
 
     # access -------------------------------------------------------------------------------
     def verify_token(self, token: str) -> Principal | None:
-        """The principal of a stored, unrevoked token (cached for a few seconds)."""
-        hit, principal = self._tokens.get(token)
-        if hit:
-            return principal
+        """The principal of a stored, unrevoked token (a revocation holds at once on SQLite,
+        within a second on every PostgreSQL process: ``rhythmd.store.token_watch``)."""
+        return self._tokens.verify(token)
+
+    def token_project(self, token_id: str) -> str | None:
+        """The project of an active token (None when there is none)."""
         with self.store.read() as conn:
-            row = tokens_q.find_token(conn, token)
-        principal = None if row is None else Principal(row["project"], row["scope"],
-                                                       row["token_id"])
-        self._tokens.put(token, principal)
-        return principal
+            return tokens_q.token_project(conn, token_id)
+
+    def close(self) -> None:
+        """Stop the token revocation watch."""
+        self._tokens.close()
 
     def run_project(self, run_id: str) -> str | None:
         """A run's project (immutable, so cached). Raises NotFoundError."""
@@ -799,7 +802,7 @@ class Service:
         with self.store.write() as conn:
             if not tokens_q.revoke_token(conn, token_id):
                 raise NotFoundError(f"no active token {token_id!r}")
-        self._tokens = TokenCache()
+        self._tokens.invalidate()
 
     # debugging views ----------------------------------------------------------------------
     def summary(self, run_id: str) -> dict[str, Any]:

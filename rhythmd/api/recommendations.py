@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/runs/{run_id}/recommendations", tags=["recommenda
 
 
 @router.get("", response_model=RecommendationList, responses={**NOT_FOUND, **INVALID},
-            dependencies=[requires("read", "ingest")])
+            dependencies=[requires("watch")])
 def list_recommendations(
     run_id: str, service: ServiceDep,
     status_: Annotated[str | None, Query(alias="status",

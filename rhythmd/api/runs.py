@@ -4,31 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep, SettingsDep
 from rhythmd.api.schemas import EventList, Run, RunCreate, RunFinish, RunList
-from rhythmd.api.security import requires
+from rhythmd.api.security import enforce, enforce_named, principal_in, requires
+from rhythmd.auth import ALL
+from rhythmd.errors import ConflictError
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Run,
              responses={200: {"model": Run, "description": "The run_id existed: returned as is."},
-                        409: {"description": "run_id exists with another name or project."},
-                        **INVALID})
+                        409: {"description": "run_id exists with another name (or project)."},
+                        **NOT_FOUND, **INVALID})
 def create_run(body: RunCreate, service: ServiceDep, response: Response, request: Request,
                _: object = requires("ingest")) -> dict:
-    """Create a run. Send its metrics to ``POST /v1/runs/{run_id}/metrics``."""
-    principal = getattr(request.state, "principal", None)
-    if principal is not None and principal.project != "*":
-        if body.project is None:
-            body = body.model_copy(update={"project": principal.project})
-        elif body.project != principal.project:
-            raise HTTPException(403, f"this token may only create runs in project "
-                                     f"{principal.project!r}")
-    run, created = service.create_run(body.name, body.project, body.config, body.tags,
-                                      body.run_id)
+    """Create a run. Send its metrics to ``POST /v1/runs/{run_id}/metrics``. A ``run_id`` of
+    another project's run reads as 404, like every other request about it."""
+    principal = principal_in(request)
+    if principal is not None and principal.project != ALL and body.project is None:
+        body = body.model_copy(update={"project": principal.project})
+    enforce_named(principal, body.project, "ingest")
+    try:
+        run, created = service.create_run(body.name, body.project, body.config, body.tags,
+                                          body.run_id)
+    except ConflictError:
+        if principal is not None and body.run_id is not None:
+            enforce(principal, service.run_project(body.run_id), "watch",
+                    what=f"run {body.run_id!r}")
+        raise
     if not created:
         response.status_code = status.HTTP_200_OK
     return run
@@ -39,7 +45,7 @@ def list_runs(
     service: ServiceDep,
     settings: SettingsDep,
     request: Request,
-    _: Annotated[object, requires("read", "ingest")],
+    _: Annotated[object, requires("watch")],
     project: Annotated[str | None, Query(max_length=128, description="Only this project.")] = None,
     status_: Annotated[str | None, Query(
         alias="status",
@@ -52,10 +58,10 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=2**31, description="Runs to skip.")] = 0,
 ) -> dict:
     """Runs, newest first, optionally of one project; page with ``limit`` and ``offset``."""
-    principal = getattr(request.state, "principal", None)
-    if principal is not None and principal.project != "*":
-        if project is not None and project != principal.project:
-            raise HTTPException(403, f"this token may only list project {principal.project!r}")
+    principal = principal_in(request)
+    if principal is not None and principal.project != ALL:
+        if project is not None:
+            enforce_named(principal, project, "watch")
         project = principal.project
     limit = min(limit, settings.max_page_size)
     runs, total = service.list_runs(project, status_, limit, offset)
@@ -64,7 +70,7 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=Run, responses={**NOT_FOUND},
-            dependencies=[requires("read", "ingest")])
+            dependencies=[requires("watch")])
 def get_run(run_id: str, service: ServiceDep) -> dict:
     return service.get_run(run_id)
 

@@ -2,8 +2,8 @@
 
 With ``RHYTHMD_AUTH=required`` every ``/v1`` route needs ``Authorization: Bearer <token>``
 (or the ``rhythmd_token`` cookie, for the pages): a missing or unknown token is 401; a token
-of the right project without the verb is 403; a run of another project is 404, so its
-existence does not leak.
+of the right project without the verb is 403; a run (or token) of another project is 404,
+so its existence does not leak. Every decision is :func:`rhythmd.auth.authorize`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rhythmd.auth import Principal, admin_principal, is_loopback
+from rhythmd.auth import ALL, Decision, Principal, admin_principal, is_loopback
 from rhythmd.errors import NotFoundError
 
 COOKIE = "rhythmd_token"
@@ -47,27 +47,57 @@ def principal_of(request: Request) -> Principal | None:
     return principal
 
 
-def requires(*verbs: str) -> Any:
-    """A dependency: the caller may do one of ``verbs`` on this route's run (if any)."""
+def enforce(principal: Principal | None, target_project: str | None, verb: str, *,
+            what: str) -> None:
+    """Apply :func:`rhythmd.auth.authorize`: 404 ("``what`` not found") when the target is
+    outside the token's project, 403 when the scope lacks the verb."""
+    if principal is None:
+        return
+    decision = principal.decide(target_project, verb)
+    if decision is Decision.HIDE:
+        raise NotFoundError(f"{what} not found")
+    if decision is Decision.FORBID:
+        raise HTTPException(403, f"this token ({principal.scope} on {principal.project}) may "
+                                 f"not {verb} here")
+
+
+def enforce_named(principal: Principal | None, project: str | None, verb: str) -> None:
+    """Like :func:`enforce` for a project the caller names itself (a body or query field):
+    refused with 403, as that says nothing the caller did not already know."""
+    if principal is None:
+        return
+    if principal.decide(project, verb) is not Decision.ALLOW:
+        raise HTTPException(403, f"this token ({principal.scope} on {principal.project}) may "
+                                 f"not {verb} in project {project!r}")
+
+
+def requires(verb: str) -> Any:
+    """A dependency deciding the request by :func:`rhythmd.auth.authorize`: on a route with a
+    ``run_id`` the target is that run's project (a run outside the token's project is 404),
+    elsewhere the token's own project (the route then checks what it names)."""
 
     async def check(request: Request) -> Principal | None:
-        # On the event loop (no thread hop); the token and project lookups are cached and
-        # read the database only on a miss.
+        # On the event loop (no thread hop); run projects are cached (they never change).
         principal = principal_of(request)
         if principal is None:
             return None
         run_id = request.path_params.get("run_id")
-        if run_id is not None and principal.project != "*":
-            project = request.app.state.service.run_project(run_id)
-            if not principal.covers(project):
-                raise NotFoundError(f"run {run_id!r} not found")
-        if not any(principal.may(v) for v in verbs):
-            raise HTTPException(403, f"this token ({principal.scope} on {principal.project}) "
-                                     f"may not {'/'.join(verbs)} here")
+        target: str | None = principal.project
+        if run_id is not None and principal.project != ALL:
+            try:
+                target = request.app.state.service.run_project(run_id)
+            except NotFoundError:
+                raise NotFoundError(f"run {run_id!r} not found") from None
+        enforce(principal, target, verb, what=f"run {run_id!r}")
         request.state.principal = principal
         return principal
 
     return Depends(check)
+
+
+def principal_in(request: Request) -> Principal | None:
+    """The principal :func:`requires` verified for this request (None with auth off)."""
+    return getattr(request.state, "principal", None)
 
 
 def _is_ip(host: str) -> bool:

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/runs/{run_id}", tags=["debugging"],
 
 
 @router.get("/recommendations/{rec_id}", response_model=Recommendation,
-            dependencies=[requires("read", "ingest")])
+            dependencies=[requires("watch")])
 def get_recommendation(run_id: str, rec_id: str, service: ServiceDep) -> RhythmdJSONResponse:
     return RhythmdJSONResponse(service.get_recommendation(run_id, rec_id))
 

@@ -7,12 +7,14 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, text, update
 
 from rhythmd.store.schema import tokens
 
 SCOPES = ("ingest", "read", "steer", "admin")
 PREFIX = "rhd"
+CHANNEL = "rhythmd_tokens"
+"""PostgreSQL channel on which revocations are announced (``rhythmd.store.token_watch``)."""
 
 
 def hash_token(token: str) -> str:
@@ -42,8 +44,18 @@ def list_tokens(conn: Connection) -> list[dict[str, Any]]:
              "revoked": r["revoked_at"] is not None} for r in rows]
 
 
+def token_project(conn: Connection, token_id: str) -> str | None:
+    """The project of an active token, or None when there is no such token."""
+    return conn.execute(select(tokens.c.project).where(
+        tokens.c.token_id == token_id, tokens.c.revoked_at.is_(None))).scalar_one_or_none()
+
+
 def revoke_token(conn: Connection, token_id: str) -> bool:
+    """Revoke; on PostgreSQL every daemon process hears of it when the transaction commits."""
     done = conn.execute(update(tokens).where(tokens.c.token_id == token_id,
                                              tokens.c.revoked_at.is_(None))
                         .values(revoked_at=time.time()))
+    if done.rowcount and conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify(:channel, :token_id)"),
+                     {"channel": CHANNEL, "token_id": token_id})
     return bool(done.rowcount)

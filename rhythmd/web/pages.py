@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rhythmd import __version__
 from rhythmd.api.encoding import encode_nonfinite
+from rhythmd.auth import Decision
 from rhythmd.errors import InvalidInputError, NotFoundError
 from rhythmd.web import data as webdata
 from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Region, Series, fmt_num
@@ -141,7 +142,8 @@ def viewer(request: Request) -> Any:
 
 
 def covers(principal: Any, project: str | None) -> bool:
-    return principal is None or bool(principal.covers(project))
+    """Whether the viewer may read a run of ``project`` (:func:`rhythmd.auth.authorize`)."""
+    return principal is None or principal.decide(project, "read") is Decision.ALLOW
 
 
 def _safe_next(target: str | None) -> str:
