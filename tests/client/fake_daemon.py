@@ -30,6 +30,7 @@ class FakeState:
         self.retry_after = "0"
         self.seed_recs: list[tuple[str, dict[str, Any]]] = []  # queued on every new run
         self.store_points = True  # False: count only (benchmarks)
+        self.extra: dict[str, Any] = {}  # added to every ingest response (e.g. blowup_bound)
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
         """The named run, or the only one."""
@@ -134,6 +135,14 @@ class _Handler(BaseHTTPRequestHandler):
                 rec["status"] = body["status"]
                 run["acks"].append({"id": parts[4], **body})
             self._send(200, rec)
+        elif parts[3] == "recommendations" and len(parts) == 4:
+            with st.lock:
+                rec_id = uuid.uuid4().hex[:16]
+                rec = {"id": rec_id, "action": body["action"], "params": body.get("params", {}),
+                       "reason": body.get("reason", ""), "author": body.get("author", "user"),
+                       "issued_at_step": None, "expires_at_step": None, "status": "pending"}
+                run["recs"][rec_id] = rec
+            self._send(201, rec)
         elif parts[3] == "finish":
             run["finished"] = body
             self._send(200, {"run_id": parts[2], "status": body["status"]})
@@ -173,7 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(200, {"accepted": n, "duplicate": dup, "recommendations": recs})
+        self._send(200, {"accepted": n, "duplicate": dup, "recommendations": recs,
+                         **st.extra})
 
 
 class _Server(ThreadingHTTPServer):

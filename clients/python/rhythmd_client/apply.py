@@ -24,9 +24,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Applied", "LRController", "RecommendationRejected"]
+__all__ = ["LR_CHANGES", "Applied", "LRController", "RecommendationRejected"]
 
 _MAX_RAMPS = 16
+_MAX_CHANGES = 64
+LR_CHANGES = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule"})
+"""Actions recorded as change points (revertible with ``revert``)."""
 _UNCHANGED_TOL = 1e-12
 
 
@@ -46,6 +49,8 @@ class Applied:
     lr_before: list[float]
     lr_after: list[float]
     note: str = ""
+    restored: bool = False
+    """True when model/optimizer/scheduler were restored to a snapshot at ``step``."""
 
 
 # --------------------------------------------------------------------------- tensor helpers
@@ -188,6 +193,10 @@ class LRController:
         self._cooldown_until = -1
         self._ramps: list[dict[str, Any]] = []
         self._override: dict[str, Any] | None = None
+        self._changes: list[dict[str, Any]] = []  # change points, oldest first
+        self._ramp_seq = 0
+        self._restored = False
+        self.snapshot_errors = 0
         self.stop_requested = False
         self.snapshots = snapshots
         if snapshots is not None and getattr(snapshots, "controller", None) is None:
@@ -235,8 +244,15 @@ class LRController:
                 self._mirror_ref[id(node)] = node.base_lrs
         return list(self._host)
 
-    def apply(self, action: str, params: dict[str, Any], step: int) -> Applied:
-        """Apply one recommendation at a step boundary (after the user's scheduler.step())."""
+    def apply(self, action: str, params: dict[str, Any], step: int,
+              change_id: str | None = None, snapshot: bool = True) -> Applied:
+        """Apply one recommendation at a step boundary (after the user's scheduler.step()).
+
+        With ``change_id`` (the recommendation's id), an action in :data:`LR_CHANGES` is
+        recorded as a change point that ``revert`` can undo: the LR state before it, and, when
+        a snapshot keeper is attached and ``snapshot`` is True, a snapshot labelled ``step``
+        taken before the change (forced, whatever the keeper's ``every_steps``).
+        """
         if not isinstance(params, dict):
             raise RecommendationRejected("params must be a dict")
         if isinstance(step, bool) or not isinstance(step, int):
@@ -247,14 +263,59 @@ class LRController:
             "warmup": self._warmup,
             "set_schedule": self._set_schedule,
             "rollback": self._rollback,
+            "revert": self._revert,
             "stop": self._stop,
         }
         handler = handlers.get(action)
         if handler is None:
             raise RecommendationRejected(f"unknown action {action!r}")
         before = list(self._host)
+        record = None
+        if change_id is not None and action in LR_CHANGES:
+            record = self._change_point(str(change_id), action, step, snapshot)
+        self._restored = False
+        ramps_before = {r.get("id") for r in self._ramps}
         out_step, note = handler(params, step)
-        return Applied(step=out_step, lr_before=before, lr_after=list(self._host), note=note)
+        if record is not None:
+            after = list(self._host)
+            record["fs"] = [a / b if b > 0 else 1.0 for a, b in zip(after, before, strict=True)]
+            new = [r for r in self._ramps if r.get("id") not in ramps_before]
+            if new:
+                record["ramp"] = new[-1]["id"]
+                record["peak"] = list(new[-1]["peak"])
+            self._changes.append(record)
+            del self._changes[:-_MAX_CHANGES]
+        return Applied(step=out_step, lr_before=before, lr_after=list(self._host), note=note,
+                       restored=self._restored)
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Recorded change points, oldest first (copies): ``id``, ``action``, ``step``,
+        ``lrs`` (absolute LRs before), ``snap`` (snapshot number or None)."""
+        return [_copy_change(c) for c in self._changes]
+
+    def _change_point(self, change_id: str, action: str, step: int,
+                      snapshot: bool) -> dict[str, Any]:
+        """The LR state before a change at ``step``; a forced snapshot when one can be kept.
+
+        A second change at the same step gets no snapshot of its own: the one labelled
+        ``step`` holds the state before the first, and must stay so.
+        """
+        seq = None
+        keeper = self.snapshots
+        earlier = any(c["step"] == step for c in self._changes)
+        if snapshot and keeper is not None and not earlier:
+            try:
+                if keeper.holds(step):  # taken at this boundary, before any change
+                    seq = keeper.last_seq if keeper.steps[-1] == step else None
+                elif keeper.snapshot(step):
+                    seq = keeper.last_seq
+            except Exception:  # no snapshot: the change stays revertible on the LR only
+                self.snapshot_errors += 1
+        return {"id": change_id, "action": action, "step": step, "lrs": list(self._host),
+                "snap": seq, "cooldown_until": self._cooldown_until,
+                "override": _copy_override(self._override), "fs": None, "ramp": None,
+                "peak": None}
 
     def on_step(self, step: int) -> None:
         """Advance warmup ramps and the set_schedule override to ``step``.
@@ -292,6 +353,8 @@ class LRController:
             "cooldown_until": self._cooldown_until,
             "ramps": [_copy_ramp(r) for r in self._ramps],
             "override": _copy_override(self._override),
+            "changes": [_copy_change(c) for c in self._changes],
+            "ramp_seq": self._ramp_seq,
             "host": list(self._host),
             "exact": self._exact,
             "mirror": [list(self._mirror[id(s)]) if id(s) in self._mirror else None for s in nodes],
@@ -306,6 +369,8 @@ class LRController:
         self._cooldown_until = int(d["cooldown_until"])
         self._ramps = [_copy_ramp(r) for r in d["ramps"]]
         self._override = _copy_override(d["override"])
+        self._changes = [_copy_change(c) for c in d.get("changes", [])]
+        self._ramp_seq = max(self._ramp_seq, int(d.get("ramp_seq", 0)))
         self._host = [float(x) for x in d["host"]]
         self._exact = bool(d["exact"])
         self.stop_requested = bool(d.get("stop_requested", False))
@@ -411,6 +476,7 @@ class LRController:
         if self.snapshots is None:
             raise RecommendationRejected("no snapshot keeper attached; cannot roll back")
         restored = self.snapshots.restore(to_step)  # restores this controller's state too
+        self._restored = True
         self._step = restored
         self._cooldown_until = -1
         note = f"restored step {restored}"
@@ -428,6 +494,57 @@ class LRController:
             self._add_ramp(warm, warm_start, 1.0)
             note += f"; warmup over {warm} steps from x{warm_start:g}"
         return restored, note
+
+    def _revert(self, params: dict[str, Any], step: int) -> tuple[int, str]:
+        to_step = _int(params, "to_step", lo=-1)
+        cid = params.get("change_id")
+        if not isinstance(cid, str) or not cid:
+            raise RecommendationRejected(f"parameter 'change_id' must be a non-empty string, "
+                                         f"got {cid!r}")
+        rec = next((c for c in reversed(self._changes) if c["id"] == cid), None)
+        if rec is None:
+            raise RecommendationRejected(f"no record of change {cid!r}")
+        if rec["step"] != to_step:
+            raise RecommendationRejected(
+                f"change {cid!r} was applied at step {rec['step']}, not {to_step}")
+        what = f"{rec['action']} {cid} of step {to_step}"
+        keeper = self.snapshots
+        if keeper is not None and rec["snap"] is not None and keeper.holds(to_step, rec["snap"]):
+            restored = keeper.restore(to_step, seq=rec["snap"])  # controller state too
+            self._restored = True
+            self._step = restored
+            return restored, f"reverted {what}: restored the snapshot taken before it"
+        self._changes.remove(rec)
+        return step, f"lr_only: reverted {what}; " + self._undo_lr(rec)
+
+    def _undo_lr(self, rec: dict[str, Any]) -> str:
+        """Undo a recorded change's effect on the LR only (no rewind); returns a note."""
+        action = rec["action"]
+        if action in ("reduce_lr", "increase_lr"):
+            inv = [1.0 / f if f > 0 else 1.0 for f in rec["fs"] or [1.0] * len(self._host)]
+            self._rescale(inv)
+            if action == "reduce_lr":
+                self._cooldown_until = int(rec["cooldown_until"])
+            self._reset_plateau(cut=False)
+            return _factors_note(inv)
+        if action == "warmup":
+            ramp = next((r for r in self._ramps if r.get("id") == rec["ramp"]), None)
+            n = len(self._host)
+            if ramp is not None:
+                inv = [1.0 / _ramp_value(ramp, i, ramp["k"]) for i in range(n)]
+                self._ramps.remove(ramp)
+            else:  # finished: what stays of it is its peak factor
+                inv = [1.0 / p if p > 0 else 1.0 for p in rec["peak"] or [1.0] * n]
+            self._rescale(inv)
+            return ("ramp cancelled; " if ramp is not None else "ramp had ended; ") \
+                + _factors_note(inv)
+        # set_schedule: back to the override before it (usually none) and the LRs of then
+        self._override = _copy_override(rec["override"])
+        if self._override is not None:
+            self._write_override(self._step)
+            return "schedule override dropped; the previous one resumes"
+        self._write_lrs([float(x) for x in rec["lrs"]])
+        return "schedule override dropped; LRs back to those at the change"
 
     def _stop(self, params: dict[str, Any], step: int) -> tuple[int, str]:
         self.stop_requested = True
@@ -462,7 +579,8 @@ class LRController:
             else:
                 starts.append(1.0)
                 peaks.append(1.0)
-        ramp = {"steps": steps, "k": 0, "start": starts, "peak": peaks}
+        self._ramp_seq += 1
+        ramp = {"steps": steps, "k": 0, "start": starts, "peak": peaks, "id": self._ramp_seq}
         self._rescale(starts)
         self._ramps.append(ramp)
 
@@ -531,7 +649,10 @@ class LRController:
         return [min(max(v, low), high) for v, low, high in zip(vals, lo, hi, strict=True)]
 
     def _write_override(self, step: int) -> None:
-        vals = self._override_values(step)
+        self._write_lrs(self._override_values(step))
+
+    def _write_lrs(self, vals: list[float]) -> None:
+        """Set every group's LR (and the schedulers' ``_last_lr``) to ``vals``, in place."""
         for g, v in zip(self.optimizer.param_groups, vals, strict=True):
             _set_val(g, "lr", v)
         seen: set[int] = set()
@@ -607,7 +728,17 @@ def _copy_ramp(r: dict[str, Any]) -> dict[str, Any]:
         "k": int(r["k"]),
         "start": [float(x) for x in r["start"]],
         "peak": [float(x) for x in r["peak"]],
+        "id": int(r.get("id", 0)),
     }
+
+
+def _copy_change(c: dict[str, Any]) -> dict[str, Any]:
+    out = dict(c)
+    for key in ("lrs", "fs", "peak"):
+        if out.get(key) is not None:
+            out[key] = [float(x) for x in out[key]]
+    out["override"] = _copy_override(c.get("override"))
+    return out
 
 
 def _copy_override(ov: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -12,7 +12,12 @@ Rollback: when the daemon's ``rollback`` is applied, model/optimizer/scheduler a
 to a snapshot taken at step ``r`` and the run continues on a new branch from ``r + 1``. The
 loop learns this through :meth:`RhythmHook.steps` (which yields ``r + 1`` next), or through
 :attr:`RhythmHook.rolled_back_to` (``r`` right after the ``hook.step`` call that rolled back,
-``None`` otherwise) / :attr:`RhythmHook.resume_step` (``r + 1``).
+``None`` otherwise) / :attr:`RhythmHook.resume_step` (``r + 1``). A ``revert`` that restores
+the snapshot taken before a change at step ``s`` continues the same way from ``s + 1``.
+
+Local reflex (apply mode, on by default): a loss that is not finite, or above the blow-up
+bound, makes the hook restore the last healthy snapshot, cut the LR and re-warm at once,
+then report what it did to the daemon; see :class:`RhythmHook` (``reflex``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from rhythmd_client.transport import Chunk, Transport
 
 log = logging.getLogger("rhythmd_client")
 
-ACTIONS = frozenset({"reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "stop"})
+ACTIONS = frozenset({"reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "revert",
+                     "stop"})
 """Every action the daemon may recommend. All are allowed by default in ``mode="apply"``:
 choosing apply mode is the opt-in, LR changes stay inside ``min_lr``/``max_lr``, ``rollback``
 is rejected anyway without ``model=`` (no snapshots), and ``stop`` only raises
@@ -41,6 +47,19 @@ is rejected anyway without ``model=`` (no snapshots), and ``stop`` only raises
 
 _time = time.time
 _NEVER = 2**63
+_NO_BOUND = sys.float_info.max  # "not -inf < loss <= bound" then catches NaN and +-inf only
+_LR_CHANGES = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule"})
+_SUPERSEDABLE = frozenset({"rollback", "warmup"})
+REFLEX_AUTHOR = "rhythmd-client/reflex"
+REFLEX_DEFAULTS: dict[str, Any] = {
+    "lr_factor": 0.1, "warmup_steps": 20, "warmup_start_factor": 0.1, "blowup_bound": None,
+    "max_attempts": 4, "healthy_steps": 200,
+}
+"""Local reflex settings: ``lr_factor`` (relative LR cut per attempt, 0 < f <= 1),
+``warmup_steps`` (steps of the linear re-warm; 0: none) from ``warmup_start_factor`` (relative),
+``blowup_bound`` (absolute loss above which the reflex fires; default: the daemon's, else only
+non-finite losses), ``max_attempts`` (reflexes per episode; then the daemon decides),
+``healthy_steps`` (steps without a reflex that end an episode)."""
 _NONE_ONLY = {type(None)}
 _FLOAT_ONLY = {float}
 
@@ -86,6 +105,9 @@ class RhythmHook:
         close_timeout_s: how long :meth:`close` may wait for the last batches.
         token: bearer token for a daemon with ``RHYTHMD_AUTH=required`` (an ``ingest`` token
             of the run's project); default ``$RHYTHMD_TOKEN``.
+        reflex: the local reflex (apply mode only, needs ``optimizer``; off under DDP):
+            ``True`` (default settings, :data:`REFLEX_DEFAULTS`), ``False``, or a dict that
+            overrides some settings. It reads the loss only, never gradients.
     """
 
     def __init__(
@@ -103,6 +125,7 @@ class RhythmHook:
         close_timeout_s: float = 5.0,
         compact: bool = True,
         token: str | None = None,
+        reflex: bool | dict[str, Any] = True,
     ) -> None:
         if mode not in ("apply", "advise"):
             raise ValueError(f"mode must be 'apply' or 'advise', got {mode!r}")
@@ -115,12 +138,13 @@ class RhythmHook:
         self.close_timeout_s = close_timeout_s
         self.should_stop = False
         self.rolled_back_to: int | None = None
+        self.reflexes: list[dict[str, Any]] = []  # what the reflex did, oldest first
         self.resume_step: int | None = None
         self.branch = 0
         self.branch_start: int | None = None
         self.applied: list[dict[str, Any]] = []
         self._counts = {"recs_applied": 0, "recs_rejected": 0, "internal_errors": 0,
-                        "lost_points": 0}
+                        "lost_points": 0, "reflexes": 0}
         self._logged: set[str] = set()
         self._closed = False
         self._last_step: int | None = None
@@ -168,6 +192,15 @@ class RhythmHook:
         self._flag = False
         self._want_flush = False
 
+        self._rx = self._reflex_settings(reflex)
+        self._reflex_on = (mode == "apply" and self._rx is not None and self._ctrl is not None
+                           and self._ddp is None)
+        self._user_bound = self._rx["blowup_bound"] if self._rx is not None else None
+        self._bound = self._user_bound if self._user_bound is not None else _NO_BOUND
+        self._bad: int | None = None  # step of a loss the reflex must answer
+        self._episode: list[dict[str, int]] = []  # reflexes since the run was last healthy
+        self._windows: list[tuple[int, int]] = []  # (lo, hi]: steps a reflex answered
+
         self._tr: Transport | None = None
         if self.streaming:
             self._tr = Transport(
@@ -177,9 +210,31 @@ class RhythmHook:
                 spool_path=spool_path, poll_s=poll_s, compact=compact, token=token,
                 on_recommendation=None if self._ddp is not None else self._on_recs,
                 on_round=self._on_round)
+            if self._reflex_on:
+                self._tr.watch_loss = self._bound
         atexit.register(self._atexit)
 
     # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _reflex_settings(reflex: bool | dict[str, Any]) -> dict[str, Any] | None:
+        if reflex is False or reflex is None:
+            return None
+        given = {} if reflex is True else dict(reflex)
+        unknown = set(given) - set(REFLEX_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown reflex settings: {sorted(unknown)}")
+        rx = {**REFLEX_DEFAULTS, **given}
+        if not 0.0 < float(rx["lr_factor"]) <= 1.0:
+            raise ValueError("reflex lr_factor must be in (0, 1]")
+        if float(rx["warmup_start_factor"]) <= 0 or int(rx["warmup_steps"]) < 0:
+            raise ValueError("reflex warmup_start_factor must be > 0, warmup_steps >= 0")
+        if int(rx["max_attempts"]) < 1 or int(rx["healthy_steps"]) < 1:
+            raise ValueError("reflex max_attempts and healthy_steps must be >= 1")
+        bound = rx["blowup_bound"]
+        if bound is not None and not (isinstance(bound, (int, float)) and math.isfinite(bound)):
+            raise ValueError("reflex blowup_bound must be a finite number or None")
+        return rx
+
     @staticmethod
     def _detect_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
         if rank is not None:
@@ -236,6 +291,12 @@ class RhythmHook:
             if pg is not None:
                 lr = pg["lr"]
                 self._lrs[i] = lr if type(lr) is float else self._slow_lr()
+            if self._reflex_on and loss is not None:
+                if type(loss) is float:
+                    if not -math.inf < loss <= self._bound:
+                        self._trip(step)
+                else:
+                    self._check_loss(step, loss)
             i += 1
             self._i = i
             if i == self._cap or self._flag or step >= self._next_due:
@@ -245,6 +306,27 @@ class RhythmHook:
             if self._i >= self._cap:  # a failed hand-over: reuse the ring, lose its values
                 self._i = 0
                 self._counts["lost_points"] += self._cap
+
+    def _trip(self, step: int) -> None:
+        """A loss the reflex must answer at this step's boundary (the same call)."""
+        if self._bad is None:
+            self._bad = step
+        self._flag = True
+
+    def _check_loss(self, step: int, loss: Any) -> None:
+        """Loss checks that need no device sync: CPU tensors and other numbers; device
+        tensors are checked by the sender when their value reaches the host."""
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(loss, torch.Tensor):
+            if loss.device.type != "cpu" or loss.numel() != 1:
+                return
+            value = float(loss.detach())
+        elif isinstance(loss, (int, float)):
+            value = float(loss)
+        else:
+            return
+        if not -math.inf < value <= self._bound:
+            self._trip(step)
 
     def _slow_lr(self) -> float | None:
         """LR when the group holds a tensor or int: the controller's host copy (no sync)."""
@@ -267,6 +349,23 @@ class RhythmHook:
         if self._i >= self._cap or self._want_flush:
             self._want_flush = False
             self._flush()
+        tr = self._tr
+        if self._reflex_on:
+            if tr is not None:
+                bound = self._user_bound if self._user_bound is not None else tr.blowup_bound
+                self._bound = _NO_BOUND if bound is None else bound
+                tr.watch_loss = self._bound
+                seen = tr.bad_loss
+                if seen is not None:
+                    tr.bad_loss = None
+                    if seen[0] == self.branch and (self._bad is None or seen[1] < self._bad):
+                        self._bad = seen[1]
+            if self._bad is not None:
+                bad, self._bad = self._bad, None
+                try:
+                    self._reflex(bad, step)
+                except Exception as exc:
+                    self._internal("reflex", exc)
         decisions: list[dict[str, Any]] | None = None
         if self._ddp is not None:
             if step >= self._next_sync:
@@ -278,13 +377,13 @@ class RhythmHook:
             if self._i:
                 self._flush()
             for rec in decisions:
-                self._handle(rec, step, agreed=self._ddp is not None)
+                self._handle(rec, step, agreed=self._ddp is not None, loss=loss)
         if step >= self._next_snap and self._keeper is not None and self.rolled_back_to is None:
             self._snapshot(step, loss)  # (not right after a rollback: the state is step r's)
         if ctrl is not None:
             self._ctrl_active = _controller_active(ctrl)
         self._next_due = min(self._next_snap, self._next_sync)
-        recs = self._ddp is None and self._tr is not None and self._tr.has_recs
+        recs = self._ddp is None and tr is not None and (tr.has_recs or tr.bad_loss is not None)
         self._flag = (self._want_flush or self._ctrl_active or recs
                       or self.rolled_back_to is not None)
 
@@ -350,12 +449,14 @@ class RhythmHook:
 
     def _snapshot(self, step: int, loss: Any) -> None:
         self._next_snap = (step // self._snap_every + 1) * self._snap_every
-        healthy = True
-        if type(loss) is float:
-            healthy = math.isfinite(loss)
-        if self._ddp is None and self._tr is not None and self._tr.loss_finite is False:
-            healthy = False  # last loss values the sender read were not finite
-        self._keeper.maybe_snapshot(step, healthy)
+        self._keeper.maybe_snapshot(step, self._healthy(loss))
+
+    def _healthy(self, loss: Any) -> bool:
+        """Whether the state now is worth a snapshot, judged on the host values known."""
+        if type(loss) is float and not -math.inf < loss <= self._bound:
+            return False
+        # last loss values the sender read were not finite
+        return not (self._ddp is None and self._tr is not None and self._tr.loss_finite is False)
 
     # ------------------------------------------------------------------ recommendations
     def _decide(self, rec: dict[str, Any], step: int) -> str | None:
@@ -370,9 +471,13 @@ class RhythmHook:
             return f"stale: expired at step {expires}, now at step {step}"
         if self._ctrl is None and action != "stop":
             return "no optimizer given to the hook"
+        issued = rec.get("issued_at_step")
+        if action in _SUPERSEDABLE and isinstance(issued, int) and any(
+                lo < issued <= hi for lo, hi in self._windows):
+            return "superseded by local reflex"
         return None
 
-    def _handle(self, rec: dict[str, Any], step: int, agreed: bool) -> None:
+    def _handle(self, rec: dict[str, Any], step: int, agreed: bool, loss: Any = None) -> None:
         """Apply (or reject) one recommendation at this step boundary; the streaming rank
         acks."""
         rid, action = str(rec.get("id")), str(rec.get("action"))
@@ -394,7 +499,12 @@ class RhythmHook:
             return
         try:
             self._ctrl.on_step(step)  # bring the controller's step/host copies up to date
-            done = self._ctrl.apply(action, params, step)
+            if action in _LR_CHANGES:  # a change point: revertible, with a snapshot if kept
+                done = self._ctrl.apply(action, params, step, change_id=rid,
+                                        snapshot=self._healthy(loss))
+                self._after_forced_snapshot(step)
+            else:
+                done = self._ctrl.apply(action, params, step)
         except RecommendationRejected as exc:
             self._reject(rid, action, step, exc.reason, rec)
             return
@@ -403,23 +513,101 @@ class RhythmHook:
             self._reject(rid, action, step, f"internal error: {type(exc).__name__}: {exc}", rec)
             return
         self._pg0 = self.optimizer.param_groups[0]  # load_state_dict replaces the groups
-        if action == "rollback":
-            restored = int(done.step)
-            self.branch += 1
-            # the daemon's branch view is parent steps < start + new-branch steps >= start, and
-            # the snapshot holds the state *after* step ``restored``: the new branch starts at
-            # the step after it, so every step shows exactly once in the latest view.
-            self.branch_start = restored + 1
-            self.rolled_back_to = restored
-            self.resume_step = restored + 1
-            self._rollbacks += 1
-            if self._keeper is not None:
-                self._next_snap = (restored // self._snap_every + 1) * self._snap_every
-            if self._ddp is not None:
-                self._next_sync = (restored // self._sync_every + 1) * self._sync_every
+        if getattr(done, "restored", action == "rollback"):
+            self._new_branch(int(done.step))
         if getattr(self._ctrl, "stop_requested", False):
             self.should_stop = True
         self._accept(rid, action, step, list(done.lr_before), list(done.lr_after), done.note)
+
+    def _new_branch(self, restored: int) -> None:
+        """Continue on a new branch after model/optimizer were restored to step ``restored``.
+
+        The daemon's branch view is parent steps < start + new-branch steps >= start, and the
+        snapshot holds the state *after* step ``restored``: the new branch starts at the step
+        after it, so every step shows exactly once in the latest view."""
+        self.branch += 1
+        self.branch_start = restored + 1
+        self.rolled_back_to = restored
+        self.resume_step = restored + 1
+        self._rollbacks += 1
+        if self._keeper is not None:
+            self._next_snap = (restored // self._snap_every + 1) * self._snap_every
+        if self._ddp is not None:
+            self._next_sync = (restored // self._sync_every + 1) * self._sync_every
+
+    def _after_forced_snapshot(self, step: int) -> None:
+        """A change point's snapshot counts as the periodic one: none more at this step."""
+        keeper = self._keeper
+        if keeper is not None and keeper.steps and keeper.steps[-1] == step:
+            self._next_snap = max(self._next_snap,
+                                  (step // self._snap_every + 1) * self._snap_every)
+
+    # ------------------------------------------------------------------ local reflex
+    def _reflex(self, bad: int, step: int) -> None:
+        """Answer a blown-up loss at step ``bad`` now, at the boundary of ``step``: restore
+        the newest snapshot that did not produce it, cut the LR, re-warm, report."""
+        rx = self._rx
+        assert rx is not None and self._ctrl is not None
+        if self._episode and step - self._episode[-1]["resume"] > rx["healthy_steps"]:
+            self._episode.clear()  # healthy for a while since the last reflex: a new episode
+        if len(self._episode) >= rx["max_attempts"]:
+            if "reflex:exhausted" not in self._logged:
+                self._logged.add("reflex:exhausted")
+                log.warning("rhythmd reflex: %d attempts did not cure the run; leaving it "
+                            "to the daemon", rx["max_attempts"])
+            return
+        if self._i:
+            self._flush()  # the blown-up values go out on the branch that produced them
+        self._ctrl.on_step(step)
+        # A snapshot at r holds the weights that produced the loss at r + 1: the one at
+        # bad - 1 made the bad loss, so the newest usable one is at or before bad - 2.
+        keeper = self._keeper
+        usable = [r for r in keeper.steps if r <= bad - 2] if keeper is not None else []
+        restore_to = usable[-1] if usable else None
+        attempts = len(self._episode) + 1
+        # cuts already in the restored state: those of reflexes that restored an earlier one
+        inherent = 0 if restore_to is None else sum(
+            1 for e in self._episode if e["restored"] is not None and e["restored"] < restore_to)
+        cut = float(rx["lr_factor"]) ** max(1, attempts - inherent)
+        warm, warm_start = int(rx["warmup_steps"]), float(rx["warmup_start_factor"])
+        what = f"loss at step {bad} not finite" + (
+            "" if self._bound == _NO_BOUND else f" or above the blow-up bound {self._bound:.6g}")
+        if restore_to is not None:
+            action = "rollback"
+            params: dict[str, Any] = {"to_step": restore_to, "lr_factor": cut,
+                                      "warmup_steps": warm, "warmup_start_factor": warm_start}
+            sent = {k: params[k] for k in ("to_step", "lr_factor", "warmup_steps")}
+        else:
+            action = "warmup"  # no snapshot: cut plus re-warm, as the daemon's fallback
+            params = {"warmup_steps": max(1, warm), "start_factor": cut * warm_start,
+                      "peak_factor": cut}
+            sent = dict(params)
+        done = self._ctrl.apply(action, params, step)
+        self._pg0 = self.optimizer.param_groups[0]
+        restored = int(done.step) if done.restored else None
+        if restored is not None:
+            self._new_branch(restored)
+            self._windows.append((restored, step))
+        else:
+            self._windows.append((bad - 1, step + warm))
+        del self._windows[:-8]
+        self._episode.append({"restored": restored if restored is not None else step,
+                              "resume": step if restored is None else restored + 1})
+        self._counts["reflexes"] += 1
+        note = f"local reflex: {what}; {done.note}"
+        entry = {"action": action, "params": sent, "bad_step": bad, "step": step,
+                 "lr_before": list(done.lr_before), "lr_after": list(done.lr_after),
+                 "note": note}
+        self.reflexes.append(entry)
+        del self.reflexes[:-64]
+        log.warning("rhythmd %s", note)
+        if self._tr is not None:
+            self._tr.report(
+                {"action": action, "params": sent, "author": REFLEX_AUTHOR,
+                 "reason": f"local reflex: {what}"},
+                {"status": "applied", "step": step, "lr_before": list(done.lr_before),
+                 "lr_after": list(done.lr_after), "note": note[:2000]})
+            self._tr.wake()
 
     def _lrs_now(self) -> list[float]:
         if self._ctrl is None:
@@ -523,6 +711,7 @@ class RhythmHook:
             "sent": 0, "dropped": 0, "retried": 0, "errors": 0, "spooled": 0}
         out["recs_applied"] = self._counts["recs_applied"]
         out["recs_rejected"] = self._counts["recs_rejected"]
+        out["reflexes"] = self._counts["reflexes"]
         out["internal_errors"] = out.get("internal_errors", 0) + self._counts["internal_errors"]
         out["errors"] += self._counts["internal_errors"]
         out["dropped"] += self._counts["lost_points"]

@@ -60,6 +60,7 @@ class Snapshot:
 
     step: int
     nbytes: int = 0
+    seq: int = 0
     model: dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
     scheduler: Any = None
@@ -104,6 +105,7 @@ class SnapshotKeeper:
         self.controller = controller
         self._snaps: list[Snapshot] = []  # ascending by step
         self._last_taken: int | None = None
+        self._seq = 0
         self.skipped: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ queries
@@ -117,6 +119,16 @@ class SnapshotKeeper:
     def nbytes(self) -> int:
         """Bytes of tensor data held by all snapshots."""
         return sum(s.nbytes for s in self._snaps)
+
+    @property
+    def last_seq(self) -> int | None:
+        """Sequence number of the newest snapshot held (unique per keeper), or None."""
+        return self._snaps[-1].seq if self._snaps else None
+
+    def holds(self, step: int, seq: int | None = None) -> bool:
+        """Whether a snapshot labelled exactly ``step`` (and, if given, numbered ``seq``) is
+        held."""
+        return any(s.step == step and (seq is None or s.seq == seq) for s in self._snaps)
 
     # ------------------------------------------------------------------ taking
 
@@ -139,7 +151,8 @@ class SnapshotKeeper:
         if self.save_fn is not None:
             self.save_fn(step)
             self._drop_after(step - 1)
-            self._snaps.append(Snapshot(step=step, controller=ctrl))
+            self._seq += 1
+            self._snaps.append(Snapshot(step=step, seq=self._seq, controller=ctrl))
             del self._snaps[:-_MAX_USER_STEPS]
             self._last_taken = step
             return True
@@ -155,9 +168,11 @@ class SnapshotKeeper:
         while self._snaps and self.nbytes + size > self.max_bytes:
             self._snaps.pop(0)
             self.skipped["evicted"] += 1
+        self._seq += 1
         snap = Snapshot(
             step=step,
             nbytes=size,
+            seq=self._seq,
             model=_copy_cpu(model_sd) if model_sd is not None else None,
             optimizer=_copy_cpu(opt_sd) if opt_sd is not None else None,
             scheduler=self._scheduler_state(),
@@ -185,9 +200,13 @@ class SnapshotKeeper:
     def _drop_after(self, step: int) -> None:
         self._snaps = [s for s in self._snaps if s.step <= step]
 
-    def restore(self, to_step: int) -> int:
-        """Restore the newest snapshot at or before ``to_step``; return its step."""
-        cands = [s for s in self._snaps if s.step <= to_step]
+    def restore(self, to_step: int, seq: int | None = None) -> int:
+        """Restore the newest snapshot at or before ``to_step`` (with ``seq``: exactly that
+        snapshot, labelled ``to_step``); return its step."""
+        if seq is None:
+            cands = [s for s in self._snaps if s.step <= to_step]
+        else:
+            cands = [s for s in self._snaps if s.step == to_step and s.seq == seq]
         if not cands:
             raise RecommendationRejected(f"no snapshot at or before step {to_step}")
         snap = cands[-1]

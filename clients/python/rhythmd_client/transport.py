@@ -1,7 +1,8 @@
 """Background sender: run creation, batching, retries, spooling and recommendation intake.
 
 Everything here except :meth:`Transport.submit`, :meth:`Transport.ack`,
-:meth:`Transport.take_recommendations` and :meth:`Transport.close` runs on one daemon thread.
+:meth:`Transport.report`, :meth:`Transport.take_recommendations` and :meth:`Transport.close`
+runs on one daemon thread.
 The training thread only appends to ``collections.deque`` objects (atomic in CPython) and reads
 plain attributes, so it never waits for the network or for a lock held across I/O.
 
@@ -184,6 +185,8 @@ class Transport:
         # training thread -> sender (deque append/popleft are atomic)
         self._inbound: collections.deque[Chunk] = collections.deque()
         self._acks: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._reports: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = \
+            collections.deque()
         self._produced = 0  # written by the training thread only
         self._pdropped = 0  # points dropped by the training thread (sender stuck); same
         self._consumed = 0  # written by the sender only
@@ -212,6 +215,12 @@ class Transport:
                         "recommendations": 0, "internal_errors": 0}
         self.daemon_up: bool | None = None
         self.loss_finite: bool | None = None  # last loss values read on this thread
+        # local reflex: the daemon's blow-up bound (absolute loss; from ingest responses or a
+        # recommendation's params), the bound the hook asks this thread to watch tensor losses
+        # against (None: do not watch), and the first (branch, step) found beyond it
+        self.blowup_bound: float | None = None
+        self.watch_loss: float | None = None
+        self.bad_loss: tuple[int, int] | None = None
         self.last_error: str | None = None
 
         self._closing = False
@@ -239,6 +248,11 @@ class Transport:
     def ack(self, rec_id: str, body: dict[str, Any]) -> None:
         """Queue an acknowledgement for ``POST .../recommendations/{rec_id}/ack``."""
         self._acks.append((rec_id, body))
+
+    def report(self, create: dict[str, Any], ack: dict[str, Any]) -> None:
+        """Queue a change the client made on its own: ``POST .../recommendations`` with
+        ``create``, then acknowledge it with ``ack`` (never blocks)."""
+        self._reports.append((create, ack))
 
     def take_recommendations(self) -> list[dict[str, Any]]:
         """Pop the recommendations received so far (oldest first)."""
@@ -295,7 +309,7 @@ class Transport:
     def _closing_done(self) -> bool:
         if time.monotonic() >= self._close_deadline or self._dead:
             return True
-        idle = not self._inbound and not self._pending and not self._acks
+        idle = not self._inbound and not self._pending and not self._acks and not self._reports
         return idle and not self._spool_dirty
 
     def _round(self) -> None:
@@ -308,6 +322,8 @@ class Transport:
         if not self._run_ready and not self._create_run():
             return
         if self._spool_dirty and not self._upload_spool():
+            return
+        if not self._send_reports():
             return
         if not self._send_acks():
             return
@@ -336,6 +352,9 @@ class Transport:
                 resolved.append((name, steps, values, walls))
                 if name == "loss":
                     self.loss_finite = is_finite_all(values)
+                    bound = self.watch_loss
+                    if bound is not None and not isinstance(frozen, array.array):
+                        self._watch(chunk.branch, steps, values, bound)
             self._consumed += chunk.points
             last = self._pending[-1] if self._pending else None
             if (last is None or last.attempted or last.branch != chunk.branch
@@ -352,6 +371,18 @@ class Transport:
                     self._internal_error("batch", exc)
                     self._counts["dropped"] += len(steps)
             self._pending_points += last.points - before
+
+    def _watch(self, branch: int, steps: Any, values: Any, bound: float) -> None:
+        """Note the first loss that is not finite or above ``bound`` (tensor losses: the hook
+        checked floats itself) and wake the hook."""
+        if self.bad_loss is not None:
+            return
+        for st, v in zip(steps, values, strict=False):
+            if v is not None and not -math.inf < v <= bound:
+                self.bad_loss = (branch, int(st))
+                if self.on_recommendation is not None:
+                    self.on_recommendation()
+                return
 
     def _enforce_bound(self) -> None:
         while self._pending_points > self.max_points and len(self._pending) > 1:
@@ -439,6 +470,21 @@ class Transport:
             self._dead = True
         return False
 
+    def _send_reports(self) -> bool:
+        while self._reports:
+            create, ack = self._reports[0]
+            outcome, data = self._call("POST", f"/v1/runs/{self.run_id}/recommendations",
+                                       json.dumps(create).encode())
+            if outcome == _Outcome.RETRY:
+                return False
+            self._reports.popleft()
+            rid = data.get("id") if isinstance(data, dict) else None
+            if outcome != _Outcome.OK or not isinstance(rid, str):
+                continue  # refused (e.g. a token without "steer"): logged by _call
+            self._seen_recs.add(rid)  # ours: never applied again from a pending list
+            self._acks.append((rid, ack))
+        return True
+
     def _send_acks(self) -> bool:
         while self._acks:
             rec_id, body = self._acks[0]
@@ -501,6 +547,8 @@ class Transport:
 
     def _take_recs(self, data: Any) -> None:
         self._last_recs_at = time.monotonic()
+        if isinstance(data, dict) and "blowup_bound" in data:
+            self._take_bound(data["blowup_bound"])
         recs = data.get("recommendations") if isinstance(data, dict) else None
         if not recs:
             return
@@ -508,6 +556,9 @@ class Transport:
         for rec in recs:
             if not isinstance(rec, dict):
                 continue
+            params = rec.get("params")
+            if isinstance(params, dict) and "blowup_bound" in params:
+                self._take_bound(params["blowup_bound"])
             rid = rec.get("id")
             if not isinstance(rid, str) or rid in self._seen_recs:
                 continue
@@ -521,6 +572,14 @@ class Transport:
             self.has_recs = True
             if self.on_recommendation is not None:
                 self.on_recommendation()
+
+    def _take_bound(self, value: Any) -> None:
+        """Keep the daemon's blow-up bound when it is a finite number (None clears it)."""
+        if value is None:
+            self.blowup_bound = None
+        elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value)):
+            self.blowup_bound = float(value)
 
     def _shutdown(self) -> None:
         self._drain()
