@@ -69,3 +69,44 @@ def test_cuda_losses_without_syncs_and_with_a_side_stream(fake: FakeDaemon) -> N
     assert [s for s, _ in gn] == list(range(600))
     assert gn[10][1] == pytest.approx(2 * want[10], rel=1e-6)
     assert gn[450][1] == pytest.approx(2 * want[450], rel=1e-6)
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_reflex_on_a_cuda_loss_acts_when_the_value_reaches_the_host(fake: FakeDaemon,
+                                                                    with_model: bool) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 1).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook = RhythmHook(fake.url, run_name="cuda-reflex", optimizer=opt, flush_every=16,
+                      interval_s=0.02, model=model if with_model else None,
+                      snapshot_every=10)
+    x = torch.randn(256, 64, device="cuda")
+    seen: list[int] = []
+    torch.cuda.synchronize()
+    if not with_model:  # snapshots copy to the host (a sync by design): checked without them
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in hook.steps(400):
+            seen.append(step)
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if step == 50 and not hook.reflexes:
+                loss = loss.detach() * float("nan")
+            hook.step(step, loss=loss.detach())
+            if hook.reflexes and step >= hook.reflexes[0]["step"] + 30:
+                break
+            time.sleep(0.002)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    stats = hook.close()
+    assert stats["reflexes"] == 1 and stats["internal_errors"] == 0
+    (rx,) = hook.reflexes
+    assert rx["bad_step"] == 50 and rx["step"] >= 50  # known at a flush, not at once
+    if with_model:
+        assert rx["action"] == "rollback" and rx["params"]["to_step"] <= 48
+        assert seen.count(rx["params"]["to_step"] + 1) == 2  # the loop resumed after it
+    else:
+        assert rx["action"] == "warmup" and hook.branch == 0
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1)  # re-warmed to the cut

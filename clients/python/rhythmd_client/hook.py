@@ -560,9 +560,11 @@ class RhythmHook:
             self._flush()  # the blown-up values go out on the branch that produced them
         self._ctrl.on_step(step)
         # A snapshot at r holds the weights that produced the loss at r + 1: the one at
-        # bad - 1 made the bad loss, so the newest usable one is at or before bad - 2.
+        # bad - 1 made the bad loss, so the newest usable one is at or before bad - 2 (the
+        # initial weights, step -1, when the very first steps blew up).
         keeper = self._keeper
-        usable = [r for r in keeper.steps if r <= bad - 2] if keeper is not None else []
+        held = keeper.steps if keeper is not None else []
+        usable = [r for r in held if r <= max(bad - 2, -1)]
         restore_to = usable[-1] if usable else None
         attempts = len(self._episode) + 1
         # cuts already in the restored state: those of reflexes that restored an earlier one
