@@ -1,0 +1,600 @@
+"""Name the ``torch.optim.lr_scheduler`` schedule behind the knots of an lr stream.
+
+Knots are exact (step, lr) samples of the stream (see ``schedule.ScheduleTracker``), so the
+scheduler that produced them fits them to float rounding while the wrong ones do not. Each
+candidate is fitted in log(lr) (scipy ``least_squares`` where it is not linear) and the
+simplest one whose RMS log residual is under ``EXACT`` wins. Step quantities (``T_max``,
+``step_size``, ``milestones``, ``total_iters``, ...) count optimizer steps from the scheduler's
+start, i.e. from the first lr sample (or, inside a ``SequentialLR``, from its milestone);
+``*_lr`` and ``eta_min`` are absolute LRs; ``*_factor`` and ``gamma`` are relative factors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq, least_squares
+
+from .types import ScheduleSegment
+
+EXACT = 2e-4  # RMS log residual under which a model counts as the schedule (float32, noise)
+PHASES = ("warmup", "constant", "decay", "unknown")
+
+
+@dataclass
+class Identification:
+    """A named schedule: torch class, its parameters, typed segments and phases by step."""
+
+    scheduler: str  # torch class name, "constant" or "unknown"
+    params: dict[str, Any]
+    segments: list[ScheduleSegment]
+    phases: list[tuple[float, float, str]] = field(default_factory=list)  # [from, to) steps
+    fit_rms_log: float = math.nan  # RMS log residual of the model at the knots
+
+    def phase_at(self, step: float) -> str:
+        """``warmup``, ``constant``, ``decay`` or ``unknown`` at ``step`` (extrapolated past
+        the last lr point from the identified scheduler)."""
+        for a, b, ph in self.phases:
+            if a <= step < b:
+                return ph
+        return "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.scheduler,
+            "params": self.params,
+            "segments": [s.to_dict() for s in self.segments],
+            "fit_rms_log": self.fit_rms_log,
+        }
+
+
+@dataclass
+class _Main:
+    """The schedule after the warmup (or the whole run without one)."""
+
+    scheduler: str
+    params: dict[str, Any]
+    rms: float
+    base: float  # lr at the scheduler's start
+    segments: list[ScheduleSegment]
+    phases: list[tuple[float, float, str]]
+    decay: str = ""  # decay model name for the one-cycle test
+
+
+# ------------------------------------------------------------------------------ helpers
+def _rms(r: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(r * r))) if r.size else 0.0
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(x, 1e-300))
+
+
+def _cos(t: np.ndarray, base: float, eta: float, t_max: float) -> np.ndarray:
+    return eta + (base - eta) * 0.5 * (1.0 + np.cos(np.pi * t / t_max))
+
+
+def _seg(kind: str, t: np.ndarray, lr: np.ndarray, i0: int, i1: int,
+         **params: Any) -> ScheduleSegment:
+    return ScheduleSegment(kind, int(t[i0]), int(t[i1]), float(lr[i0]), float(lr[i1]), params)
+
+
+def find_jumps(t: np.ndarray, y: np.ndarray, o: np.ndarray, tol: float) -> list[int]:
+    """Indices i where knots i -> i+1 are consecutive lr samples (ordinals ``o``; without
+    them, one step apart) and log lr changes by more than 3 ``tol`` and 4x what the
+    neighbouring pieces moving the same way would explain over that gap."""
+    dl = np.diff(y)
+    dv = np.diff(np.exp(y))
+    gap = np.maximum(np.diff(t), 1.0)
+    do = np.diff(o)
+    adj = np.where(np.isnan(do), np.diff(t) <= 1, do == 1)
+    out = []
+    for i in range(len(dl)):
+        if not adj[i] or abs(dl[i]) <= 3 * tol:
+            continue
+        if all(_sudden(d, i, gap) for d in (dl, dv)):  # in log lr and in lr
+            out.append(i)
+    return out
+
+
+def _sudden(d: np.ndarray, i: int, gap: np.ndarray) -> bool:
+    """Change ``d[i]`` is over 4x what the neighbouring pieces moving the same way would
+    give over its gap."""
+    near = 0.0
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(d) and np.sign(d[j]) == np.sign(d[i]):
+            near = max(near, abs(float(d[j] / gap[j])))
+    return abs(float(d[i])) > 4 * near * gap[i]
+
+
+# ---------------------------------------------------------------------------- decays
+def _fit_exponential(t: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any], float]:
+    a = np.vstack([np.ones_like(t), t]).T
+    c, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return _rms(a @ c - y), {"gamma": float(math.exp(c[1]))}, float(math.exp(c[0]))
+
+
+def _cos_lsq(c: np.ndarray, lr: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    """lr ~ eta + amp c by least squares in relative error: (rms log, eta >= 0, amp > 0)."""
+    m = np.vstack([np.ones_like(c), c]).T / lr[:, None]
+    (eta, amp), *_ = np.linalg.lstsq(m, np.ones_like(c), rcond=None)
+    if amp <= 0:
+        return None
+    eta = max(float(eta), 0.0)
+    return _rms(_log(eta + amp * c) - y), eta, float(amp)
+
+
+def _fit_cosine(t: np.ndarray, lr: np.ndarray, hint: dict[str, Any] | None = None,
+                ) -> tuple[float, dict[str, Any], float]:
+    """lr = eta + (B - eta)(1 + cos(pi t / T))/2: profile over T (or start from ``hint``, a
+    previous fit's params), then least_squares."""
+    y = _log(lr)
+    span = max(float(t[-1]), 1.0)
+    best: tuple[float, float, float, float] | None = None
+    grid = np.geomspace(span / 2.2, span * 60, 40)
+    if hint:
+        grid = np.array([float(hint["T_max"])])
+    for tm in grid:
+        f = _cos_lsq(0.5 * (1.0 + np.cos(np.pi * t / tm)), lr, y)
+        if f is not None and (best is None or f[0] < best[0]):
+            best = (*f, float(tm))
+    if best is None:
+        return math.inf, {}, math.nan
+    _, eta, amp, tm = best
+
+    def res(p: np.ndarray) -> np.ndarray:
+        return _log(p[0] + p[1] * 0.5 * (1.0 + np.cos(np.pi * t / p[2]))) - y
+
+    scale = float(lr.max())
+    fit = least_squares(
+        res, [eta, amp, tm], bounds=([0.0, 0.0, 1e-6], [np.inf, np.inf, np.inf]),
+        x_scale=[scale, scale, tm], xtol=1e-12, ftol=1e-12,
+    )
+    eta, amp, tm = (float(v) for v in fit.x)
+    return _rms(fit.fun), {"T_max": tm, "eta_min": eta}, eta + amp
+
+
+def _fit_poly(t: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any], float]:
+    """lr = B (1 - t/T)^p for T beyond the last point: profile over T, then least_squares."""
+    tl = float(t[-1])
+    best: tuple[float, float, float, float] | None = None
+    for d in np.geomspace(0.3, 100 * max(tl, 1.0), 64):
+        x = np.log1p(-t / (tl + d))
+        a = np.vstack([np.ones_like(t), x]).T
+        c, *_ = np.linalg.lstsq(a, y, rcond=None)
+        if c[1] <= 0:
+            continue
+        r = _rms(a @ c - y)
+        if best is None or r < best[0]:
+            best = (r, float(c[0]), float(c[1]), float(math.log(d)))
+    if best is None:
+        return math.inf, {}, math.nan
+
+    def res(p: np.ndarray) -> np.ndarray:
+        return p[0] + p[1] * np.log1p(-t / (tl + math.exp(p[2]))) - y
+
+    fit = least_squares(res, best[1:], xtol=1e-12, ftol=1e-12)
+    lb, pw, ld = (float(v) for v in fit.x)
+    if pw <= 0:
+        return math.inf, {}, math.nan
+    return _rms(fit.fun), {"total_iters": tl + math.exp(ld), "power": pw}, math.exp(lb)
+
+
+def _fit_linear_floor(t: np.ndarray, lr: np.ndarray) -> tuple[float, dict[str, Any], float]:
+    """LinearLR decay: lr = B (1 - (1 - f) min(t, T)/T), f the end factor; needs a flat tail."""
+    flat = np.flatnonzero(np.abs(lr / lr[-1] - 1) <= 1e-6)
+    ft = int(flat[0]) if flat.size else len(lr) - 1
+    if ft < 2 or ft >= len(lr) - 1:
+        return math.inf, {}, math.nan
+    td, ld = t[:ft], lr[:ft]
+    m = np.vstack([np.ones_like(td), td]).T / ld[:, None]
+    (b, s), *_ = np.linalg.lstsq(m, np.ones_like(td), rcond=None)
+    if b <= 0 or s >= 0:
+        return math.inf, {}, math.nan
+    end = float(lr[-1])
+    tm = (end - b) / s
+    pred = b + s * np.minimum(t, tm)
+    return _rms(_log(pred) - _log(lr)), {"end_factor": end / b, "total_iters": tm}, float(b)
+
+
+def _decay(t: np.ndarray, lr: np.ndarray, t0: float, only: str = "",
+           hint: dict[str, Any] | None = None) -> _Main:
+    """Best decay model (or model ``only``) for points at steps ``t`` (absolute) of a
+    scheduler started at t0; simpler models first, each kept if within 2x of the best."""
+    x = t - t0
+    y = _log(lr)
+    fits: list[tuple[str, float, dict[str, Any], float]] = []
+    models = {
+        "exponential": lambda: _fit_exponential(x, y),
+        "linear_decay": lambda: _fit_linear_floor(x, lr),
+        "cosine": lambda: _fit_cosine(x, lr, hint),
+        "poly": lambda: _fit_poly(x, y),
+    }
+    for name, fit in models.items():
+        if (only and name != only) or (name in ("cosine", "poly") and len(x) < 3):
+            continue
+        r, p, b = fit()
+        fits.append((name, r, p, b))
+    if not fits:
+        r, p, b = _fit_exponential(x, y)
+        fits.append(("exponential", r, p, b))
+    best = min(f[1] for f in fits)
+    name, rms, params, base = next(f for f in fits if f[1] <= max(2 * best, EXACT))
+    end = t[-1]
+    if name == "exponential":
+        sched = "ExponentialLR"
+        phases = [(t0, math.inf, "decay")]
+        seg_p = {"gamma_per_step": params["gamma"]}
+    elif name == "cosine":
+        sched = "CosineAnnealingLR"
+        tm = params["T_max"]
+        phases = [(t0, t0 + tm, "decay"), (t0 + tm, math.inf, "unknown")]
+        seg_p = dict(params)
+    elif name == "poly":
+        sched = "PolynomialLR"
+        tm = params["total_iters"]
+        phases = [(t0, t0 + tm, "decay"), (t0 + tm, math.inf, "constant")]
+        seg_p = dict(params)
+    else:
+        sched = "LinearLR"
+        tm = params["total_iters"]
+        params = {"start_factor": 1.0, **params}
+        phases = [(t0, t0 + tm, "decay"), (t0 + tm, math.inf, "constant")]
+        seg_p = dict(params)
+        end = min(end, t0 + tm)
+    params = {k: _round_steps(k, v) for k, v in params.items()}
+    seg_p = {k: _round_steps(k, v) for k, v in seg_p.items()}
+    segs = [ScheduleSegment(name, int(t[0]), int(end), float(lr[0]),
+                            float(lr[t <= end][-1]), {**seg_p, "scheduler": sched})]
+    if end < t[-1]:
+        segs.append(ScheduleSegment("constant", int(end), int(t[-1]), float(lr[-1]),
+                                    float(lr[-1])))
+    return _Main(sched, {"base_lr": base, **params}, rms, base, segs, phases, name)
+
+
+def _round_steps(key: str, v: Any) -> Any:
+    if key in ("T_max", "total_iters", "step_size", "T_0") and isinstance(v, float):
+        return round(v) if math.isfinite(v) else v
+    return v
+
+
+# ---------------------------------------------------------------------- step schedules
+def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: float) -> _Main:
+    """Flat pieces separated by cuts: StepLR (equal gammas, a step size every cut fits) or
+    MultiStepLR (also what ReduceLROnPlateau cuts look like)."""
+    levels = [float(np.median(lr[a : b + 1])) for a, b in pieces]
+    gammas = [levels[i + 1] / levels[i] for i in range(len(levels) - 1)]
+    after = [pieces[i + 1][0] for i in range(len(pieces) - 1)]  # first knot after each cut
+    before = [pieces[i][1] for i in range(len(pieces) - 1)]  # last knot before each cut
+    milestones = [round(t[j] - t0) for j in after]
+    g = float(np.median(gammas))
+    same = all(abs(x / g - 1) <= 1e-3 for x in gammas)
+    step_size: int | None = None
+    if same and len(gammas) >= 2:
+        lo, hi = -math.inf, math.inf  # cut j at t0 + j*S, after knot `before` and by `after`
+        for j, (a, b) in enumerate(zip(before, after, strict=True), start=1):
+            lo = max(lo, (t[a] - t0) / j)
+            hi = min(hi, (t[b] - t0) / j)
+        cand = [s for s in range(math.floor(lo) + 1, math.floor(hi) + 1) if s > 0]
+        if cand:  # sparse logging: prefer cuts on a logged step (logging every k | size)
+            step_size = cand[-1]
+    rms = _rms(np.concatenate([_log(lr[a : b + 1]) - math.log(v)
+                               for (a, b), v in zip(pieces, levels, strict=True)]))
+    segs: list[ScheduleSegment] = []
+    cuts = [int(t[j]) for j in after]
+    for i, (a, b) in enumerate(pieces):
+        segs.append(ScheduleSegment("constant", int(t[a]), int(t[b]), levels[i], levels[i]))
+        if i < len(gammas):
+            segs.append(ScheduleSegment("step", cuts[i], cuts[i], levels[i], levels[i + 1],
+                                        {"gamma": gammas[i], "milestones": cuts,
+                                         "gamma_median": g}))
+    for sg in segs:
+        sg.params["scheduler"] = "MultiStepLR" if step_size is None else "StepLR"
+    if step_size is not None:
+        params: dict[str, Any] = {"base_lr": levels[0], "step_size": step_size, "gamma": g}
+        return _Main("StepLR", params, rms, levels[0], segs, [(t0, math.inf, "decay")])
+    params = {"base_lr": levels[0], "milestones": milestones, "gamma": g}
+    if not same:
+        params["gammas"] = gammas
+    params["milestone_steps"] = cuts
+    return _Main("MultiStepLR", params, rms, levels[0], segs, [(t0, math.inf, "constant")])
+
+
+def _restarts(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]],
+              t0: float) -> _Main | None:
+    """CosineAnnealingWarmRestarts: integer T_0 and T_mult consistent with every observed
+    restart (and no further one before the last point); base and eta_min by least squares."""
+    after = [pieces[i + 1][0] for i in range(len(pieces) - 1)]
+    before = [pieces[i][1] for i in range(len(pieces) - 1)]
+    x = t - t0
+    y = _log(lr)
+    best: tuple[float, int, int, float, float] | None = None
+    lo0, hi0 = x[before[0]], x[after[0]]
+    cands = range(max(1, math.floor(lo0) + 1), math.floor(hi0) + 1)
+    if len(cands) > 2000:
+        return None
+    for t_mult in range(1, 9):
+        for t_0 in cands:
+            starts = [0.0]
+            period = float(t_0)
+            while starts[-1] + period <= x[-1]:
+                starts.append(starts[-1] + period)
+                period *= t_mult
+            if len(starts) - 1 != len(after):
+                continue
+            if not all(x[a] < s <= x[b] for a, b, s in zip(before, after, starts[1:], strict=True)):
+                continue
+            idx = np.searchsorted(np.array(starts), x, side="right") - 1
+            tcur = x - np.array(starts)[idx]
+            ti = t_0 * float(t_mult) ** idx
+            f = _cos_lsq(0.5 * (1 + np.cos(np.pi * tcur / ti)), lr, y)
+            if f is not None and (best is None or f[0] < best[0] - 1e-12):
+                best = (f[0], t_0, t_mult, f[1], f[1] + f[2])
+    if best is None:
+        return None
+    rms, t_0, t_mult, eta, base = best
+    restarts = [int(t[j]) for j in after]
+    segs = []
+    for i, (a, b) in enumerate(pieces):
+        segs.append(_seg("cosine", t, lr, a, b, T_max=int(t_0 * t_mult**i), eta_min=eta,
+                         restarts=restarts, scheduler="CosineAnnealingWarmRestarts"))
+    params = {"base_lr": base, "T_0": t_0, "T_mult": t_mult, "eta_min": eta}
+    return _Main("CosineAnnealingWarmRestarts", params, rms, base, segs,
+                 [(t0, math.inf, "decay")])
+
+
+def _main(t: np.ndarray, lr: np.ndarray, jumps: list[int], t0: float, tol: float,
+          only: str = "", hint: dict[str, Any] | None = None) -> _Main | None:
+    """Identify the schedule of points ``t, lr`` (jumps after the given knot indices)."""
+    y = _log(lr)
+    bounds = [-1, *jumps, len(t) - 1]
+    pieces = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
+    flat = [float(np.ptp(y[a : b + 1])) <= 2 * tol for a, b in pieces]
+    if not jumps:
+        if flat[0]:
+            lv = float(np.median(lr))
+            return _Main("constant", {"lr": lv}, _rms(y - math.log(lv)), lv,
+                         [ScheduleSegment("constant", int(t[0]), int(t[-1]), float(lr[0]),
+                                          float(lr[-1]))], [(t0, math.inf, "constant")])
+        return _decay(t, lr, t0, only, hint)
+    ups = [y[j + 1] > y[j] for j in jumps]
+    if all(flat):
+        if not any(ups):
+            return _steps(t, lr, pieces, t0)
+        if len(jumps) == 1:
+            lv = float(np.median(lr[pieces[1][0] :]))
+            f = float(np.median(lr[: pieces[0][1] + 1])) / lv
+            seg = [_seg("constant", t, lr, a, b) for a, b in pieces]
+            it = round(t[pieces[1][0]] - t0)
+            return _Main("ConstantLR", {"base_lr": lv, "factor": f, "total_iters": it}, 0.0,
+                         lv * f, seg, [(t0, math.inf, "constant")])
+        return None
+    if all(ups):
+        return _restarts(t, lr, pieces, t0)
+    return None
+
+
+# --------------------------------------------------------------------------- warmups
+def _ramp_linear(t: np.ndarray, lr: np.ndarray) -> tuple[float, float, float]:
+    """Weighted least squares lr = a + b t on the rising knots: (rms log, a, b)."""
+    m = np.vstack([np.ones_like(t), t]).T / lr[:, None]
+    (a, b), *_ = np.linalg.lstsq(m, np.ones_like(t), rcond=None)
+    pred = a + b * t
+    return _rms(_log(pred) - _log(lr)), float(a), float(b)
+
+
+def _ramp_cos(t: np.ndarray, lr: np.ndarray) -> tuple[float, float, float, float]:
+    """OneCycleLR cos warmup lr = a + (B - a)(1 - cos(pi t/W))/2: (rms log, a, B, W)."""
+    y = _log(lr)
+
+    def res(p: np.ndarray) -> np.ndarray:
+        return _log(p[0] + (p[1] - p[0]) * 0.5 * (1 - np.cos(np.pi * np.minimum(t / p[2], 1)))) - y
+
+    w0 = max(float(t[-1]), 1.0)
+    fit = least_squares(res, [float(lr[0]), float(lr[-1]), w0],
+                        bounds=([0, 0, 1e-6], [np.inf, np.inf, np.inf]),
+                        x_scale=[float(lr[-1]), float(lr[-1]), w0], xtol=1e-12, ftol=1e-12)
+    return _rms(fit.fun), float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
+
+
+def identify(knots: list[list[float]], tol: float) -> Identification:
+    """Name the scheduler behind ``knots`` ([step, lr] or [step, lr, sample ordinal]);
+    ``unknown`` when the best model misses the knots by more than ``tol``/4 (RMS, log)."""
+    ident = _identify(knots, tol)
+    if ident.scheduler != "unknown" and not ident.fit_rms_log <= tol / 4:
+        t = np.array([k[0] for k in knots], dtype=float)
+        lr = np.array([k[1] for k in knots], dtype=float)
+        o = np.array([k[2] if len(k) > 2 else math.nan for k in knots], dtype=float)
+        return _unknown(t, lr, find_jumps(t, _log(lr), o, tol), tol)
+    return ident
+
+
+def _identify(knots: list[list[float]], tol: float) -> Identification:
+    if not knots:
+        return Identification("unknown", {}, [])
+    t = np.array([k[0] for k in knots], dtype=float)
+    lr = np.array([k[1] for k in knots], dtype=float)
+    o = np.array([k[2] if len(k) > 2 else math.nan for k in knots], dtype=float)
+    y = _log(lr)
+    t_first = float(t[0])
+    if len(t) == 1 or float(np.ptp(y)) <= 2 * tol:
+        lv = float(np.median(lr))
+        seg = ScheduleSegment("constant", int(t[0]), int(t[-1]), float(lr[0]), float(lr[-1]))
+        return Identification("constant", {"lr": lv}, [seg], [(t_first, math.inf, "constant")],
+                              _rms(y - math.log(lv)))
+    jumps = find_jumps(t, y, o, tol)
+    e0 = jumps[0] if jumps else len(t) - 1
+    ipk = int(np.argmax(y[: e0 + 1] >= float(np.max(y[: e0 + 1])) - 1e-5))
+    rising = ipk > 0 and y[1] > y[0] and y[ipk] - y[0] > 2 * tol
+    if not rising:
+        main = _main(t, lr, jumps, t_first, tol)
+        if main is None:
+            return _unknown(t, lr, jumps, tol)
+        return Identification(main.scheduler, main.params, main.segments, main.phases, main.rms)
+    return _with_warmup(t, lr, jumps, ipk, tol)
+
+
+def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
+                 tol: float) -> Identification:
+    """A rising start (LinearLR or OneCycleLR ramp) and what follows its peak."""
+    t_first = float(t[0])
+    x = t - t_first
+    n_lin = ipk if ipk >= 3 else ipk + 1  # the peak knot may already sit on the plateau
+    rms_lin, a, b = _ramp_linear(x[:n_lin], lr[:n_lin])
+    rms_cos, a_c, peak_c, w_c = (math.inf, 0.0, 0.0, 0.0)
+    if ipk >= 3 and rms_lin > EXACT:
+        rms_cos, a_c, peak_c, w_c = _ramp_cos(x[: ipk + 1], lr[: ipk + 1])
+    cos_shape = rms_cos < rms_lin and rms_lin > EXACT
+    in_progress = ipk == len(t) - 1
+    if in_progress:  # still rising: the peak is not known yet
+        if cos_shape:
+            params = {"initial_lr": a_c, "max_lr": peak_c, "warmup_steps": round(w_c),
+                      "anneal_strategy": "cos"}
+            name = "OneCycleLR"
+        else:
+            params = {"start_lr": a, "slope_per_step": b}
+            name = "LinearLR"
+        seg = _seg("warmup", t, lr, 0, ipk, shape="cos" if cos_shape else "linear",
+                   warmup_steps=int(t[ipk] - t[0]), peak_lr=float(lr[ipk]), scheduler=name)
+        return Identification(name, params, [seg], [(t_first, math.inf, "warmup")],
+                              min(rms_lin, rms_cos))
+    rest = [j - ipk for j in jumps]
+
+    def main_at(w: float, only: str = "", hint: dict[str, Any] | None = None) -> _Main | None:
+        keep = t >= t_first + w - 1e-9
+        keep[:ipk] = False
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
+            idx = np.array([len(t) - 1])
+        off = int(idx[0])
+        js = [j + ipk - off for j in rest if j + ipk - off >= 0]
+        return _main(t[idx], lr[idx], js, t_first + w, tol, only, hint)
+
+    if cos_shape:
+        w = w_c
+        main = main_at(w)
+    else:
+        w = (float(lr[ipk]) - a) / b if b > 0 else float(x[ipk])
+        main = main_at(w)
+        only = main.decay if main is not None else ""
+        hint = main.params if main is not None else None
+        if main is not None and only:  # the peak is where the ramp meets the decay
+            lo = float(x[ipk - 1])
+            hi = float(x[min(ipk + 1, len(x) - 1)])
+
+            def gap(ww: float) -> float:
+                m = main_at(ww, only, hint)
+                return math.log(max(a + b * ww, 1e-300)) - math.log(m.base) if m else math.nan
+
+            try:
+                g_lo, g_hi = gap(lo), gap(hi)
+                if g_lo * g_hi < 0:
+                    w = brentq(gap, lo, hi, xtol=0.02)
+            except (ValueError, ZeroDivisionError):
+                pass
+        elif main is not None and b > 0:
+            w = (main.base - a) / b
+        w = float(round(w))  # LinearLR total_iters and SequentialLR milestones: whole steps
+        main = main_at(w, only, hint)
+    if main is None:
+        return _unknown(t, lr, jumps, tol)
+    peak = peak_c if cos_shape else main.base
+    w_steps = round(w)
+    ramp = {"start_factor": (a_c / peak_c) if cos_shape else a / peak, "total_iters": w_steps}
+    wseg = _seg("warmup", t, lr, 0, ipk, shape="cos" if cos_shape else "linear",
+                warmup_steps=w_steps, peak_lr=peak,
+                scheduler="OneCycleLR" if cos_shape else "LinearLR")
+    wphase = (float(t_first), t_first + w, "warmup")
+    rms = max(min(rms_lin, rms_cos), main.rms)
+    if cos_shape or (main.decay in ("poly", "linear_decay") and _one_cycle_linear(w, main)):
+        return _one_cycle(t, lr, main, wseg, wphase, w, peak, a_c if cos_shape else a,
+                          "cos" if cos_shape else "linear", rms)
+    if main.scheduler == "constant":
+        params = {"base_lr": peak, **ramp, "end_factor": 1.0}
+        return Identification("LinearLR", params, [wseg, *main.segments],
+                              [wphase, (t_first + w, math.inf, "constant")], rms)
+    children = [{"scheduler": "LinearLR", "params": {"base_lr": peak, **ramp}},
+                {"scheduler": main.scheduler, "params": main.params}]
+    params = {"schedulers": children, "milestones": [w_steps], "warmup_steps": w_steps}
+    phases = [wphase, *[(max(p0, t_first + w), p1, ph) for p0, p1, ph in main.phases]]
+    return Identification("SequentialLR", params, [wseg, *main.segments], phases, rms)
+
+
+def _one_cycle_linear(w: float, main: _Main) -> bool:
+    """A linear warmup + linear anneal is OneCycleLR when the warmup is >= 15 % of it."""
+    tm = main.params.get("total_iters")
+    return isinstance(tm, (int, float)) and w >= 0.15 * (w + tm) and (
+        main.decay != "poly" or abs(main.params.get("power", 0) - 1) < 0.02)
+
+
+def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment,
+               wphase: tuple[float, float, str], w: float, peak: float, initial: float,
+               strategy: str, rms: float) -> Identification:
+    if main.decay == "cosine":
+        anneal, final = float(main.params["T_max"]), float(main.params["eta_min"])
+    elif main.decay in ("poly", "linear_decay"):
+        anneal = float(main.params["total_iters"])
+        final = peak * float(main.params.get("end_factor", 0.0))
+    else:
+        anneal, final = math.nan, math.nan
+    total = w + anneal + 1
+    if math.isfinite(total) and t[-1] >= t[0] + round(total) - 1.5:  # the last step is seen
+        final = float(lr[-1])
+    params = {
+        "max_lr": peak,
+        "total_steps": round(total) if math.isfinite(total) else None,
+        "pct_start": (w + 1) / total if math.isfinite(total) else None,
+        "warmup_steps": round(w),
+        "anneal_strategy": strategy,
+        "initial_lr": initial,
+        "final_lr": final,
+        "div_factor": peak / initial if initial > 0 else None,
+        "final_div_factor": initial / final if final > 0 else None,
+    }
+    for s in main.segments:
+        s.params["scheduler"] = "OneCycleLR"
+    wseg.params["scheduler"] = "OneCycleLR"
+    t0 = t[0] + w
+    phases = [wphase, (t0, t0 + anneal + 1, "decay"), (t0 + anneal + 1, math.inf, "unknown")]
+    return Identification("OneCycleLR", params, [wseg, *main.segments], phases, rms)
+
+
+# ---------------------------------------------------------------------------- fallback
+def _unknown(t: np.ndarray, lr: np.ndarray, jumps: list[int], tol: float) -> Identification:
+    """No torch scheduler fits: monotone pieces named by direction; phases from them."""
+    y = _log(lr)
+    segs: list[ScheduleSegment] = []
+    bounds = [-1, *jumps, len(t) - 1]
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i] + 1, bounds[i + 1]
+        runs = _monotone_runs(y, a, b, tol)
+        for ra, rb, d in runs:
+            kind = "constant" if d == 0 else ("warmup" if d > 0 and not segs else
+                                              "increase" if d > 0 else "decay")
+            segs.append(_seg(kind, t, lr, ra, rb))
+        if i < len(jumps):
+            j = jumps[i]
+            segs.append(ScheduleSegment("step", int(t[j + 1]), int(t[j + 1]), float(lr[j]),
+                                        float(lr[j + 1]), {"gamma": float(lr[j + 1] / lr[j])}))
+    phases = [(float(s.start_step), float(s.end_step) + 1,
+               {"warmup": "warmup", "constant": "constant", "decay": "decay"}.get(s.kind,
+                                                                                "unknown"))
+              for s in segs if s.kind != "step"]
+    return Identification("unknown", {}, segs, phases, math.nan)
+
+
+def _monotone_runs(y: np.ndarray, a: int, b: int, tol: float) -> list[tuple[int, int, int]]:
+    if a == b:
+        return [(a, b, 0)]
+    runs: list[tuple[int, int, int]] = []
+    for i in range(a, b):
+        dl = y[i + 1] - y[i]
+        d = 0 if abs(dl) <= 2 * tol else (1 if dl > 0 else -1)
+        if runs and runs[-1][2] == d:
+            runs[-1] = (runs[-1][0], i + 1, d)
+        else:
+            runs.append((i, i + 1, d))
+    return runs
