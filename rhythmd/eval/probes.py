@@ -36,9 +36,8 @@ Series = dict[str, tuple[np.ndarray, np.ndarray]]
 NO_ACTION = "no_action"
 DIVERGENCE_FIXES = frozenset({"rollback", "warmup", "reduce_lr"})
 ACTING = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule", "rollback", "stop"})
-"""Actions that change the run (its LR, its weights, or its end). Every issued action that is
-not in ``INFORMATIONAL_ACTIONS`` counts as acting, including ones added later."""
-INFORMATIONAL_ACTIONS: frozenset[str] = frozenset()
+"""The actions the policy issues; each changes the run (its LR, its weights or its end), so on a
+no-action probe any issued recommendation counts as acting on it."""
 
 
 # ------------------------------------------------------------------------------ types
@@ -336,10 +335,13 @@ def _nanogpt(g: _Group) -> list[Probe]:
                     [1, 1, 3, 5, 6])
     val = power_law(tau, 10.9, 2.95, 60.0, 0.8) * np.exp(ou_noise(g.rng, n, 0.003, 100.0))
     run = _Run(_steps(n), lr, train, val, n)
-    return [g.probe("nanogpt_spikes", "spikes",
-                    "GPT-2-small-like LM, AdamW 6e-4, 200 warmup steps + cosine to 6e-5, loss "
-                    "10.9 -> 3.2, five 2.2-3x spikes (1, 1, 3, 5, 6 steps) that recover; val "
-                    "every 250 steps", _series(run, 250), n)]
+    desc = ("GPT-2-small-like LM, AdamW 6e-4, 200 warmup steps + cosine to 6e-5, loss 10.9 -> "
+            "3.2, five 2.2-3x spikes (1, 1, 3, 5, 6 steps) that recover")
+    return [g.probe("nanogpt_spikes", "spikes", f"{desc}; val every 250 steps",
+                    _series(run, 250), n),
+            g.probe("nanogpt_spikes_every_5", "cadence",
+                    f"{desc}; val every 5 steps (a dense-validation record run)",
+                    _series(run, 5), n, variant="every_5")]
 
 
 @_group("acc_only")
@@ -836,10 +838,9 @@ def run_probe(probe: Probe, batch_steps: int = 50) -> ProbeResult:
                                                      None if cause is None else str(cause)))
         step = max(int(e.step) for e in events)
         decision = decide(events, run_context(analyzer, step, history), policy)
-        for rid in decision.cancel:
-            for h in history:
-                if h["id"] == rid and h["status"] == "pending":
-                    h["status"] = "cancelled"
+        for h in history:  # the daemon expires the pending ones the policy cancels
+            if h["id"] in decision.cancel and h["status"] == "pending":
+                h["status"] = "expired"
         for spec in decision.issue:
             history.append({"id": str(len(history)), "action": spec.action, "status": "pending",
                             "issued_at_step": step, "applied_step": None, "note": None,
@@ -852,7 +853,7 @@ def run_probe(probe: Probe, batch_steps: int = 50) -> ProbeResult:
 
 def _judge(probe: Probe, res: ProbeResult) -> None:
     """Set ``passed``, ``verdict``, ``caught_at_step`` and ``unexpected_diagnoses``."""
-    acting = [a for a in res.actions if a.action not in INFORMATIONAL_ACTIONS]
+    acting = res.actions  # every action the policy issues changes the run (see ACTING)
     if not isinstance(probe.expect, Catch):
         res.unexpected_diagnoses = [d.id for d in res.diagnoses if not (
             d.kind == "spike" or (d.kind == "oscillation" and d.cause == "eval_noise"))]
