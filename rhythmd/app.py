@@ -15,13 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from rhythmd import __version__
 from rhythmd.api import analysis, metrics, recommendations, runs, timeline, tokens
 from rhythmd.api.deps import ServiceDep
+from rhythmd.api.docs import add_security, install_docs
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.group_commit import GroupCommitter
 from rhythmd.api.limits import BodyLimitMiddleware
+from rhythmd.api.origin import WriteGuardMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
 from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
 from rhythmd.auth import ALL, Decision, bind_host_from_process, check_exposure
@@ -109,10 +112,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         default_response_class=RhythmdJSONResponse,
+        docs_url=None,  # served from the package below, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app, "rhythmd")
     configure_logging(settings.log_level, settings.log_format == "json")
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(WriteGuardMiddleware, public_url=settings.public_url)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # 413 first
     app.add_middleware(LoopbackOnlyMiddleware,
                        enabled=settings.auth != "required" and not settings.insecure)
     _install_error_handlers(app)
@@ -161,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for name, sub in body_schema.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault("MetricBatchIn", body_schema)
+            add_security(schema, auth_required=settings.auth == "required")
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -190,8 +198,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")}
-                  for e in exc.errors()]
+        errors = [_error_item(e) for e in exc.errors()]
         rejected(request, "invalid", errors)
         return detail(422, _jsonable(errors))
 
@@ -211,6 +218,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         # 422 everywhere else (README), and 400 is in no operation's schema.
         if exc.status_code == 400:
             return detail(422, [{"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}])
+        if exc.status_code == 405:
+            return detail(405, exc.detail, {"Allow": ", ".join(_allowed_methods(app, request))})
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(StoreUnavailableError)
@@ -218,6 +227,26 @@ def _install_error_handlers(app: FastAPI) -> None:
         rejected(request, "unavailable", exc)
         log.warning("503: %s", exc)
         return detail(503, f"{exc}; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves on this path (Starlette names the first route's)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _error_item(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error as answered: type, loc, msg (with the parser's reason), input."""
+    item = {k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")}
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and reason:
+        item["loc"] = ["body"]
+        item["msg"] = f"the body is not valid JSON: {reason}"
+    return item
 
 
 def _jsonable(obj: Any) -> Any:

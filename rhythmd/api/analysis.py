@@ -8,10 +8,12 @@ from fastapi import APIRouter, Query
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
+from rhythmd.api.jsonbody import JSONRoute
 from rhythmd.api.schemas import DiagnosisList, ScheduleOut
 from rhythmd.api.security import requires
 
-router = APIRouter(prefix="/v1/runs/{run_id}", tags=["analysis"], responses={**UNAVAILABLE},
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/runs/{run_id}", tags=["analysis"], responses={**UNAVAILABLE},
                    dependencies=[requires("read")])
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse, float_array_json, raw_json_response
+from rhythmd.api.jsonbody import JSONRoute, parse_json_body
 from rhythmd.api.schemas import BranchList, IngestResponse, MetricBatchIn, MetricList, SeriesOut
 from rhythmd.api.security import requires
 from rhythmd.batch import parse_metric_batch
@@ -17,7 +18,8 @@ from rhythmd.config import Settings
 from rhythmd.errors import InvalidInputError
 from rhythmd.service import Service
 
-router = APIRouter(prefix="/v1/runs/{run_id}", tags=["metrics"], responses={**UNAVAILABLE})
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/runs/{run_id}", tags=["metrics"], responses={**UNAVAILABLE})
 
 _REF = "#/components/schemas/{model}"
 INGEST_BODY_SCHEMA = MetricBatchIn.model_json_schema(ref_template=_REF)
@@ -47,11 +49,7 @@ async def ingest_metrics(run_id: str, request: Request) -> Response:
     # more dependencies to solve per request
     service: Service = request.app.state.service
     settings: Settings = request.app.state.settings
-    raw = await request.body()
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(("body",), f"the body is not valid JSON: {exc}") from None
+    body: Any = parse_json_body(await request.body())
     batch = parse_metric_batch(body, max_points=settings.max_points_per_batch,
                                max_series=settings.max_series_per_batch)
     if service.store.sqlite:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
+from rhythmd.api.jsonbody import JSONRoute
 from rhythmd.api.schemas import (
     Recommendation,
     RecommendationAck,
@@ -15,7 +16,8 @@ from rhythmd.api.schemas import (
 )
 from rhythmd.api.security import requires
 
-router = APIRouter(prefix="/v1/runs/{run_id}/recommendations", tags=["recommendations"],
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/runs/{run_id}/recommendations", tags=["recommendations"],
                    responses={**UNAVAILABLE})
 
 

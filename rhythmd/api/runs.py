@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep, SettingsDep
+from rhythmd.api.jsonbody import JSONRoute
 from rhythmd.api.schemas import EventList, Run, RunCreate, RunFinish, RunList
 from rhythmd.api.security import enforce, enforce_named, principal_in, requires
 from rhythmd.auth import ALL
 from rhythmd.errors import ConflictError
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Run,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rhythmd.batch import MAX_BRANCH, MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE
+
+Step = Annotated[int, Field(ge=0, le=MAX_STEP, strict=True)]
+"""An optimizer step: an integer (never a boolean) in [0, 2**62]."""
+Action = Literal["reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "stop"]
 
 NonFiniteString = Literal["NaN", "Infinity", "-Infinity"]
 FloatOut = float | NonFiniteString
@@ -58,13 +64,15 @@ class RunFinish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["finished", "failed", "stopped"] = "finished"
-    step: int | None = Field(None, ge=0, le=2**62)
+    step: Step | None = None
 
 
 class SeriesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(..., description="Metric name, e.g. train_loss, val/acc@1.",
-                      min_length=1, max_length=256)
-    steps: list[int] = Field(..., description="Optimizer steps (>= 0), one per value.")
+                      min_length=1, max_length=METRIC_NAME_MAX, pattern=METRIC_NAME_RE.pattern)
+    steps: list[Step] = Field(..., description="Optimizer steps (>= 0), one per value.")
     values: list[float | NonFiniteString | None] = Field(
         ..., description='Values; NaN/Infinity literals, the strings "NaN", "Infinity", '
                          '"-Infinity" and null (NaN) are non-finite data, stored exactly.')
@@ -72,13 +80,16 @@ class SeriesIn(BaseModel):
 
 
 class MetricBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     batch_id: str | None = Field(
         None, description="Idempotency key: a retried batch with the same id is stored once.",
         pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")
-    branch: int = Field(0, ge=0, description="0 until a rollback; the client increments it "
-                                             "when it resumes from a checkpoint.")
-    branch_start_step: int | None = Field(
-        None, ge=0, description="Step a new branch resumed from (default: its first step).")
+    branch: int = Field(0, ge=0, le=MAX_BRANCH, strict=True,
+                        description="0 until a rollback; the client increments it when it "
+                                    "resumes from a checkpoint.")
+    branch_start_step: Step | None = Field(
+        None, description="Step a new branch resumed from (default: its first step).")
     series: list[SeriesIn]
 
 
@@ -153,11 +164,11 @@ class BranchList(BaseModel):
 class RecommendationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(..., max_length=32)
+    action: Action
     params: dict[str, Any] = Field(default_factory=dict)
     reason: str = Field("issued by hand", max_length=2000)
     author: str = Field("user", min_length=1, max_length=128)
-    expires_at_step: int | None = Field(None, ge=0, le=2**62)
+    expires_at_step: Step | None = None
 
 
 class RecommendationList(BaseModel):
@@ -169,7 +180,7 @@ class RecommendationAck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["applied", "rejected"]
-    step: int | None = Field(None, ge=0, le=2**62)
+    step: Step | None = None
     lr_before: list[float] | None = Field(None, max_length=4096,
                                           description="LR per param group before.")
     lr_after: list[float] | None = Field(None, max_length=4096,

@@ -6,10 +6,12 @@ from fastapi import APIRouter
 
 from rhythmd.api.deps import NOT_FOUND, UNAVAILABLE, ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse
+from rhythmd.api.jsonbody import JSONRoute
 from rhythmd.api.schemas import Diagnosis, Recommendation, RunSummary, Timeline
 from rhythmd.api.security import requires
 
-router = APIRouter(prefix="/v1/runs/{run_id}", tags=["debugging"],
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/runs/{run_id}", tags=["debugging"],
                    responses={**UNAVAILABLE, **NOT_FOUND})
 
 

@@ -7,18 +7,22 @@ for another project (or ``*``) nor see or revoke another project's tokens.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
+from rhythmd.api.jsonbody import JSONRoute
 from rhythmd.api.security import enforce_named, principal_in, requires
 from rhythmd.auth import Decision
 from rhythmd.errors import NotFoundError
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses={**UNAVAILABLE},
+router = APIRouter(route_class=JSONRoute,
+                   prefix="/v1/tokens", tags=["tokens"], responses={**UNAVAILABLE},
                    dependencies=[requires("admin")])
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     project: str = Field(..., min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$",
                          description='A project name, or "*" for every project.')
     scope: str = Field(..., pattern="^(ingest|read|steer|admin)$")
