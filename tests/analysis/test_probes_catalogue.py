@@ -108,6 +108,33 @@ def test_variants_share_the_underlying_curve(cat: list[P.Probe]) -> None:
     np.testing.assert_allclose(by["acc_only_error_declared"].series["val_error"][1], 1 - acc)
 
 
+def test_the_problems_are_in_the_data(cat: list[P.Probe]) -> None:
+    """Each must-catch stream shows its problem inside its window; the AMP one its skips."""
+    by = {p.name: p for p in cat}
+
+    def median(name: str, metric: str, lo: int, hi: int) -> float:
+        s, v = by[name].series[metric]
+        return float(np.median(v[(s >= lo) & (s < hi)]))
+
+    s, v = by["div_nan"].series["train_loss"]
+    assert not np.isfinite(v[s == by["div_nan"].expect.by_step]).any()  # type: ignore[union-attr]
+    assert median("late_rise", "train_loss", 3700, 5000) > 8 * median("late_rise", "train_loss",
+                                                                        3000, 3500)
+    assert median("warmup_blowup", "train_loss", 500, 600) > 2.3
+    early, late = (median("plateau_constant_lr", "val_loss", a, a + 1000) for a in (2000, 6000))
+    assert late < early and median("plateau_constant_lr", "val_loss", 4000, 5000) < 1.01 * late
+    assert median("acc_collapse", "val_acc", 2300, 3000) < 0.15
+    assert median("too_small_lr", "val_loss", 0, 1000) - median("too_small_lr", "val_loss",
+                                                               4000, 5000) > 0.1
+    amp = by["amp_skipped_steps"].series
+    gn = amp["grad_norm"][1]
+    skipped = np.flatnonzero(~np.isfinite(gn))
+    assert skipped.size == 10
+    later = skipped[skipped > 10]
+    np.testing.assert_array_equal(amp["train_loss"][1][later], amp["train_loss"][1][later - 1])
+    np.testing.assert_array_equal(amp["lr"][1][later], amp["lr"][1][later - 1])
+
+
 @pytest.mark.slow  # importing torch takes seconds; the rest of this file well under one
 def test_schedules_match_torch() -> None:
     torch = pytest.importorskip("torch")
