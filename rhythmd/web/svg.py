@@ -115,17 +115,28 @@ class Scale:
         return math.log10(self.hi) if self.log else self.hi
 
 
+LINEAR_LIMIT = 1e300
+"""A linear axis spans at most [-1e300, 1e300] (so that its span, padding and tick steps stay
+finite); values beyond are drawn at the edge."""
+LOG_LIMITS = (1e-290, 1e290)
+"""A log axis is used only for values inside these bounds (its padding stays finite and > 0)."""
+MIN_SPAN = 1e-290
+"""Ranges narrower than this (denormals) are drawn as one value."""
+
+
 def nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
-    """Round tick values covering [lo, hi] (linear axis)."""
+    """Round tick values covering [lo, hi] (linear axis); total over finite floats."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo]
+        return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(n - 1, 1)
-    mag = 10 ** math.floor(math.log10(raw))
+    if not math.isfinite(raw) or raw < MIN_SPAN:
+        return [lo, hi]
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     t = first
-    while t <= hi + step * 1e-9 and len(ticks) < 50:
+    while t <= hi + step * 1e-9 and len(ticks) < 50 and math.isfinite(t):
         ticks.append(0.0 if abs(t) < step * 1e-9 else t)
         t += step
     return ticks
@@ -144,23 +155,31 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 def choose_scale(arrays: Sequence[np.ndarray], mode: str = "auto", log_ratio: float = 30.0,
                  ) -> Scale:
     """The y scale covering the finite values; log when asked, or (auto) when every value is
-    positive and they span more than ``log_ratio``."""
+    positive and they span more than ``log_ratio``. Total over finite floats: denormals,
+    ±1e308, a single value, none at all."""
     finite = [a[np.isfinite(a)] for a in arrays if a.size]
     vals = np.concatenate(finite) if finite else np.empty(0)
     if vals.size == 0:
         return Scale(0.0, 1.0, False)
     lo, hi = float(vals.min()), float(vals.max())
-    positive = lo > 0
-    use_log = positive and (mode == "log" or (mode == "auto" and hi / lo > log_ratio))
+    in_log_range = LOG_LIMITS[0] <= lo and hi <= LOG_LIMITS[1]
+    use_log = in_log_range and (mode == "log" or (mode == "auto" and hi / lo > log_ratio))
     if use_log:
         llo, lhi = math.log10(lo), math.log10(hi)
         pad = max((lhi - llo) * 0.05, 0.05)
         return Scale(10 ** (llo - pad), 10 ** (lhi + pad), True)
-    pad = (abs(hi) * 0.1 or 1.0) if hi == lo else (hi - lo) * 0.06
-    lo2 = lo - pad
+    lo = min(max(lo, -LINEAR_LIMIT), LINEAR_LIMIT)
+    hi = min(max(hi, -LINEAR_LIMIT), LINEAR_LIMIT)
+    if hi - lo < MIN_SPAN * max(1.0, abs(hi)):  # one value (or denormally close ones)
+        mid = (lo + hi) / 2
+        pad = abs(mid) * 0.1 if abs(mid) >= MIN_SPAN else 1.0
+        lo2, top = mid - pad, mid + pad
+    else:
+        pad = (hi - lo) * 0.06
+        lo2, top = lo - pad, hi + pad
     if lo >= 0 > lo2:
         lo2 = 0.0
-    return Scale(lo2, hi + pad, False)
+    return Scale(lo2, top, False)
 
 
 class Chart:
@@ -191,7 +210,11 @@ class Chart:
         return MARGIN_LEFT + (s - self.x0) / (self.x1 - self.x0) * self.pw
 
     def py(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        v = scale.fwd(np.asarray(values, dtype=float))
+        """Pixel rows; values beyond the scale (only ever past ±1e300) are drawn at its edge."""
+        v = np.asarray(values, dtype=float)
+        if not scale.log:
+            v = np.clip(v, scale.lo, scale.hi)
+        v = scale.fwd(v)
         span = (scale.fhi - scale.flo) or 1.0
         return MARGIN_TOP + (1.0 - (v - scale.flo) / span) * self.ph
 
