@@ -180,6 +180,7 @@ class ScheduleTracker:
 
     def truncate(self, before_step: int) -> None:
         """Forget lr points at or after ``before_step`` (rollback); approximate for knots."""
+        self._ident = None
         self.knots = [k for k in self.knots if k[0] < before_step]
         if self.last is not None and self.last[0] >= before_step:
             self.last = list(self.knots[-1][:2]) if self.knots else None
@@ -213,17 +214,25 @@ class ScheduleTracker:
         return k
 
     # -- identification --------------------------------------------------------------
-    def identify(self) -> Identification:
-        """The torch scheduler behind the stream so far (cached until the next lr point)."""
-        key = (self.n, len(self.knots), None if self.last is None else tuple(self.last))
+    def identify(self, max_stale: float = 0.0) -> Identification:
+        """The torch scheduler behind the stream so far. Cached: refitted (about 1 to 100
+        ms) at a new lr point, or with ``max_stale`` > 0 only once the stream has grown by
+        more than that fraction of its span since the last fit."""
+        if self.last is None:
+            return Identification("unknown", {}, [])
+        key = (len(self.knots), tuple(self.knots[-1]) if self.knots else None)
         cached = getattr(self, "_ident", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None:
+            last0, first = cached[1], cached[2]
+            grown = self.last[0] - last0
+            if (grown == 0 and cached[0] == key) or 0 < grown <= max_stale * (last0 - first):
+                return cached[3]
         try:
             ident = identify(self.all_knots(), self.tol)
-        except (ValueError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError):
+        except (ValueError, ArithmeticError, LookupError, np.linalg.LinAlgError):
             ident = Identification("unknown", {}, [])
-        self._ident = (key, ident)
+        first = self.knots[0][0] if self.knots else self.last[0]
+        self._ident = (key, self.last[0], first, ident)
         return ident
 
     def describe(self) -> dict[str, Any]:
@@ -237,11 +246,12 @@ class ScheduleTracker:
         linear, polynomial, exponential, a one-cycle anneal, restarts, or a StepLR whose next
         cut is predictable; MultiStepLR/ReduceLROnPlateau cuts count as ``constant``. Steps
         after the last lr point are extrapolated from the scheduler; ``unknown`` before the
-        first lr point, without lr points, and where no scheduler fits."""
+        first lr point, without lr points, and where no scheduler fits. The fit behind it
+        may lag the stream by 2 % of its span (see ``identify``)."""
         if self.last is None:
             return "unknown"
         s = self.last[0] if step is None else float(step)
-        return self.identify().phase_at(s)
+        return self.identify(max_stale=0.02).phase_at(s)
 
     def segments(self) -> list[ScheduleSegment]:
         """Typed schedule segments of the identified scheduler (copies)."""

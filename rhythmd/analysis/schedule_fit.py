@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, least_squares
+from scipy.optimize import brentq, least_squares, minimize_scalar
 
 from .types import ScheduleSegment
 
@@ -127,23 +127,46 @@ def _cos_lsq(c: np.ndarray, lr: np.ndarray, y: np.ndarray) -> tuple[float, float
     return _rms(_log(eta + amp * c) - y), eta, float(amp)
 
 
+def _cos_profile(t: np.ndarray, lr: np.ndarray, y: np.ndarray, tm: float,
+                 ) -> tuple[float, float, float]:
+    """Best (rms log, eta, amp) of the cosine with period parameter ``tm``: eta and amp by
+    least squares in relative error, or eta = 0 with amp exact in log."""
+    c = 0.5 * (1.0 + np.cos(np.pi * t / tm))
+    best = _cos_lsq(c, lr, y) or (math.inf, 0.0, 0.0)
+    if c.min() > 0:  # eta_min = 0: log lr = log amp + log c, linear in log amp
+        la = float(np.mean(y - np.log(c)))
+        r0 = _rms(la + np.log(c) - y)
+        if r0 < best[0]:
+            best = (r0, 0.0, math.exp(la))
+    return best
+
+
 def _fit_cosine(t: np.ndarray, lr: np.ndarray, hint: dict[str, Any] | None = None,
                 ) -> tuple[float, dict[str, Any], float]:
-    """lr = eta + (B - eta)(1 + cos(pi t / T))/2: profile over T (or start from ``hint``, a
-    previous fit's params), then least_squares."""
+    """lr = eta + (B - eta)(1 + cos(pi t / T))/2: profile over T on a grid (or around
+    ``hint``, a previous fit's params), refined by ``minimize_scalar`` and (without a hint)
+    ``least_squares``."""
     y = _log(lr)
     span = max(float(t[-1]), 1.0)
-    best: tuple[float, float, float, float] | None = None
-    grid = np.geomspace(span / 2.2, span * 60, 40)
+    grid = np.concatenate([np.geomspace(span / 2.2, span * 60, 40),  # and ends just past
+                           span + np.geomspace(0.3, span, 30)])  # the last point (eta ~ 0)
     if hint:
-        grid = np.array([float(hint["T_max"])])
-    for tm in grid:
-        f = _cos_lsq(0.5 * (1.0 + np.cos(np.pi * t / tm)), lr, y)
-        if f is not None and (best is None or f[0] < best[0]):
-            best = (*f, float(tm))
-    if best is None:
+        grid = float(hint["T_max"]) * np.array([0.98, 1.0, 1.02])
+    grid = np.sort(grid)
+    prof = [_cos_profile(t, lr, y, float(tm))[0] for tm in grid]
+    i = int(np.argmin(prof))
+    if not math.isfinite(prof[i]):
         return math.inf, {}, math.nan
-    _, eta, amp, tm = best
+    lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+    tm = float(grid[i])
+    if hi > lo:
+        opt = minimize_scalar(lambda v: _cos_profile(t, lr, y, v)[0], bounds=(lo, hi),
+                              method="bounded", options={"xatol": 1e-10 * hi})
+        if opt.fun < prof[i]:
+            tm = float(opt.x)
+    rms, eta, amp = _cos_profile(t, lr, y, tm)
+    if rms < 1e-9 or hint:  # exact already, or a quick refit inside a search
+        return rms, {"T_max": tm, "eta_min": eta}, eta + amp
 
     def res(p: np.ndarray) -> np.ndarray:
         return _log(p[0] + p[1] * 0.5 * (1.0 + np.cos(np.pi * t / p[2]))) - y
@@ -151,10 +174,11 @@ def _fit_cosine(t: np.ndarray, lr: np.ndarray, hint: dict[str, Any] | None = Non
     scale = float(lr.max())
     fit = least_squares(
         res, [eta, amp, tm], bounds=([0.0, 0.0, 1e-6], [np.inf, np.inf, np.inf]),
-        x_scale=[scale, scale, tm], xtol=1e-12, ftol=1e-12,
+        x_scale=[scale, scale, tm], xtol=1e-12, ftol=1e-12, max_nfev=60,
     )
-    eta, amp, tm = (float(v) for v in fit.x)
-    return _rms(fit.fun), {"T_max": tm, "eta_min": eta}, eta + amp
+    if _rms(fit.fun) < rms:
+        rms, (eta, amp, tm) = _rms(fit.fun), (float(v) for v in fit.x)
+    return rms, {"T_max": tm, "eta_min": eta}, eta + amp
 
 
 def _fit_poly(t: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any], float]:
@@ -217,7 +241,8 @@ def _decay(t: np.ndarray, lr: np.ndarray, t0: float, only: str = "",
         if (only and name != only) or (name in ("cosine", "poly") and len(x) < 3):
             continue
         r, p, b = fit()
-        fits.append((name, r, p, b))
+        if math.isfinite(r) and p:
+            fits.append((name, r, p, b))
     if not fits:
         r, p, b = _fit_exponential(x, y)
         fits.append(("exponential", r, p, b))
@@ -492,13 +517,23 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
             try:
                 g_lo, g_hi = gap(lo), gap(hi)
                 if g_lo * g_hi < 0:
-                    w = brentq(gap, lo, hi, xtol=0.02)
+                    w = brentq(gap, lo, hi, xtol=0.1)
             except (ValueError, ZeroDivisionError):
                 pass
         elif main is not None and b > 0:
             w = (main.base - a) / b
-        w = float(round(w))  # LinearLR total_iters and SequentialLR milestones: whole steps
-        main = main_at(w, only, hint)
+        # LinearLR total_iters and SequentialLR milestones are whole steps: the better of
+        # the two around w (decay fit plus its mismatch with the ramp at the milestone)
+        scored = []
+        for c in {float(math.floor(w)), float(math.ceil(w))}:
+            m = main_at(c, only)
+            if m is not None:
+                miss = abs(math.log(max(a + b * c, 1e-300)) - math.log(m.base))
+                scored.append((m.rms + miss, c, m))
+        if scored:
+            _, w, main = min(scored, key=lambda z: z[0])
+        else:
+            main = None
     if main is None:
         return _unknown(t, lr, jumps, tol)
     peak = peak_c if cos_shape else main.base
