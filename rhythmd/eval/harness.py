@@ -286,6 +286,40 @@ def score_dev(res: list[dict[str, Any]], labels: dict[str, dict[str, Any]]) -> l
     return out
 
 
+def score_cadence_pairs(res: list[dict[str, Any]]) -> list[str]:
+    """Verdict agreement between runs that differ only in evaluation cadence.
+
+    Runs whose ids differ only in a trailing ``__ev<steps>`` train identically; a detector
+    should flag the same kinds on each of them. Returns no lines if the corpus has no pairs.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in res:
+        base, sep, ev = r["id"].rpartition("__ev")
+        if sep and ev.isdigit():
+            groups.setdefault(base, []).append(r)
+    groups = {k: sorted(v, key=lambda r: r["eval_every"]) for k, v in groups.items()
+              if len(v) > 1}
+    if not groups:
+        return []
+    evs = sorted({r["eval_every"] for v in groups.values() for r in v})
+    out = [
+        "",
+        f"#### Cadence pairs ({len(groups)} configurations, each evaluated every "
+        f"{' and every '.join(map(str, evs))} steps)",
+        "",
+        "| detector | kind | flagged on all | on none | on some only |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        for det in detectors_of(res, kind):
+            counts = [0, 0, 0]
+            for v in groups.values():
+                n = sum(flag_of(r, det, kind) is not None for r in v)
+                counts[0 if n == len(v) else (1 if n == 0 else 2)] += 1
+            out.append(f"| {det} | {kind} | {counts[0]} | {counts[1]} | {counts[2]} |")
+    return out
+
+
 def _ev(lab: dict[str, Any]) -> str:
     return lab["event"]
 
@@ -431,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in [*tasks, "ALL"] if len(tasks) > 1 else tasks:
             sub = [r for r in res if t in ("ALL", r["task"])]
             print(f"\n### {t} ({len(sub)} runs)\n")
-            print("\n".join(score_dev(sub, labels)))
+            print("\n".join(score_dev(sub, labels) + score_cadence_pairs(sub)))
     else:
         print()
         print("\n".join(score_public(res, labels)))
