@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -13,6 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -27,6 +30,7 @@ from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.origin import WriteGuardMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
 from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
+from rhythmd.api.startup import StartingGate, StartupState, open_with_retry
 from rhythmd.auth import ALL, Decision, bind_host_from_process, check_exposure
 from rhythmd.config import Settings
 from rhythmd.errors import (
@@ -52,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the daemon. The database is opened (and the schema checked) at startup."""
     settings = settings or Settings()
 
+    startup = StartupState()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -60,46 +66,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ConfigurationError as exc:
             log.error("rhythmd cannot start: %s", exc)
             raise
-        store = Store(settings.database_url, pool_size=settings.db_pool_size)
         try:
-            await run_in_threadpool(store.open)
+            where = make_url(settings.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            where = "(malformed URL)"
+        running: list[WebhookDispatcher | None] = []
+
+        def open_store() -> Store:
+            store = Store(settings.database_url, pool_size=settings.db_pool_size)
+            store.open()
+            return store
+
+        def on_ready(store: Store) -> None:
+            running.append(_start_service(app, settings, store))
+
+        retry: asyncio.Task[None] | None = None
+        try:
+            on_ready(await run_in_threadpool(open_store))
+            startup.ready = True
+        except StoreUnavailableError as exc:
+            startup.reason = f"starting: {exc}"
+            log.warning("database %s unreachable (%s): serving /healthz as \"starting\" and "
+                        "retrying with backoff", where, exc)
+            retry = asyncio.create_task(open_with_retry(startup, open_store, on_ready, where))
         except ConfigurationError as exc:
             log.error("rhythmd cannot start: %s", exc)
             raise
-        app.state.store = store
-        alerts = (AlertConfig(settings.webhook_min_severity, settings.public_url)
-                  if settings.webhook_url else None)
-        app.state.service = Service(
-            store, analysis=settings.analysis, alerts=alerts,
-            lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
-            ingest_concurrency=settings.ingest_concurrency)
-        # PostgreSQL: batches from HTTP requests stored in groups (bound to this event loop)
-        app.state.group_committer = GroupCommitter(
-            app.state.service, concurrency=settings.ingest_concurrency,
-            max_group=settings.ingest_group_max)
-        dispatcher = None
-        if settings.webhook_url:
-            dispatcher = WebhookDispatcher(store, settings.webhook_url,
-                                           max_attempts=settings.webhook_max_attempts)
-            dispatcher.start()
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic
-        # garbage collector's full passes, which otherwise stall every request now and then.
-        gc.collect()
-        gc.freeze()
-        if settings.gc_threshold:
-            # 700 (the default) meant a young collection every few requests and a full one
-            # (20-70 ms, the whole process stopped) every second or so at 400 batches/s
-            _, gen1, gen2 = gc.get_threshold()
-            gc.set_threshold(settings.gc_threshold, gen1, gen2)
-        log.info("rhythmd %s serving on %s (schema v%s)", __version__,
-                 store.engine.url.render_as_string(hide_password=True), store.schema_version)
         try:
             yield
         finally:
-            if dispatcher is not None:
-                await run_in_threadpool(dispatcher.stop)
-            await run_in_threadpool(app.state.service.close)
-            await run_in_threadpool(store.close)
+            if retry is not None:
+                retry.cancel()
+                with suppress(asyncio.CancelledError):
+                    await retry
+            if running:
+                if running[0] is not None:
+                    await run_in_threadpool(running[0].stop)
+                await run_in_threadpool(app.state.service.close)
+                await run_in_threadpool(app.state.store.close)
 
     app = FastAPI(
         title="rhythmd",
@@ -120,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(WriteGuardMiddleware, public_url=settings.public_url)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # 413 first
+    app.add_middleware(StartingGate, state=startup)
     app.add_middleware(LoopbackOnlyMiddleware,
                        enabled=settings.auth != "required" and not settings.insecure)
     _install_error_handlers(app)
@@ -132,7 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"],
-             responses={503: {"model": Health, "description": "Database unreachable."}})
+             responses={503: {"model": Health, "description": "Database unreachable, or "
+                                                          "not reached yet (starting)."}})
     def healthz(service: ServiceDep) -> Response:
         """Liveness, and whether the database answers."""
         body: dict[str, Any] = {"status": "ok", "database": "ok",
@@ -174,6 +180,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _start_service(app: FastAPI, settings: Settings, store: Store) -> WebhookDispatcher | None:
+    """Build the service over an open store; returns the webhook dispatcher (if any)."""
+    app.state.store = store
+    alerts = (AlertConfig(settings.webhook_min_severity, settings.public_url)
+              if settings.webhook_url else None)
+    app.state.service = Service(
+        store, analysis=settings.analysis, alerts=alerts,
+        lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
+        ingest_concurrency=settings.ingest_concurrency)
+    # PostgreSQL: batches from HTTP requests stored in groups (bound to this event loop)
+    app.state.group_committer = GroupCommitter(
+        app.state.service, concurrency=settings.ingest_concurrency,
+        max_group=settings.ingest_group_max)
+    dispatcher = None
+    if settings.webhook_url:
+        dispatcher = WebhookDispatcher(store, settings.webhook_url,
+                                       max_attempts=settings.webhook_max_attempts)
+        dispatcher.start()
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic
+    # garbage collector's full passes, which otherwise stall every request now and then.
+    gc.collect()
+    gc.freeze()
+    if settings.gc_threshold:
+        # 700 (the default) meant a young collection every few requests and a full one
+        # (20-70 ms, the whole process stopped) every second or so at 400 batches/s
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, gen1, gen2)
+    log.info("rhythmd %s serving on %s (schema v%s)", __version__,
+             store.engine.url.render_as_string(hide_password=True), store.schema_version)
+    return dispatcher
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -203,7 +203,7 @@ class EventList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "starting"]
     database: str
     schema_version: int | None
     version: str
