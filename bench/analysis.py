@@ -77,13 +77,8 @@ def per_point() -> None:
     impls: list[tuple[str, Any, int]] = [
         ("vectorised", lambda rc: RunAnalyzer(AnalysisConfig.from_run_config(rc)), 30_000)
     ]
-    try:
-        from tests.analysis.reference import AnalysisConfig as RefConfig
-        from tests.analysis.reference import RunAnalyzer as RefAnalyzer
-
-        impls.append(("reference", lambda rc: RefAnalyzer(RefConfig.from_run_config(rc)), 6_000))
-    except ImportError:
-        pass
+    impls.append(("per-point", lambda rc: RunAnalyzer(AnalysisConfig.from_run_config(rc),
+                                                     bulk=False), 6_000))
     print()
     print("us per point (train_loss + lr per step, no val stream; best of 3)")
     print(f"{'impl':>12} {'budget':>10} {'batch 12':>10} {'batch 50':>10} {'batch 1000':>11}")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
+from rhythmd.analysis.metrics import is_eval_name
 from rhythmd.auth import Principal
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
@@ -138,10 +139,18 @@ def _with_aliases(series: dict[str, Any], cfg: AnalysisConfig) -> dict[str, Any]
 
 def _evaluates(batch: MetricBatch, cfg: AnalysisConfig) -> bool:
     """Whether the batch carries a validation point (where diagnoses open and update)."""
-    names = {cfg.val_metric, cfg.aux_val_metric}
-    if cfg.val_metric == "val_loss":
-        names.update(METRIC_ALIASES["val_loss"])
-    return any(s.name in names for s in batch.series)
+    names = {cfg.val_metric, cfg.aux_val_metric, *cfg.roles}
+    return any(s.name in names or is_eval_name(s.name) for s in batch.series)
+
+
+def _restore(analyzer: RunAnalyzer, state: dict[str, Any]) -> bool:
+    """Load a saved analyzer state; False when it is of another version (replay instead)."""
+    try:
+        analyzer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.info("saved analyzer state not used (%s); replaying the run", exc)
+        return False
+    return True
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -511,8 +520,7 @@ class Service:
             else:
                 saved = analysis_q.load_state(conn, run_id) if upto_seq > 0 else None
             analyzed = 0
-            if saved is not None and saved[0] <= upto_seq:
-                analyzer.load_state_dict(saved[1])
+            if saved is not None and saved[0] <= upto_seq and _restore(analyzer, saved[1]):
                 analyzed = saved[0]
             # Runs started together (a sweep) would otherwise all save their state on the same
             # batch: each run starts at its own point of the save cycle.
@@ -684,8 +692,7 @@ class Service:
             analyzer = RunAnalyzer(AnalysisConfig.from_run_config(config))
             saved = analysis_q.load_state(conn, run_id)
             start = 0
-            if saved is not None:
-                analyzer.load_state_dict(saved[1])
+            if saved is not None and _restore(analyzer, saved[1]):
                 start = saved[0]
             for stored in analysis_q.replay_batches(conn, run_id, start, int(run["next_seq"])):
                 analyzer.feed(_with_aliases(stored.series, analyzer.cfg), stored.branch,

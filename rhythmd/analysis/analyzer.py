@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any
 
 import numpy as np
 
-from . import stats
+from . import metrics, stats
 from .detectors import DivergenceDetector, OscillationDetector, Signal, StagnationDetector
 from .schedule import ScheduleTracker
 from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+MONITORED_KINDS = ("stagnation", "slow_progress", "oscillation")
 MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
-_ORDER = {"lr": 0, "train": 1, "val": 2, "aux": 3}
+_ORDER = {"lr": 0, "train": 1, "val": 2}
+_MODE_WORDS = {"min": "loss to minimise", "max": "score to maximise"}
 
 
 class RunAnalyzer:
@@ -27,24 +30,27 @@ class RunAnalyzer:
     ``branch_start_step`` (default: the smallest step in the batch).
     """
 
-    def __init__(self, cfg: AnalysisConfig | None = None) -> None:
+    def __init__(self, cfg: AnalysisConfig | None = None, bulk: bool = True) -> None:
         self.cfg = cfg or AnalysisConfig()
+        self.bulk = bulk  # False: every point through the per-point path (the specification
+        # the bulk path must equal; used by the equivalence tests)
         c = self.cfg
         self.branch = 0
         self.branch_start: int | None = None  # first step of the current branch (after a
         # rollback; None on branch 0)
         self.last_step: dict[str, int] = {}
         self.sched = ScheduleTracker()
+        self.names: dict[str, str] = {}  # role ("lr" | "train") -> the stream's name
         self.div = DivergenceDetector(c, c.train_metric)
-        self.monitor = "train"  # which series stagnation watches: "val" | "aux" | "train"
+        self.monitor = "train"  # which series stagnation watches: "val" | "train"
+        self.monitor_rank = 99  # lower is preferred (see _candidate)
+        self.monitor_why = "no evaluation metric yet: the train loss, in blocks of steps"
         self.stag = StagnationDetector(c, c.train_metric, "min")
         self.osc: OscillationDetector | None = None
-        self.osc_src = ""
         self.pseudo_every = max(1, c.total_steps // 50) if c.total_steps else c.pseudo_eval_steps
         self.pseudo_buf: list[float] = []
         self.blk_sum = 0.0
         self.blk_n = 0
-        self.train_blocks: list[float] = []
         self._diags: list[Diagnosis] = []
         self.counts: dict[str, int] = {}
         self.open: dict[str, int] = {}  # kind -> index into _diags
@@ -76,19 +82,17 @@ class RunAnalyzer:
     ) -> list[DiagnosisEvent]:
         """Consume one batch; return the diagnosis events it caused, in step order."""
         self._events, self._upd = [], {}
-        c = self.cfg
-        names = {c.lr_metric: "lr", c.train_metric: "train", c.val_metric: "val"}
-        if c.aux_val_metric:
-            names.setdefault(c.aux_val_metric, "aux")
+        roles, switch = self._roles(batch)
         cols: list[tuple[str, np.ndarray, np.ndarray]] = []
-        for name, role in names.items():
-            if name not in batch:
-                continue
+        for name, role in roles.items():
             st, va = _arrays(batch[name])
             if st.size:
                 cols.append((role, st, va))
         if branch < self.branch:
             return []
+        if switch is not None:
+            vs = [int(st.min()) for role, st, _ in cols if role == "val"]
+            self._switch_monitor(*switch, step=min(vs) if vs else self.last_step.get("val", 0))
         if branch > self.branch:
             start = branch_start_step
             if start is None:
@@ -114,17 +118,11 @@ class RunAnalyzer:
                 kept[role] = (st, va)
         if not kept:
             return self._events
-        first_step = min(int(st[0]) for st, _ in kept.values())
-        if "val" in kept and self.monitor != "val":
-            self._switch_monitor("val", c.val_metric, c.val_mode, first_step)
-        elif "aux" in kept and self.monitor == "train":
-            self._switch_monitor("aux", c.aux_val_metric or "", c.aux_val_mode, first_step)
         evals: list[tuple[int, int, str, float]] = []
-        for role in ("val", "aux"):
-            if role in kept and role in (self.monitor, self.osc_src):
-                st, va = kept[role]
-                o = _ORDER[role]
-                evals.extend((s, o, role, v) for s, v in zip(st.tolist(), va.tolist(), strict=True))
+        if "val" in kept:
+            st, va = kept["val"]
+            evals.extend((s, _ORDER["val"], "val", v)
+                         for s, v in zip(st.tolist(), va.tolist(), strict=True))
         evals.sort(key=lambda p: (p[0], p[1]))
         empty = (np.zeros(0, np.int64), np.zeros(0))
         self._lr_s, self._lr_v = kept.get("lr", empty)
@@ -142,10 +140,91 @@ class RunAnalyzer:
             self._sched_to(None)
         return self._events
 
+    def monitoring(self) -> dict[str, Any]:
+        """Which metric stagnation and oscillation watch, which way is better, and why."""
+        return {"metric": self.stag.metric, "mode": self.stag.mode,
+                "source": "train" if self.monitor == "train" else "evaluation",
+                "reason": self.monitor_why}
+
     # ------------------------------------------------------------------ internals
+    def _roles(self, batch: dict[str, Any]
+               ) -> tuple[dict[str, str], tuple[str, str, int, str] | None]:
+        """``{name: "lr" | "train" | "val"}`` for the batch's streams that the analysis reads,
+        and the better evaluation metric to switch to, if one arrived: (name, mode, rank,
+        why)."""
+        c = self.cfg
+        out: dict[str, str] = {}
+        best: tuple[str, str, int, str] | None = None
+        for name in batch:
+            if not isinstance(name, str):
+                continue
+            role, source = metrics.role_of(name, c.roles)
+            if role == "ignore":
+                continue
+            if name == c.lr_metric or (c.lr_metric == "lr" and metrics.is_lr_name(name)):
+                if self.names.setdefault("lr", name) == name:
+                    out[name] = "lr"
+                continue
+            if name == c.train_metric or (c.train_metric == "train_loss"
+                                          and name in metrics.TRAIN_LOSS_NAMES):
+                if "train" not in self.names:
+                    self.names["train"] = name
+                    self.div.metric = name
+                    self.div.watch_level = role != "objective"
+                if self.names["train"] == name:
+                    out[name] = "train"
+                continue
+            if self.monitor == "val" and name == self.stag.metric:
+                out[name] = "val"
+                continue
+            cand = self._candidate(name, role, source)
+            if cand is not None and cand[2] < self.monitor_rank and (
+                    best is None or cand[2] < best[2]):
+                best = cand
+        if best is not None:
+            out = {k: v for k, v in out.items() if v != "val"}
+            out[best[0]] = "val"
+        return out, best
+
+    def _candidate(self, name: str, role: str | None, source: str
+                   ) -> tuple[str, str, int, str] | None:
+        """(name, mode, rank, why) when ``name`` can be the monitored evaluation metric; rank
+        0 is the configured ``val_metric``, 1 a declared role, 2 an evaluation loss by name,
+        3 an evaluation score by name (or ``aux_val_metric``)."""
+        c = self.cfg
+        if role == "objective":
+            return None
+        if name == c.val_metric:
+            mode = c.val_mode or (role if role in ("min", "max") else "min")
+            return name, mode, 0, f"{name}: the run's val_metric ({_MODE_WORDS[mode]})"
+        if source == "declared" and role in ("min", "max"):
+            return name, role, 1, f"{name}: declared a {_MODE_WORDS[role]}"
+        if name == c.aux_val_metric:
+            return name, c.aux_val_mode, 3, f"{name}: the run's aux_val_metric"
+        if role in ("min", "max") and metrics.is_eval_name(name):
+            rank = 2 if role == "min" else 3
+            return name, role, rank, (f"{name}: an evaluation {_MODE_WORDS[role]} by its name"
+                                      + ("" if role == "min" else " (no evaluation loss sent)"))
+        return None
+
+    def _lr_at(self, step: int) -> float | None:
+        """The LR at a past ``step`` from the schedule tracker's polyline (None if unknown)."""
+        pts = [(float(k[0]), float(k[1])) for k in
+               (*self.sched.knots, *([self.sched.last] if self.sched.last else []))]
+        if not pts or step < pts[0][0]:
+            return None
+        for (s0, l0), (s1, l1) in itertools.pairwise(pts):
+            if s0 <= step <= s1:
+                if s1 <= s0 or l0 <= 0 or l1 <= 0:
+                    return float(l1)
+                return float(math.exp(math.log(l0) + (math.log(l1) - math.log(l0))
+                                      * (step - s0) / (s1 - s0)))
+        return float(pts[-1][1])
+
     def _ctx(self) -> dict[str, Any]:
         s = self.sched
         ctx: dict[str, Any] = {
+            "lr_at": self._lr_at,
             "lr": s.current_lr(),
             "in_warmup": s.in_warmup(),
             "warmup_end_step": s.warmup_end_step,
@@ -174,7 +253,7 @@ class RunAnalyzer:
         detector fast-forwards; the points it stops at go through the per-point path."""
         i = i0
         while i < i1:
-            k = i + self.div.fast_forward(st[i:i1], va[i:i1])
+            k = i + self.div.fast_forward(st[i:i1], va[i:i1]) if self.bulk else i
             if k > i:
                 self._blocks(st, va, i, k)
             if k < i1:
@@ -195,7 +274,7 @@ class RunAnalyzer:
                 s += x
                 n += 1
         self.blk_sum, self.blk_n = s, self.blk_n + n
-        if self.monitor != "train":
+        if self.monitor != "train" or not self.div.watch_level:
             return
         pos, m = 0, len(vals)
         while m - pos >= self.pseudo_every - len(self.pseudo_buf):
@@ -219,7 +298,7 @@ class RunAnalyzer:
         if math.isfinite(v):
             self.blk_sum += v
             self.blk_n += 1
-        if self.monitor == "train":
+        if self.monitor == "train" and self.div.watch_level:
             self.pseudo_buf.append(v)
             if len(self.pseudo_buf) >= self.pseudo_every:
                 fin = [x for x in self.pseudo_buf if math.isfinite(x)]
@@ -230,28 +309,23 @@ class RunAnalyzer:
 
     def _eval(self, step: int, v: float, role: str) -> None:
         ctx = self._ctx()
-        if role == self.osc_src:
-            self.train_blocks.append(self.blk_sum / self.blk_n if self.blk_n else math.nan)
-            self.blk_sum, self.blk_n = 0.0, 0
-            if len(self.train_blocks) > 128:
-                self.train_blocks = self.train_blocks[-64:]
-            ctx["train_blocks"] = self.train_blocks
-            if self.osc is not None:
-                for sig in self.osc.update(step, v, ctx):
-                    self._apply(sig)
-        if role == self.monitor:
-            for sig in self.stag.update(step, v, ctx):
+        ctx["train_mean"] = self.blk_sum / self.blk_n if self.blk_n else math.nan
+        self.blk_sum, self.blk_n = 0.0, 0
+        if self.osc is not None:
+            for sig in self.osc.update(step, v, ctx):
                 self._apply(sig)
+        for sig in self.stag.update(step, v, ctx):
+            self._apply(sig)
 
-    def _switch_monitor(self, src: str, metric: str, mode: str, step: int) -> None:
-        for kind in ("stagnation", "slow_progress", "oscillation"):
+    def _switch_monitor(self, metric: str, mode: str, rank: int, why: str, step: int) -> None:
+        for kind in MONITORED_KINDS:
             if kind in self.open:
                 self._close(kind, step, "monitored metric changed")
-        self.monitor = src
+        self.monitor, self.monitor_rank, self.monitor_why = "val", rank, why
         self.stag = StagnationDetector(self.cfg, metric, mode)
         self.osc = OscillationDetector(self.cfg, metric, mode)
-        self.osc_src = src
-        self.train_blocks, self.blk_sum, self.blk_n = [], 0.0, 0
+        self.last_step.pop("val", None)
+        self.blk_sum, self.blk_n = 0.0, 0
 
     def _rollback(self, start: int) -> None:
         for kind in list(self.open):
@@ -265,8 +339,7 @@ class RunAnalyzer:
         self.stag.series.truncate(start)
         self.stag.active = False
         if self.osc is not None:
-            self.osc.series.truncate(start)
-            self.osc.active, self.osc.on, self.osc.off = False, 0, 0
+            self.osc.truncate(start)
         self.pseudo_buf = []
         for kind in ("divergence", "spike", "stagnation", "oscillation", "slow_progress"):
             if kind in self.open:  # an older diagnosis survives: let detectors re-judge it
@@ -296,6 +369,9 @@ class RunAnalyzer:
                 message=sig["message"],
                 updated_at_step=step,
             )
+            if kind in MONITORED_KINDS:
+                d.evidence["monitored_metric"] = self.stag.metric
+                d.evidence["monitor_reason"] = self.monitor_why
             self._diags.append(d)
             self.open[kind] = len(self._diags) - 1
             self._events.append(DiagnosisEvent("opened", copy.deepcopy(d), step))
@@ -340,72 +416,59 @@ class RunAnalyzer:
             "branch": self.branch,
             "branch_start": self.branch_start,
             "last_step": dict(self.last_step),
+            "names": dict(self.names),
             "sched": self.sched.state_dict(),
             "div": self.div.state_dict(),
             "monitor": self.monitor,
-            "stag": {
-                "metric": self.stag.metric,
-                "mode": self.stag.mode,
-                "state": _series_state(self.stag),
-            },
-            "osc": None
-            if self.osc is None
-            else {
-                "metric": self.osc.metric,
-                "mode": self.osc.mode,
-                "state": _series_state(self.osc),
-            },
-            "osc_src": self.osc_src,
+            "monitor_rank": self.monitor_rank,
+            "monitor_why": self.monitor_why,
+            "stag": {"metric": self.stag.metric, "mode": self.stag.mode,
+                     "state": self.stag.state_dict()},
+            "osc": None if self.osc is None else {
+                "metric": self.osc.metric, "mode": self.osc.mode,
+                "state": self.osc.state_dict()},
             "pseudo_every": self.pseudo_every,
             "pseudo_buf": list(self.pseudo_buf),
             "blk_sum": self.blk_sum,
             "blk_n": self.blk_n,
-            "train_blocks": list(self.train_blocks),
             "diags": [d.to_dict() for d in self._diags],
             "counts": dict(self.counts),
             "open": dict(self.open),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; ``ValueError`` for a state of another version (the
+        caller replays the run instead)."""
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"analyzer state version {d.get('version')!r}, "
+                             f"expected {STATE_VERSION}")
         self.cfg = AnalysisConfig.from_dict(d["cfg"])
         c = self.cfg
         self.branch = int(d["branch"])
         bs = d.get("branch_start")
         self.branch_start = int(bs) if bs is not None else None
         self.last_step = {k: int(v) for k, v in d["last_step"].items()}
+        self.names = dict(d.get("names") or {})
         self.sched = ScheduleTracker()
         self.sched.load_state_dict(d["sched"])
         self.div = DivergenceDetector(c, c.train_metric)
         self.div.load_state_dict(d["div"])
         self.monitor = d["monitor"]
+        self.monitor_rank = int(d["monitor_rank"])
+        self.monitor_why = str(d["monitor_why"])
         st = d["stag"]
         self.stag = StagnationDetector(c, st["metric"], st["mode"])
-        _load_series_state(self.stag, st["state"])
+        self.stag.load_state_dict(st["state"])
         self.osc = None
         if d["osc"] is not None:
             self.osc = OscillationDetector(c, d["osc"]["metric"], d["osc"]["mode"])
-            _load_series_state(self.osc, d["osc"]["state"])
-        self.osc_src = d["osc_src"]
+            self.osc.load_state_dict(d["osc"]["state"])
         self.pseudo_every = int(d["pseudo_every"])
         self.pseudo_buf = list(d["pseudo_buf"])
         self.blk_sum, self.blk_n = float(d["blk_sum"]), int(d["blk_n"])
-        self.train_blocks = list(d["train_blocks"])
         self._diags = [Diagnosis.from_dict(x) for x in d["diags"]]
         self.counts = dict(d["counts"])
         self.open = {k: int(v) for k, v in d["open"].items()}
-
-
-def _series_state(det: StagnationDetector | OscillationDetector) -> dict[str, Any]:
-    s = det.state_dict()
-    s["series"] = det.series.state_dict()
-    return s
-
-
-def _load_series_state(det: StagnationDetector | OscillationDetector, s: dict[str, Any]) -> None:
-    s = dict(s)
-    ser = s.pop("series")
-    det.load_state_dict(s)
-    det.series.load_state_dict(ser)
 
 
 def _arrays(pair: Any) -> tuple[np.ndarray, np.ndarray]:

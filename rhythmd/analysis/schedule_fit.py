@@ -498,52 +498,66 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
         js = [j + ipk - off for j in rest if j + ipk - off >= 0]
         return _main(t[idx], lr[idx], js, t_first + w, tol, only, hint)
 
+    hold: tuple[float, _Main] | None = None  # (hold end, main after it)
+
+    def ramp_res(m_start: float, peak: float = math.inf) -> np.ndarray:
+        """Log residuals of the knots before the main part (from m_start) on the ramp."""
+        pre = t < t_first + m_start - 1e-9
+        pre[:ipk] = True
+        if cos_shape:
+            xs = np.minimum(x[pre] / w_c, 1)
+            pred = a_c + (peak_c - a_c) * 0.5 * (1 - np.cos(np.pi * xs))
+        else:
+            pred = np.minimum(a + b * x[pre], peak)
+        return _log(pred) - _log(lr[pre])
+
     if cos_shape:
         w = w_c
         main = main_at(w)
     else:
-        w = (float(lr[ipk]) - a) / b if b > 0 else float(x[ipk])
-        main = main_at(w)
-        only = main.decay if main is not None else ""
-        hint = main.params if main is not None else None
-        if main is not None and only:  # the peak is where the ramp meets the decay
-            lo = float(x[ipk - 1])
-            hi = float(x[min(ipk + 1, len(x) - 1)])
-
-            def gap(ww: float) -> float:
-                m = main_at(ww, only, hint)
-                return math.log(max(a + b * ww, 1e-300)) - math.log(m.base) if m else math.nan
-
-            try:
-                g_lo, g_hi = gap(lo), gap(hi)
-                if g_lo * g_hi < 0:
-                    w = brentq(gap, lo, hi, xtol=0.1)
-            except (ValueError, ZeroDivisionError):
-                pass
-        elif main is not None and b > 0:
-            w = (main.base - a) / b
-        # LinearLR total_iters and SequentialLR milestones are whole steps: the better of
-        # the two around w (decay fit plus its mismatch with the ramp at the milestone)
-        scored = []
-        for c in {float(math.floor(w)), float(math.ceil(w))}:
-            m = main_at(c, only)
-            if m is not None:
-                miss = abs(math.log(max(a + b * c, 1e-300)) - math.log(m.base))
-                scored.append((m.rms + miss, c, m))
-        if scored:
-            _, w, main = min(scored, key=lambda z: z[0])
-        else:
-            main = None
-    if main is None:
+        w0 = (float(lr[ipk]) - a) / b if b > 0 else float(x[ipk])
+        hi = float(x[min(ipk + 1, len(x) - 1)])
+        w, main = _meet(main_at, lambda v: a + b * v, w0, float(x[ipk - 1]), hi)
+        if main is not None and b > 0 and not main.decay:
+            w, main = _meet(main_at, lambda v: a + b * v, (main.base - a) / b, w0, w0)
+        if ipk + 1 < len(t) and (main is None or main.rms > EXACT
+                                 or float(np.max(np.abs(ramp_res(w)), initial=0)) > EXACT):
+            # warmup, hold at the peak (ConstantLR), then a decay from the hold's end
+            level = float(lr[ipk])
+            h, m = _meet(main_at, lambda v: level, float(x[ipk + 1]), float(x[ipk]),
+                         float(x[ipk + 1]))
+            if m is not None and m.decay and b > 0:
+                hold = (h, m)
+                w = float(round((level - a) / b))
+    if main is None and hold is None:
         return _unknown(t, lr, jumps, tol)
-    peak = peak_c if cos_shape else main.base
+    peak = peak_c if cos_shape else (lr[ipk] if hold else main.base)
     w_steps = round(w)
     ramp = {"start_factor": (a_c / peak_c) if cos_shape else a / peak, "total_iters": w_steps}
     wseg = _seg("warmup", t, lr, 0, ipk, shape="cos" if cos_shape else "linear",
                 warmup_steps=w_steps, peak_lr=peak,
                 scheduler="OneCycleLR" if cos_shape else "LinearLR")
     wphase = (float(t_first), t_first + w, "warmup")
-    rms = max(min(rms_lin, rms_cos), main.rms)
+    # every knot counts: the ones before the main part against the ramp (and the hold)
+    r_pre = ramp_res(hold[0] if hold else w, peak)
+    if hold:
+        main = hold[1]
+    assert main is not None
+    rms = math.sqrt((float(r_pre @ r_pre) + main.rms**2 * (len(t) - r_pre.size)) / len(t))
+    if r_pre.size and float(np.max(np.abs(r_pre))) > tol / 2:  # a knot off the ramp
+        return _unknown(t, lr, jumps, tol)
+    if hold:
+        h_steps = round(hold[0])
+        children = [{"scheduler": "LinearLR", "params": {"base_lr": peak, **ramp}},
+                    {"scheduler": "ConstantLR", "params": {"factor": 1.0}},
+                    {"scheduler": main.scheduler, "params": main.params}]
+        hseg = ScheduleSegment("constant", int(t[0] + w), int(t[0] + h_steps), peak, peak)
+        params = {"schedulers": children, "milestones": [w_steps, h_steps],
+                  "warmup_steps": w_steps}
+        phases = [wphase, (t_first + w, t_first + hold[0], "constant"),
+                  *[(max(p0, t_first + hold[0]), p1, ph) for p0, p1, ph in main.phases]]
+        return Identification("SequentialLR", params, [wseg, hseg, *main.segments], phases,
+                              rms)
     if cos_shape or (main.decay in ("poly", "linear_decay") and _one_cycle_linear(w, main)):
         return _one_cycle(t, lr, main, wseg, wphase, w, peak, a_c if cos_shape else a,
                           "cos" if cos_shape else "linear", rms)
@@ -556,6 +570,39 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
     params = {"schedulers": children, "milestones": [w_steps], "warmup_steps": w_steps}
     phases = [wphase, *[(max(p0, t_first + w), p1, ph) for p0, p1, ph in main.phases]]
     return Identification("SequentialLR", params, [wseg, *main.segments], phases, rms)
+
+
+def _meet(main_at: Any, level: Any, w0: float, lo: float, hi: float,
+          ) -> tuple[float, _Main | None]:
+    """Where a level (ramp or hold, a function of the step) meets what follows: the start
+    w in [lo, hi] at which the fitted main part starts at ``level(w)`` (brentq from w0), then
+    the better whole step around it (main fit plus its mismatch with the level)."""
+    main = main_at(w0)
+    only = main.decay if main is not None else ""
+    hint = main.params if main is not None else None
+    w = w0
+    if main is not None and only and hi > lo:
+
+        def gap(v: float) -> float:
+            m = main_at(v, only, hint)
+            return math.log(max(level(v), 1e-300)) - math.log(m.base) if m else math.nan
+
+        try:
+            g_lo, g_hi = gap(lo), gap(hi)
+            if g_lo * g_hi < 0:
+                w = brentq(gap, lo, hi, xtol=0.1)
+        except (ValueError, ZeroDivisionError):
+            pass
+    scored = []
+    for c in {float(math.floor(w)), float(math.ceil(w))}:
+        m = main_at(c, only)
+        if m is not None:
+            miss = abs(math.log(max(level(c), 1e-300)) - math.log(m.base))
+            scored.append((m.rms + miss, c, m))
+    if not scored:
+        return w, None
+    _, w, main = min(scored, key=lambda z: z[0])
+    return w, main
 
 
 def _one_cycle_linear(w: float, main: _Main) -> bool:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .metrics import declared_roles
+
 KINDS = ("divergence", "stagnation", "oscillation", "slow_progress", "spike")
 
 
@@ -16,33 +18,37 @@ class AnalysisConfig:
     total_steps: int | None = None  # planned run length (steps); enables budget-aware tests
     train_metric: str = "train_loss"
     val_metric: str = "val_loss"
-    val_mode: str = "min"  # "min" (loss) or "max" (accuracy-like)
-    aux_val_metric: str | None = "val_acc"  # monitored only when val_metric never arrives
+    val_mode: str | None = None  # "min" (loss) or "max" (score); None: from the name's role
+    aux_val_metric: str | None = "val_acc"  # a score monitored when no loss-like eval arrives
     aux_val_mode: str = "max"
     lr_metric: str = "lr"
-    grad_norm_metric: str = "grad_norm"
-    # divergence (train loss, per step, asinh(loss / |first loss|) scale)
+    roles: dict[str, str] = field(default_factory=dict)  # declared {metric: role} ("metrics")
+    # divergence (train loss, per step; log scale, asinh once a loss <= 0 is seen)
     div_z: float = 5.0  # sigmas (start noise) above the starting level
     div_z_recent: float = 8.0  # sigmas above the trailing baseline alone (early warning)
-    div_sigma_floor: float = 0.05  # noise floor on the asinh scale (about 5 % relative)
+    div_sigma_floor: float = 0.05  # noise floor in log units (5 % relative)
     div_baseline_steps: int = 64  # trailing baseline window (steps)
     div_trend_steps: int = 32  # Theil–Sen window for the sustained-rise test (steps)
     div_horizon_steps: int = 25  # early warning: projected to cross the bar within this (steps)
     div_recover_steps: int = 20  # steps back near the baseline before a divergence closes
+    div_confirm_steps: int = 10  # a jump is a divergence once elevated this long (steps)
+    div_extreme: float = 2.3  # ... or at once this far above the bar (log units, about 10x)
     spike_z: float = 8.0
-    # stagnation (monitored metric, per eval)
-    stag_window_evals: int = 8
+    # stagnation (monitored metric, per point of the block series)
+    stag_window_frac: float = 0.1  # window: this fraction of the budget (steps)
+    stag_min_evals: int = 8  # ... and at least this many points (statistical power)
+    stag_window_evals: int = 8  # points of the recent-rate window of slow progress
     stag_alpha: float = 0.05  # Mann–Kendall one-sided level for "still improving"
     stag_min_gain: float = 0.01  # relative improvement that counts as progress
     stag_proj_gain: float = 0.02  # relative gain projected over the remaining budget
     pseudo_eval_steps: int = 50  # block length (steps) when train loss is the monitored metric
-    # oscillation (val metric, per eval)
+    # oscillation (monitored metric, per point of the block series)
     osc_window_evals: int = 8
     osc_min_evals: int = 8
-    osc_min_amp: float = 0.045  # jitter (robust sigma of 2nd differences, log scale)
+    osc_min_amp: float = 0.045  # jitter (robust sigma of 2nd differences, relative view)
     osc_max_drift_ratio: float = 2.5  # bouncing, not descending: drift <= ratio * jitter
     osc_open_evals: int = 3
-    osc_close_evals: int = 4  # consecutive evals with jitter below the close bar
+    osc_close_evals: int = 4  # consecutive points with jitter below the close bar
     osc_close_ratio: float = 0.7  # close bar = ratio * osc_min_amp (hysteresis)
     # slow progress
     slow_min_fraction: float = 0.25  # judge only after this fraction of total_steps
@@ -50,6 +56,7 @@ class AnalysisConfig:
     slow_steady_ratio: float = 0.6  # ... or still falling at this fraction of its earlier rate
     slow_steady_max_ratio: float = 3.0  # (and not this much faster: recovering, not slow)
     slow_steady_log_gain: float = 0.4  # ... with this log gain projected over the remaining steps
+    slow_max_total_log_gain: float = 2.08  # ... and under this log gain over the whole budget
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any] | None) -> AnalysisConfig:
@@ -70,13 +77,14 @@ class AnalysisConfig:
             if not isinstance(src, dict):
                 continue
             for k, v in src.items():
-                if k in names and k != "total_steps" and v is not None:
+                if k in names and k not in ("total_steps", "roles") and v is not None:
                     setattr(cfg, k, type(getattr(cfg, k))(v) if _scalar(getattr(cfg, k)) else v)
         ov = rc.get("analysis")
         if isinstance(ov, dict) and isinstance(ov.get("total_steps"), int):
             cfg.total_steps = ov["total_steps"]
-        if cfg.val_mode not in ("min", "max"):
-            cfg.val_mode = "min"
+        cfg.roles = declared_roles(rc)
+        if cfg.val_mode not in ("min", "max", None):
+            cfg.val_mode = None
         if cfg.aux_val_mode not in ("min", "max"):
             cfg.aux_val_mode = "max"
         return cfg
@@ -86,6 +94,7 @@ class AnalysisConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnalysisConfig:
+        """From :meth:`to_dict` (unknown keys ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

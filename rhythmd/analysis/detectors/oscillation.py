@@ -1,0 +1,129 @@
+"""Validation oscillation (per evaluation block)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import stats
+from ..types import AnalysisConfig
+from .base import Signal, signal
+from .series import EvalSeries, Orientation, SeriesDetector
+
+
+class OscillationDetector(SeriesDetector):
+    """Validation oscillation over the last ``osc_window_evals`` points of the block series.
+
+    On the series' relative view (log of a positive metric, else values over a shift-free
+    scale): jitter (robust sigma of second differences) at least ``osc_min_amp``, with
+    alternation (sign-change rate of differences >= 0.5, and a negative lag-1 autocorrelation of
+    the differences or a high-frequency share of the periodogram of the residuals around a
+    Savitzky–Golay quadratic trend), and bouncing rather than descending (drift <=
+    ``osc_max_drift_ratio`` x jitter). ``evidence.cause``: ``"lr_too_large"`` when the train
+    loss averaged over the same blocks bounces comparably, else ``"eval_noise"``.
+    """
+
+    def __init__(self, cfg: AnalysisConfig, metric: str, mode: str) -> None:
+        self.cfg = cfg
+        self.metric = metric
+        self.mode = mode
+        self.orientation = Orientation(mode)
+        self.series = EvalSeries(total_steps=cfg.total_steps)
+        self.train_blocks: list[float] = []  # mean train loss over each block of the series
+        self.tb_sum = 0.0
+        self.tb_n = 0
+        self.on = 0
+        self.off = 0
+        self.active = False
+        self.onset: int | None = None
+
+    def truncate(self, before_step: int) -> None:
+        """Forget points at or after ``before_step`` (rollback)."""
+        n0 = len(self.series.s)
+        self.series.truncate(before_step)
+        drop = n0 - len(self.series.s)
+        if drop and self.train_blocks:
+            self.train_blocks = self.train_blocks[: max(len(self.train_blocks) - drop, 0)]
+        self.tb_sum, self.tb_n = 0.0, 0
+        self.active, self.on, self.off = False, 0, 0
+
+    def update(self, step: int, value: float, ctx: dict[str, Any]) -> list[Signal]:
+        if not math.isfinite(value):
+            return []
+        tm = ctx.get("train_mean")
+        if isinstance(tm, float) and math.isfinite(tm):
+            self.tb_sum += tm
+            self.tb_n += 1
+        if not self.series.add(step, self.orientation.orient(value)):
+            return []
+        self.train_blocks.append(self.tb_sum / self.tb_n if self.tb_n else math.nan)
+        self.tb_sum, self.tb_n = 0.0, 0
+        if len(self.train_blocks) > 128:
+            self.train_blocks = self.train_blocks[-64:]
+        cfg = self.cfg
+        v = self.series.v[-cfg.osc_window_evals :]
+        if len(v) < cfg.osc_min_evals:
+            return []
+        y = self.series.view(np.asarray(v))
+        amp = stats.curvature_sigma(y)
+        alt = stats.alternation_stats(y)
+        slope, _, _ = stats.theil_sen(np.arange(y.size, dtype=float), y, 0.90)
+        drift = abs(slope) * (y.size - 1)  # net trend over the window (relative units)
+        alt["drift_over_jitter"] = drift / amp if amp > 0 else math.inf
+        bouncy = alt["sign_change_rate"] >= 0.5 and (
+            alt["diff_lag1_autocorr"] <= -0.25 or alt["hf_power_share"] >= 0.5
+        )
+        flagged = amp >= cfg.osc_min_amp and bouncy and drift <= cfg.osc_max_drift_ratio * amp
+        out: list[Signal] = []
+        if self.active:  # hysteresis: stays open while the jitter stays near the bar
+            keep = amp >= cfg.osc_close_ratio * cfg.osc_min_amp
+            self.off = 0 if keep else self.off + 1
+        elif flagged:
+            self.on += 1
+            self.off = 0
+            if self.onset is None:
+                self.onset = self.series.s[-len(v)]
+        else:
+            self.off += 1
+            self.on = 0
+            self.onset = None
+        if not self.active and self.on >= cfg.osc_open_evals:
+            out.append(self._open(step, v, amp, alt))
+        elif self.active and self.off >= cfg.osc_close_evals:
+            self.active = False
+            self.onset = None
+            self.on = 0
+            out.append(signal("close", "oscillation", self.metric, step, step, "warning", 1.0,
+                              {"rel_jitter": amp}, f"{self.metric} settled at step {step}"))
+        return out
+
+    def _open(self, step: int, v: list[float], amp: float, alt: dict[str, float]) -> Signal:
+        cfg = self.cfg
+        tb = self.train_blocks[-len(v):]
+        amp_t = math.nan
+        alt_t: dict[str, float] = {}
+        t = np.asarray(tb, float)
+        t = t[np.isfinite(t)]
+        if t.size >= 5:
+            tv = np.log(t) if bool(np.all(t > 0)) else t / max(stats.array_median(np.abs(t)),
+                                                                 1e-300)
+            amp_t = stats.curvature_sigma(tv)
+            alt_t = stats.alternation_stats(t)
+        lr_like = math.isfinite(amp_t) and (
+            amp_t >= 0.5 * amp
+            or (amp_t >= 0.5 * cfg.osc_min_amp and alt_t.get("diff_lag1_autocorr", 0) <= -0.25)
+        )
+        cause = "lr_too_large" if lr_like else "eval_noise"
+        ev = {"cause": cause, "rel_jitter": amp, "train_rel_jitter": amp_t,
+              "window_evals": len(v), "window_start_step": self.series.s[-len(v)], **alt}
+        self.active = True
+        why = ("train loss bounces too: lr too large" if cause == "lr_too_large"
+               else "train loss is smooth: likely evaluation noise (small val set)")
+        return signal("open", "oscillation", self.metric, step,
+                      self.onset if self.onset is not None else step,
+                      "warning" if cause == "eval_noise" else "high",
+                      min(0.99, 0.5 + amp / (4 * cfg.osc_min_amp)), ev,
+                      f"{self.metric} oscillating ({amp:.1%} relative jitter over {len(v)} "
+                      f"points); {why}")

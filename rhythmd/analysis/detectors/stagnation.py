@@ -1,0 +1,212 @@
+"""Late stagnation and slow progress of the monitored metric (per evaluation block)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import stats
+from ..types import AnalysisConfig
+from .base import Signal, signal
+from .series import EvalSeries, Orientation, SeriesDetector
+
+
+class StagnationDetector(SeriesDetector):
+    """Late stagnation and slow progress of the monitored metric.
+
+    The window is the last ``stag_window_frac`` of the budget (of twice the elapsed steps
+    without one), in steps, and at least ``stag_min_evals`` points of the block series, so the
+    verdict does not depend on how often the run evaluates. "Relative" is relative to the level
+    of a positive metric, and to the progress made so far for a signed one (see
+    :class:`EvalSeries`), so a metric scaled by any factor, or a score and its complement, get
+    the same verdicts.
+
+    Stagnant: over the window the best-so-far (3-point median) improved by less than
+    ``stag_min_gain``, and either the Mann–Kendall test finds no significant decrease
+    (p > ``stag_alpha``) or the Theil–Sen slope projects less than ``stag_proj_gain`` over the
+    remaining budget. Slow progress: significantly improving, but projected to gain less than
+    ``slow_min_total_gain`` of its start by the end of the budget, or still falling at its
+    earlier steady rate with a small total log gain (a too-small LR).
+    """
+
+    def __init__(self, cfg: AnalysisConfig, metric: str, mode: str) -> None:
+        self.cfg = cfg
+        self.metric = metric
+        self.mode = mode
+        self.orientation = Orientation(mode)
+        self.series = EvalSeries(total_steps=cfg.total_steps)
+        self.last_improve_step: int | None = None
+        self.ref_best = math.inf
+        self.active = False
+        self.open_best = math.inf
+        self.slow_active = False
+        self.slow_off = 0
+        self.regime_step: int | None = None  # first eval after the LR last rose by > 1.5x
+        self.regime_lr: float | None = None  # LR at the previous eval
+
+    def _window(self, step: int) -> int:
+        """Number of points in the window ending at the newest point."""
+        cfg, ser = self.cfg, self.series
+        span = cfg.stag_window_frac * (cfg.total_steps or 2 * step)
+        n_in = sum(1 for s in ser.s if s >= step - span)
+        return min(max(n_in, cfg.stag_min_evals), len(ser.s) - 1)
+
+    def update(self, step: int, value: float, ctx: dict[str, Any]) -> list[Signal]:
+        if not math.isfinite(value):
+            return []
+        cfg = self.cfg
+        ser = self.series
+        if not ser.add(step, self.orientation.orient(value)):
+            return []
+        lr = ctx.get("lr")
+        if isinstance(lr, float) and math.isfinite(lr) and lr > 0:
+            if self.regime_lr is not None and lr > 1.5 * self.regime_lr:
+                self.regime_step = int(step)  # a raise (or a warmup): a new progress regime
+            self.regime_lr = lr
+        v3 = stats.median(ser.v[-3:])
+        tol = cfg.stag_min_gain * ser.scale(np.asarray(ser.v[-3:]))
+        if not math.isfinite(self.ref_best) or v3 < self.ref_best - tol:
+            self.ref_best = v3
+            self.last_improve_step = int(step)
+        if len(ser.v) < cfg.stag_min_evals + 1 or ctx.get("in_warmup"):
+            return []
+        w = self._window(step)
+        we = ctx.get("warmup_end_step")
+        if we is not None and ser.s[-max(w // 2, 1)] < we:  # at least half the window after it
+            return []
+        sw = np.asarray(ser.s[-w:], float)
+        yw = np.asarray(ser.v[-w:])
+        level = ser.scale(yw)
+        tau, p_dec, _ = stats.mann_kendall(yw)
+        slope, _, _ = stats.theil_sen(sw, yw, 0.90)
+        total = cfg.total_steps
+        # remaining budget (steps); without a declared budget assume the run doubles
+        remaining = max(total - step, 0) if total else max(step - ser.s[0], 1)
+        proj_gain = max(0.0, -slope) * remaining / level
+        win_gain = (ser.best[-w - 1] - ser.best[-1]) / level
+        noise = stats.diff_sigma(yw) / level
+        start_scale = ser.scale(np.asarray([ser.first3])) if ser.positive else level
+        gain_from_start = (ser.first3 - ser.best_v) / start_scale if start_scale > 0 else 0.0
+        stagnant = win_gain < cfg.stag_min_gain and (
+            p_dec > cfg.stag_alpha or proj_gain < cfg.stag_proj_gain
+        )
+        out: list[Signal] = []
+        flat_since = self.last_improve_step if self.last_improve_step is not None else ser.s[0]
+        to_metric = self.orientation.to_metric
+        sign = 1.0 if self.mode == "min" else -1.0
+        ev = {
+            "window_evals": w,
+            "window_steps": int(sw[-1] - sw[0]),
+            "kendall_tau": tau,
+            "mk_p_decrease": p_dec,
+            "theil_sen_slope_per_step": sign * slope,
+            "rel_slope_per_1k_steps": -slope * 1000 / level,
+            "projected_rel_gain_remaining": proj_gain,
+            "remaining_steps": int(remaining),
+            "window_rel_gain": win_gain,
+            "rel_noise": noise,
+            "rel_gain_from_start": gain_from_start,
+            "best_value": to_metric(ser.best_v),
+            "start_value": to_metric(ser.first_v),
+            "mode": self.mode,
+            "flat_since_step": int(flat_since),
+            "flat_for_steps": int(step - flat_since),
+            "lr_decay_in_window": _lr_decay(ctx, int(sw[0])),
+        }
+        if self.active:
+            if v3 < self.open_best - max(2 * cfg.stag_min_gain * level, 2 * noise * level):
+                self.active = False
+                out.append(signal("close", "stagnation", self.metric, step, step, "warning", 1.0,
+                                  ev, f"{self.metric} improving again at step {step}"))
+            else:  # still flat: refresh duration and rate (coalesced to one event per feed)
+                frac = (step - flat_since) / total if total else 0.0
+                out.append(signal(
+                    "update", "stagnation", self.metric, step, flat_since,
+                    "high" if frac > 0.3 else "warning", 0.5, ev,
+                    f"{self.metric} flat for {step - flat_since} steps (MK p={p_dec:.2f}, "
+                    f"{-slope * 1000 / level:+.2%} per 1k steps, projected {proj_gain:.2%} over "
+                    f"the remaining {remaining})"))
+        elif stagnant:
+            self.active, self.open_best = True, ser.best_v
+            frac = (step - flat_since) / total if total else 0.0
+            sev = "high" if frac > 0.3 else "warning"
+            if ctx.get("lr_constant_since") is not None:
+                ev["lr_constant_since_step"] = ctx["lr_constant_since"]
+                if ev["lr_decay_in_window"] < 0.1:
+                    ev["schedule_hint"] = ("lr unchanged while flat: an lr decay/milestone is "
+                                           "due (milestone too late)")
+            msg = (f"{self.metric} flat for {step - flat_since} steps (gain {win_gain:.2%} over "
+                   f"{w} points, MK p={p_dec:.2f}, projected {proj_gain:.2%} over the remaining "
+                   f"{remaining} steps)")
+            conf = 0.5 + 0.5 * min(1.0, p_dec / 0.5) if p_dec > cfg.stag_alpha else 0.6
+            out.append(signal("open", "stagnation", self.metric, step, flat_since, sev, conf,
+                              ev, msg))
+            if self.slow_active:
+                self.slow_active = False
+                out.append(signal("close", "slow_progress", self.metric, step, step, "warning",
+                                  1.0, {}, "superseded by stagnation"))
+        out.extend(self._slow(step, v3, slope, remaining, p_dec, ev))
+        return out
+
+    def _steadiness(self, remaining: int) -> tuple[float, float]:
+        """``stats.rate_steadiness`` over the points of the current LR regime."""
+        return stats.rate_steadiness(self.series.s, self.series.v, self.regime_step,
+                                     self.cfg.stag_window_evals, remaining)
+
+    def _slow(self, step: int, v3: float, slope: float, remaining: int, p_dec: float,
+              ev: dict[str, Any]) -> list[Signal]:
+        cfg, ser = self.cfg, self.series
+        total = cfg.total_steps
+        if not total or self.active or ser.first_step is None:
+            return []
+        start = ser.first_v
+        ref = ser.scale(np.asarray([start])) if ser.positive else ser.scale(np.asarray(ser.v))
+        proj_end = v3 + min(slope, 0.0) * remaining
+        gain = (start - proj_end) / ref
+        judged = step >= cfg.slow_min_fraction * total and p_dec <= cfg.stag_alpha
+        ratio, log_gain = self._steadiness(remaining) if judged else (math.nan, math.nan)
+        # steady: still falling at about its earlier rate (much faster means it is recovering
+        # from something else, e.g. a too-large LR now decaying), and slowly enough that the
+        # whole budget at this rate gains little (a fast steady decay is healthy progress)
+        done = math.log(start / v3) if ser.positive and v3 > 0 and start > 0 else math.inf
+        steady = (cfg.slow_steady_ratio <= ratio <= cfg.slow_steady_max_ratio
+                  and log_gain >= cfg.slow_steady_log_gain
+                  and done + log_gain <= cfg.slow_max_total_log_gain)
+        slow = judged and (gain < cfg.slow_min_total_gain or steady)
+        e = dict(ev, projected_total_rel_gain=gain, steady_rate_ratio=ratio,
+                 projected_log_gain_remaining=log_gain)
+        if slow and not self.slow_active:
+            self.slow_active, self.slow_off = True, 0
+            return [signal("open", "slow_progress", self.metric, step, int(ser.first_step),
+                           "warning", 1 - p_dec, e,
+                           f"{self.metric} improving too slowly: projected {gain:.1%} total gain "
+                           f"by step {total} (lr likely too small)")]
+        if self.slow_active and not slow:
+            self.slow_off += 1
+            if self.slow_off >= 2:
+                self.slow_active = False
+                return [signal("close", "slow_progress", self.metric, step, step, "warning",
+                               1.0, {}, f"{self.metric} progress rate recovered")]
+        elif slow:
+            # still too slow: refresh the evidence, so a change that did not help can be
+            # followed by another (the policy waits a detection window between them)
+            self.slow_off = 0
+            return [signal("update", "slow_progress", self.metric, step, int(ser.first_step),
+                           "warning", 1 - p_dec, e,
+                           f"{self.metric} still improving too slowly: projected {gain:.1%} "
+                           f"total gain by step {total} (lr likely too small)")]
+        return []
+
+
+def _lr_decay(ctx: dict[str, Any], since_step: int) -> float:
+    """Relative fall of the LR since ``since_step`` (0 when unknown or not falling)."""
+    lr_at = ctx.get("lr_at")
+    lr = ctx.get("lr")
+    if lr_at is None or not isinstance(lr, float) or not math.isfinite(lr):
+        return 0.0
+    before = lr_at(since_step)
+    if before is None or not math.isfinite(before) or before <= 0:
+        return 0.0
+    return max(0.0, 1.0 - lr / before)

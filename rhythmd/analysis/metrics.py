@@ -1,0 +1,105 @@
+"""Metric semantics: which stream is which, and which way is better.
+
+One owner for the roles and the conventional names (TensorBoard, W&B, Lightning, Hugging Face)
+that the analysis, the daemon, the CLI and the pages use.
+
+Roles a run can declare per metric (run config ``"metrics": {"val/top1": "max", ...}``):
+
+- ``"min"``: a loss to minimise (synonyms ``"loss"``, ``"minimize"``);
+- ``"max"``: a score to maximise (accuracy, top-k, F1, BLEU; ``"score"``, ``"maximize"``);
+- ``"objective"``: a quantity that may legitimately rise (a GAN generator loss, an RL policy
+  loss); watched only for non-finite values;
+- ``"ignore"``: never read.
+
+Undeclared metrics get a role from their name (:func:`infer_role`), or none.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+ROLES = ("min", "max", "objective", "ignore")
+_SYNONYMS = {"min": "min", "loss": "min", "minimize": "min", "minimise": "min",
+             "max": "max", "score": "max", "maximize": "max", "maximise": "max",
+             "objective": "objective", "ignore": "ignore", "off": "ignore", "none": "ignore"}
+
+TRAIN_LOSS_NAMES = ("train_loss", "loss", "train/loss", "training_loss", "train_loss_step",
+                    "loss_step", "train/loss_step", "trainer/loss")
+VAL_LOSS_NAMES = ("val_loss", "val/loss", "eval_loss", "eval/loss", "validation_loss",
+                  "valid_loss", "val_loss_epoch", "validation/loss")
+LR_NAMES = ("lr", "learning_rate", "train/learning_rate", "lr-pg0", "lr/pg0", "lr_pg0")
+_LR_PREFIX = re.compile(r"^lr[-_/]")  # Lightning's LearningRateMonitor: "lr-Adam", "lr-SGD/pg1"
+
+_EVAL_WORDS = {"val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"}
+_SCORE_WORDS = {"acc", "accuracy", "top1", "top5", "f1", "bleu", "rouge", "rouge1", "rouge2",
+                "rougel", "auc", "auroc", "roc", "map", "map50", "dice", "iou", "miou",
+                "precision", "recall", "r2", "mcc", "score", "reward", "return", "winrate",
+                "exact", "em", "pass", "matthews", "spearman", "pearson", "correct"}
+_LOSS_WORDS = {"loss", "nll", "ppl", "perplexity", "mse", "mae", "rmse", "error", "err", "wer",
+               "cer", "bpb", "bpc", "ce", "xent", "entropyloss", "huber", "l1", "l2"}
+_OBJECTIVE = re.compile(
+    r"(^|[^a-z])(g|d|gen|disc|generator|discriminator|adv|adversarial|policy|pg|actor|critic|"
+    r"value|vf|kl|approx_kl|entropy|ppo)[_/.\- ]?(loss|objective)|"
+    r"(^|[^a-z])loss[_/.\- ]?(g|d|gen|disc|generator|discriminator|adv|policy|actor|critic)"
+    r"($|[^a-z])|(^|[^a-z])(approx_kl|kl_div|entropy)($|[^a-z])")
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
+
+
+def normalise_role(role: Any) -> str | None:
+    """A declared role in canonical form, or None when it is not one."""
+    return _SYNONYMS.get(role.strip().lower()) if isinstance(role, str) else None
+
+
+def declared_roles(run_config: dict[str, Any] | None) -> dict[str, str]:
+    """``{metric: role}`` from the run config's ``"metrics"`` dict (invalid entries dropped)."""
+    raw = (run_config or {}).get("metrics")
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, str] = {}
+    for name, role in raw.items():
+        r = normalise_role(role)
+        if isinstance(name, str) and r is not None:
+            out[name] = r
+    return out
+
+
+def infer_role(name: str) -> str | None:
+    """The role a conventional name implies: an adversarial or RL loss is an ``"objective"``,
+    accuracy-like names are ``"max"``, loss-like names ``"min"``; None when the name says
+    nothing (the caller decides, or ignores the metric)."""
+    low = name.lower()
+    if _OBJECTIVE.search(low):
+        return "objective"
+    toks = _tokens(low)
+    words = set(toks)
+    if words & _LOSS_WORDS:
+        return "min"
+    if words & _SCORE_WORDS or any(t.startswith(("acc", "top", "f1", "bleu", "map", "auc"))
+                                   for t in toks):
+        return "max"
+    return None
+
+
+def is_eval_name(name: str) -> bool:
+    """Whether a name reads as a held-out evaluation (``val/…``, ``eval_…``, ``test_…``)."""
+    toks = _tokens(name)
+    return bool(toks) and (toks[0] in _EVAL_WORDS or (len(toks) > 1 and toks[-1] in _EVAL_WORDS))
+
+
+def is_lr_name(name: str) -> bool:
+    """Whether a name is a learning-rate stream."""
+    low = name.lower()
+    return low in LR_NAMES or bool(_LR_PREFIX.match(low))
+
+
+def role_of(name: str, declared: dict[str, str]) -> tuple[str | None, str]:
+    """``(role, source)``: the declared role, else the one inferred from the name.
+    ``source`` is ``"declared"``, ``"inferred from the name"`` or ``"unknown"``."""
+    if name in declared:
+        return declared[name], "declared"
+    r = infer_role(name)
+    return r, ("inferred from the name" if r is not None else "unknown")
