@@ -26,6 +26,7 @@ from rhythmd.api.deps import ServiceDep
 from rhythmd.api.docs import add_security, install_docs
 from rhythmd.api.encoding import RhythmdJSONResponse
 from rhythmd.api.group_commit import GroupCommitter
+from rhythmd.api.header_timeout import install_header_timeout
 from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.origin import WriteGuardMiddleware
 from rhythmd.api.schemas import Health, MetricBatchIn
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app, "rhythmd")
     configure_logging(settings.log_level, settings.log_format == "json")
+    install_header_timeout(settings.header_timeout)
     app.state.settings = settings
     app.add_middleware(WriteGuardMiddleware, public_url=settings.public_url)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # 413 first

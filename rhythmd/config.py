@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     insecure: bool = Field(
         False, description="Serve a non-loopback address without authentication (not advised)."
     )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's line and headers "
+        "(from its first byte); slower connections get 408 and are closed.")
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")
     ingest_concurrency: int = Field(
         1, ge=1, description="PostgreSQL: ingest transactions one process runs at the same "
