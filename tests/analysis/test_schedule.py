@@ -245,6 +245,43 @@ def test_torch_scheduler_identified(case: str, mode: str) -> None:
     assert len(t.knots) <= t.max_knots
 
 
+def test_warmup_hold_decay_and_lambda_schedules() -> None:
+    """Warmup-stable-decay (SequentialLR of three), Hugging Face-style LambdaLR warmups with
+    linear or cosine decay to 0 (named by the torch classes that give the same curve), and
+    MultiplicativeLR with a constant factor (ExponentialLR)."""
+    wsd = torch_lrs(lambda o: L.SequentialLR(
+        o, [L.LinearLR(o, start_factor=0.01, total_iters=100), L.ConstantLR(o, factor=1.0),
+            L.LinearLR(o, start_factor=1.0, end_factor=0.01, total_iters=300)],
+        milestones=[100, 700]), 1000)
+    for mode in ("batches", "sparse"):
+        t = feed(wsd, mode)
+        d = t.describe()
+        assert d["scheduler"] == "SequentialLR", d
+        names = [c["scheduler"] for c in d["params"]["schedulers"]]
+        assert names == ["LinearLR", "ConstantLR", "PolynomialLR"]
+        assert all(steps_close(m, w, mode)
+                   for m, w in zip(d["params"]["milestones"], [100, 700], strict=True))
+        assert [t.phase(s) for s in (50, 400, 800)] == ["warmup", "constant", "decay"]
+    for decay, child in (("linear", "PolynomialLR"), ("cos", "CosineAnnealingLR")):
+        def f(s: int, decay: str = decay) -> float:
+            if s < 100:
+                return s / 100
+            u = (s - 100) / 4900
+            return 1 - u if decay == "linear" else 0.5 * (1 + math.cos(math.pi * u))
+
+        lr = torch_lrs(lambda o, f=f: L.LambdaLR(o, f), 5000)  # lr 0 at step 0: ignored
+        d = feed(lr, "batches", first_step=0).describe()
+        assert d["scheduler"] == "SequentialLR", d
+        lin, main = d["params"]["schedulers"]
+        assert close(lin["params"]["start_factor"], 0.01), lin  # lr(step 1) / peak
+        assert main["scheduler"] == child and d["params"]["milestones"] == [99], d
+        assert steps_close(main["params"].get("T_max", main["params"].get("total_iters")),
+                           4900, "dense")
+    lr = torch_lrs(lambda o: L.MultiplicativeLR(o, lambda _: 0.99), 500)
+    d = feed(lr, "batches").describe()
+    assert d["scheduler"] == "ExponentialLR" and close(d["params"]["gamma"], 0.99, 1e-9)
+
+
 def test_reduce_lr_on_plateau_cuts_are_multistep() -> None:
     """Plateaus of irregular length: cuts by the factor at irregular steps; the last cut is
     clamped at min_lr, so its factor differs."""
