@@ -1,10 +1,12 @@
 """Rescue benchmark: does the closed loop (daemon + policy + hook) save badly configured runs?
 
-Every configuration of a grid (optimizer x LR x schedule, two real tasks, see ``_tasks.py``)
-is trained three ways in the same benchmark: as configured; with torch's
-``ReduceLROnPlateau`` (defaults, stepped on the validation loss at each evaluation); and with
-the rhythmd hook in ``apply`` mode against a real daemon that the benchmark starts (one
-daemon process, SQLite, one run per configuration).
+Every configuration of a grid (optimizer x LR x schedule, see ``_tasks.py``) of the dev tasks
+(``digits_mlp``, ``diabetes_mlp``) and of three families the dev corpus lacks (``cancer_mlp``:
+40-sample validation set; ``synth_badbatch``: injected bad minibatches; ``char_lm``: a
+character-level transformer) is trained three ways in the same benchmark: as configured;
+with torch's ``ReduceLROnPlateau`` (defaults, stepped on the validation loss at each
+evaluation); and with the rhythmd hook in ``apply`` mode against a real daemon that the
+benchmark starts (one daemon process, SQLite, one run per configuration).
 
 Definitions: a run's *final* = mean of its last 3 validation losses; a task's *reference* =
 median of the 5 lowest finals of its grid as configured; *failing*: final non-finite or
@@ -13,7 +15,11 @@ median of the 5 lowest finals of its grid as configured; *failing*: final non-fi
 ``median_fail`` = median final/reference over the failing ones (non-finite counts as 100);
 ``mean_log`` = mean log(final/reference) over all configurations, ratios capped at 100
 (non-finite = log 100); ``harmed`` = % of good configurations made more than 5 % worse than
-as configured.
+as configured. From the hook's acks, per mode: *changes tried* (applied ``reduce_lr``,
+``increase_lr``, ``warmup``, ``set_schedule``; plateau cuts for ``plateau``), *reverted* (named
+by an applied ``revert``), *kept* (tried - reverted), rollbacks, local reflexes, and the compute
+overhead: *re-run steps* = steps executed beyond the final branch (after rollbacks, reverts and
+reflex restores), in % of the final branches' steps.
 
 Usage::
 
@@ -21,10 +27,13 @@ Usage::
     .venv/bin/python bench/rescue.py --grid full --jobs 2 --out /tmp/rescue-full.json
     # re-run only the rhythmd mode, reusing the other two modes from an earlier result:
     .venv/bin/python bench/rescue.py --grid small --modes rhythmd --reuse /tmp/rescue.json
+    # smoke test: per task its good configuration and its failing ones (``_tasks.QUICK``)
+    .venv/bin/python bench/rescue.py --quick --tasks new --out /tmp/rescue-quick.json
 
 Grids: ``full`` = 3 optimizers x 8 LRs x 4 schedules = 96 configurations per task; ``small``
 = 3 optimizers x 8 LRs x {constant, warmup_cosine} = 48 per task (the schedules with the most
-failures and the one that exercises warmup handling).
+failures and the one that exercises warmup handling); ``--quick`` = ``_tasks.QUICK``.
+``--tasks`` takes task names or the groups ``dev``, ``new`` and ``all`` (the default).
 """
 
 from __future__ import annotations
@@ -51,19 +60,34 @@ from bench._tasks import (  # noqa: E402
     LR_GRID,
     MODES,
     OPTIMIZERS,
+    QUICK,
     SCHEDULES,
-    TASKS,
     RunConfig,
     train,
 )
 
 GRIDS = {"full": SCHEDULES, "small": ("constant", "warmup_cosine")}
+TASK_GROUPS = {"dev": ("digits_mlp", "diabetes_mlp"),
+               "new": ("cancer_mlp", "synth_badbatch", "char_lm")}
+TASK_GROUPS["all"] = TASK_GROUPS["dev"] + TASK_GROUPS["new"]
 CAP = 100.0  # ratios above this (and non-finite finals) count as 100
 
 
 def grid(kind: str, tasks: list[str]) -> list[RunConfig]:
+    if kind == "quick":
+        return [RunConfig(task=t, optimizer=o, lr=lr, schedule=s)
+                for t in tasks for o, lr, s in (QUICK[t]["good"], *QUICK[t]["failing"])]
     return [RunConfig(task=t, optimizer=o, lr=lr, schedule=s)
             for t in tasks for o in OPTIMIZERS for lr in LR_GRID[o] for s in GRIDS[kind]]
+
+
+def expand_tasks(spec: str) -> list[str]:
+    out: list[str] = []
+    for x in (t for t in spec.split(",") if t):
+        for t in TASK_GROUPS.get(x, (x,)):
+            if t not in out:
+                out.append(t)
+    return out
 
 
 # ---------------------------------------------------------------------------- daemon
@@ -158,6 +182,11 @@ def score(rows: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
             entry[m] = {"final": r["final"], "best": r["best"], "ratio": _ratio(r["final"], ref),
                         "lr_changes": r["lr_changes"], "rollbacks": r["rollbacks"],
                         "stopped_early": r["stopped_early"], "steps_run": r["steps_run"],
+                        "final_steps": r["last_step"] + 1,
+                        "rerun_steps": r.get("rerun_steps", 0),
+                        "tried": r.get("changes_tried", r["lr_changes"]),
+                        "reverted": r.get("changes_reverted", 0),
+                        "reflexes": r.get("reflexes", 0),
                         "actions": [a["action"] for a in r.get("applied", [])]}
         per_config.append(entry)
 
@@ -169,7 +198,20 @@ def score(rows: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
             fail = [e for e in es if e["failing"]]
             good = [e for e in es if e["good"]]
             harmed = [e for e in good if e[m]["ratio"] > 1.05 * e["configured"]["ratio"]]
+            tried = sum(e[m]["tried"] for e in es)
+            reverted = sum(e[m]["reverted"] for e in es)
+            final_steps = sum(e[m]["final_steps"] for e in es)
+            rerun = sum(e[m]["rerun_steps"] for e in es)
             out[m] = {
+                "n_rescued": sum(e[m]["ratio"] <= 1.5 for e in fail),
+                "changes_tried": tried, "changes_reverted": reverted,
+                "changes_kept": tried - reverted,
+                "rollbacks": sum(e[m]["rollbacks"] for e in es),
+                "reflexes": sum(e[m]["reflexes"] for e in es),
+                "rerun_steps": rerun,
+                "rerun_pct": 100.0 * rerun / final_steps if final_steps else math.nan,
+                "worst_harmed_x": max((e[m]["ratio"] / e["configured"]["ratio"] for e in harmed),
+                                      default=math.nan),
                 "rescued_pct": 100.0 * sum(e[m]["ratio"] <= 1.5 for e in fail) / len(fail)
                 if fail else math.nan,
                 "median_fail_ratio": statistics.median(e[m]["ratio"] for e in fail)
@@ -195,46 +237,64 @@ def _fmt(v: float, spec: str = ".3g") -> str:
 
 
 def print_report(sc: dict[str, Any], modes: list[str]) -> None:
-    print("\nper configuration (final / best validation loss; LR changes, rollbacks):")
+    print("\nper configuration (final / best validation loss; t = LR changes tried, "
+          "v = reverted, r = rollbacks, x = reflexes, S = daemon stop):")
     head = f"{'configuration':46s} {'fail':>4s}"
     for m in modes:
-        head += f" | {m:>28s}"
+        head += f" | {m:>30s}"
     print(head)
     for e in sc["per_config"]:
         flag = "F" if e["failing"] else ("G" if e["good"] else "")
         line = f"{e['name']:46s} {flag:>4s}"
         for m in modes:
             if m not in e:
-                line += f" | {'-':>28s}"
+                line += f" | {'-':>30s}"
                 continue
             x = e[m]
-            extra = f"{x['lr_changes']}c{x['rollbacks']}r"
+            extra = f"{x['tried']}t{x['reverted']}v{x['rollbacks']}r{x['reflexes']}x"
             if x["stopped_early"] == "daemon_stop":
                 extra += "S"
-            line += f" | {_fmt(x['final'], '.4g'):>9s} {_fmt(x['best'], '.4g'):>9s} {extra:>8s}"
+            line += f" | {_fmt(x['final'], '.4g'):>9s} {_fmt(x['best'], '.4g'):>9s} {extra:>10s}"
         print(line)
     print("\nreferences:", {k: round(v, 5) for k, v in sc["refs"].items()})
-    print("\nsummary: rescued = % failing within 1.5x ref; median_fail = median final/ref of "
-          "failing;\n         mean_log = mean log(final/ref), cap 100; harmed = % good made >5% "
-          "worse")
-    print(f"{'scope':14s} {'mode':11s} {'n':>4s} {'fail':>4s} {'good':>4s} {'rescued%':>9s} "
-          f"{'median_fail':>11s} {'mean_log':>9s} {'harmed%':>8s}")
+    print(summary_table(sc, modes))
+
+
+def summary_table(sc: dict[str, Any], modes: list[str]) -> str:
+    """The per-scope, per-mode figures as a markdown table."""
+    rows = [
+        "| scope | mode | configs | failing within 1.5x ref | mean log ratio | "
+        "median ratio (failing) | good runs harmed (> 5 % worse) | worst harmed | "
+        "changes tried / kept / reverted | rollbacks | reflexes | re-run steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for scope, fig in sc["summary"].items():
         for m in modes:
             if m not in fig:
                 continue
             f = fig[m]
-            print(f"{scope:14s} {m:11s} {fig['n']:4d} {fig['n_failing']:4d} {fig['n_good']:4d} "
-                  f"{_fmt(f['rescued_pct'], '.1f'):>9s} {_fmt(f['median_fail_ratio'], '.2f'):>11s}"
-                  f" {_fmt(f['mean_log_ratio'], '.3f'):>9s} "
-                  f"{_fmt(f['harmed_pct'], '.1f'):>5s} ({f['n_harmed']}/{fig['n_good']})")
+            pct = ("-" if math.isnan(f["rescued_pct"]) else f"{f['rescued_pct']:.0f} %")
+            worst = ("-" if math.isnan(f["worst_harmed_x"]) else f"{f['worst_harmed_x']:.2f}x")
+            med = _fmt(f["median_fail_ratio"], ".2f").replace("nan", "-")
+            rows.append(
+                f"| {scope} | {m} | {fig['n']} | {pct} "
+                f"({f['n_rescued']}/{fig['n_failing']}) | {_fmt(f['mean_log_ratio'], '.2f')} | "
+                f"{med} | {f['n_harmed']} of {fig['n_good']} | "
+                f"{worst} | {f['changes_tried']} / "
+                f"{f['changes_kept']} / {f['changes_reverted']} | {f['rollbacks']} | "
+                f"{f['reflexes']} | {f['rerun_steps']} ({_fmt(f['rerun_pct'], '.1f')} %) |")
+    return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", choices=sorted(GRIDS), default="small")
-    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    ap.add_argument("--quick", action="store_true",
+                    help="per task only its good and failing configurations (_tasks.QUICK)")
+    ap.add_argument("--tasks", default="all",
+                    help="comma-separated task names or groups (dev, new, all)")
+    ap.add_argument("--markdown", help="also write the summary table (markdown) here")
     ap.add_argument("--modes", default=",".join(MODES),
                     help="modes to run (configured is always needed: reuse it or run it)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel training processes")
@@ -246,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the JSON results here")
     args = ap.parse_args(argv)
 
-    tasks = [t for t in args.tasks.split(",") if t]
+    tasks = expand_tasks(args.tasks)
+    if args.quick:
+        args.grid = "quick"
     cfgs = grid(args.grid, tasks)
     if args.limit:
         cfgs = cfgs[:args.limit]
@@ -302,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                "runs": rows}
         Path(args.out).write_text(json.dumps(doc, indent=1, default=str))
         print(f"wrote {args.out}")
+    if args.markdown:
+        Path(args.markdown).write_text(summary_table(sc, all_modes) + "\n")
     return 0
 
 
