@@ -33,10 +33,16 @@ class Identification:
     segments: list[ScheduleSegment]
     phases: list[tuple[float, float, str]] = field(default_factory=list)  # [from, to) steps
     fit_rms_log: float = math.nan  # RMS log residual of the model at the knots
+    cycle: tuple[float, float, float] | None = None  # CyclicLR: (start, step_size_up, period)
 
     def phase_at(self, step: float) -> str:
         """``warmup``, ``constant``, ``decay`` or ``unknown`` at ``step`` (extrapolated past
         the last lr point from the identified scheduler)."""
+        if self.cycle is not None:
+            start, up, period = self.cycle
+            if step < start:
+                return "unknown"
+            return "warmup" if (step - start) % period < up else "decay"
         for a, b, ph in self.phases:
             if a <= step < b:
                 return ph
@@ -451,6 +457,10 @@ def _identify(knots: list[list[float]], tol: float) -> Identification:
         return Identification("constant", {"lr": lv}, [seg], [(t_first, math.inf, "constant")],
                               _rms(y - math.log(lv)))
     jumps = find_jumps(t, y, o, tol)
+    if not jumps and _peaks(y, tol).size >= 2:
+        cyc = _cyclic(t, lr)
+        if cyc is not None and cyc.fit_rms_log <= EXACT:
+            return cyc
     e0 = jumps[0] if jumps else len(t) - 1
     ipk = int(np.argmax(y[: e0 + 1] >= float(np.max(y[: e0 + 1])) - 1e-5))
     rising = ipk > 0 and y[1] > y[0] and y[ipk] - y[0] > 2 * tol
@@ -642,6 +652,89 @@ def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment
     t0 = t[0] + w
     phases = [wphase, (t0, t0 + anneal + 1, "decay"), (t0 + anneal + 1, math.inf, "unknown")]
     return Identification("OneCycleLR", params, [wseg, *main.segments], phases, rms)
+
+
+# ---------------------------------------------------------------------------- cyclic
+def _peaks(y: np.ndarray, tol: float) -> np.ndarray:
+    """Knots where the lr turns from rising to falling (moves under 2 tol are ignored)."""
+    d = np.diff(y)
+    sig = np.flatnonzero(np.abs(d) > 2 * tol)
+    if sig.size < 2:
+        return np.array([], dtype=int)
+    s = np.sign(d[sig])
+    turn = np.flatnonzero((s[:-1] > 0) & (s[1:] < 0))
+    return sig[turn] + 1
+
+
+def _tri(i: np.ndarray, up: float, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """CyclicLR's triangle (0 at the cycle start, 1 after ``up`` steps) and cycle number."""
+    cyc = np.floor(1 + i / period)
+    x = 1 + i / period - cyc
+    r = up / period
+    return np.where(x <= r, x / r, (x - 1) / (r - 1)), cyc
+
+
+def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
+    """CyclicLR (triangular, triangular2, exp_range): integer step sizes searched around the
+    spacing of the observed peaks; base and amplitude by least squares."""
+    y = _log(lr)
+    pk = _peaks(y, 0.0)
+    i = t - t[0]
+    if pk.size < 2:
+        return None
+    p0 = float(np.median(np.diff(i[pk])))
+    u0 = float(i[pk[0]])
+    if p0 < 2 or u0 <= 0:
+        return None
+    best: tuple[float, int, int, str, float, float, float] | None = None
+    # exp_range: gamma per step from the decay of the peak heights above the floor
+    hp = lr[pk] - float(lr.min())
+    g0 = 1.0
+    if (hp > 0).all():
+        g0 = min(1.0, max(0.9, math.exp(float(np.median(np.diff(np.log(hp)) / np.diff(i[pk]))))))
+
+    def score(up: int, per: int) -> None:
+        nonlocal best
+        if not 0 < up < per:
+            return
+        h, cyc = _tri(i, float(up), float(per))
+        for mode, sc in (("triangular", 1.0), ("triangular2", 0.5 ** (cyc - 1)),
+                         ("exp_range", g0**i)):
+            f = _cos_lsq(h * sc, lr, y)  # lr ~ base + amp * scale * h
+            if f is not None and (best is None or f[0] < best[0]):
+                best = (f[0], up, per, mode, f[1], f[2], g0)
+
+    cs = max(1, math.ceil((0.03 * p0 + 3) / 8))  # coarse grid step, then every step
+    for up in range(round(u0) - 8 * cs, round(u0) + 8 * cs + 1, cs):
+        for per in range(round(p0) - 8 * cs, round(p0) + 8 * cs + 1, cs):
+            score(up, per)
+    if best is None:
+        return None
+    for up in range(best[1] - cs, best[1] + cs + 1):
+        for per in range(best[2] - cs, best[2] + cs + 1):
+            score(up, per)
+    assert best is not None
+    rms, up, per, mode, base, amp, gamma = best
+    if mode == "exp_range":  # refine gamma (the amplitude decays by gamma per step)
+        h, _ = _tri(i, float(up), float(per))
+
+        def prof(g: float) -> float:
+            f = _cos_lsq(h * g**i, lr, y)
+            return f[0] if f else math.inf
+
+        opt = minimize_scalar(prof, bounds=(max(0.9, g0 - 0.01), min(1.0, g0 + 0.01)),
+                              method="bounded", options={"xatol": 1e-12})
+        f = _cos_lsq(h * float(opt.x) ** i, lr, y)
+        if f is not None and f[0] < rms:
+            rms, base, amp, gamma = f[0], f[1], f[2], float(opt.x)
+    params = {"base_lr": base, "max_lr": base + amp, "step_size_up": up,
+              "step_size_down": per - up, "mode": mode}
+    if mode == "exp_range":
+        params["gamma"] = gamma
+    segs = [_seg("increase" if d > 0 else "decay" if d < 0 else "constant", t, lr, a, b,
+                 scheduler="CyclicLR") for a, b, d in _monotone_runs(y, 0, len(t) - 1, 0.0)]
+    return Identification("CyclicLR", params, segs, [], rms,
+                          cycle=(float(t[0]), float(up), float(per)))
 
 
 # ---------------------------------------------------------------------------- fallback

@@ -342,6 +342,26 @@ def test_in_progress_runs() -> None:
     assert t.describe()["scheduler"] == "MultiStepLR" and t.phase() == "constant"
 
 
+def test_float_rounding_and_tiny_noise_keep_the_live_flags() -> None:
+    """A constant lr from a float32 tensor, or with 1e-12 relative noise, is constant: no
+    live warmup, no change since the first step; a float32 LinearLR warmup still is one."""
+    rng = np.random.default_rng(3)
+    for lr in (np.full(500, np.float32(3e-4), dtype=np.float64),
+               3e-4 * (1 + 1e-12 * rng.standard_normal(500))):
+        t = ScheduleTracker()
+        t.update_many(np.arange(500), lr)
+        assert not t.in_warmup() and t.warmup_end_step is None
+        assert t.last_change_step is None
+        assert t.describe()["scheduler"] == "constant" and t.phase() == "constant"
+    warm = torch_lrs(CASES["LinearLR_warmup"][0], 1000).astype(np.float32).astype(np.float64)
+    t = ScheduleTracker()
+    t.update_many(np.arange(150), warm[:150])
+    assert t.in_warmup() and t.phase() == "warmup"
+    t.update_many(np.arange(150, 1000), warm[150:])
+    assert not t.in_warmup() and abs(t.warmup_end_step - 200) <= 1
+    assert t.phase() == "constant"
+
+
 def test_bulk_and_per_point_give_the_same_knots() -> None:
     lr = torch_lrs(CASES["OneCycleLR_cos"][0], 2000)
     a, b = feed(lr, "points"), feed(lr, "batches")
@@ -362,15 +382,36 @@ def test_state_round_trip_and_old_two_element_knots() -> None:
     assert twin.describe()["scheduler"] == "StepLR"
 
 
+@pytest.mark.parametrize("mode", ["batches", "sparse"])
+def test_cyclic_lr(mode: str) -> None:
+    """CyclicLR in its three modes: step sizes, base and max lr, gamma; rising half
+    'warmup', falling half 'decay', extrapolated."""
+    for kw, want_gamma in (({"mode": "triangular"}, None), ({"mode": "triangular2"}, None),
+                           ({"mode": "exp_range", "gamma": 0.999}, 0.999)):
+        lr = torch_lrs(lambda o, kw=kw: L.CyclicLR(o, base_lr=0.01, max_lr=0.1,
+                                                   step_size_up=60, step_size_down=140, **kw),
+                       1000)
+        t = feed(lr, mode)
+        d = t.describe()
+        assert d["scheduler"] == "CyclicLR" and d["params"]["mode"] == kw["mode"], d
+        p = d["params"]
+        assert (p["step_size_up"], p["step_size_down"]) == (60, 140)
+        assert close(p["base_lr"], 0.01, 1e-6) and close(p["max_lr"], 0.1, 1e-6)
+        assert want_gamma is None or close(p["gamma"], want_gamma, 1e-6)
+        assert [t.phase(s) for s in (30, 100, 1230, 1300)] == ["warmup", "decay"] * 2
+
+
 def test_unknown_schedule_is_not_forced_into_a_name() -> None:
-    """A cyclic triangle (CyclicLR) fits none of the supported models: 'unknown', with
-    segments by direction and no 'decay' claimed past the last point."""
-    lr = torch_lrs(lambda o: L.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=100), 700)
+    """ExponentialLR chained with StepLR (ChainedScheduler) fits none of the models:
+    'unknown', with segments by direction and no phase claimed past the last point."""
+    lr = torch_lrs(lambda o: L.ChainedScheduler([L.ExponentialLR(o, gamma=0.999),
+                                                 L.StepLR(o, step_size=200, gamma=0.5)]),
+                   1000)
     t = feed(lr, "batches")
     d = t.describe()
-    assert d["scheduler"] == "unknown"
-    assert {s["kind"] for s in d["segments"]} >= {"warmup", "decay"}
-    assert t.phase(5000) == "unknown"
+    assert d["scheduler"] == "unknown", d
+    assert {s["kind"] for s in d["segments"]} >= {"decay", "step"}
+    assert t.phase(500) == "decay" and t.phase(5000) == "unknown"
 
 
 def test_bad_lr_values_ignored_and_bounded_knots() -> None:
