@@ -99,7 +99,7 @@ def test_daemon_bound_and_superseded_daemon_advice(fake: FakeDaemon) -> None:
     net = Net()
     hook = hook_for(fake.url, net)
     step = 0
-    while hook._tr.blowup_bound is None:  # the bound arrives with an ingest response
+    while hook._bound != 50.0:  # the bound arrives with an ingest response
         hook.step(step, loss=net.step(step).item())
         step += 1
         time.sleep(0.005)
@@ -207,3 +207,26 @@ def test_sender_watches_tensor_losses_of_the_current_branch(fake: FakeDaemon) ->
     assert wait_for(lambda: tr.bad_loss is not None)
     assert tr.bad_loss == (3, 42) and woken
     tr.close()
+
+
+def test_state_too_large_for_the_bound_warns_once_and_cuts_instead(
+        fake: FakeDaemon, caplog: pytest.LogCaptureFixture) -> None:
+    net = Net()
+    with caplog.at_level("WARNING", logger="rhythmd_client"):
+        hook = hook_for(fake.url, net, snapshot_max_bytes=8)  # not even the model fits
+        for step in range(12):
+            hook.step(step, loss=net.step(step).item())
+        assert wait_for(lambda: hook.run_id in fake.state.runs)
+        rb = fake.state.add_rec(hook.run_id, "rollback", {"to_step": 3, "lr_factor": 0.3})
+        step = 12
+        while not wait_for(lambda: fake.state.run(hook.run_id)["acks"], timeout=0.01):
+            hook.step(step, loss=net.step(step).item())
+            step += 1
+            assert step < 3000
+        hook.step(step, loss=math.nan)
+        hook.close()
+    warned = [r for r in caplog.records if "exceed snapshot_max_bytes" in r.getMessage()]
+    assert len(warned) == 1 and hook._keeper.steps == []
+    acks = {a["id"]: a for a in fake.state.run(hook.run_id)["acks"]}
+    assert acks[rb]["status"] == "rejected"  # the daemon then falls back to cut + re-warm
+    assert [r["action"] for r in hook.reflexes] == ["warmup"] and hook.branch == 0

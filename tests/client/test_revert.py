@@ -189,6 +189,9 @@ def test_hook_reverts_onto_a_new_branch(fake: FakeDaemon) -> None:
         loss.backward()
         opt.step()
         if step == 3:
+            deadline = time.monotonic() + 10
+            while hook.run_id not in fake.state.runs and time.monotonic() < deadline:
+                time.sleep(0.01)
             change["id"] = fake.state.add_rec(hook.run_id, "reduce_lr", {"factor": 0.5})
         hook.step(step, loss=loss.item())
         if not change.get("step") and hook.applied:

@@ -183,6 +183,7 @@ class RhythmHook:
             # far-too-large LR), which no later snapshot could undo.
             try:
                 self._keeper.snapshot(-1)
+                self._check_too_large()
             except Exception as exc:
                 self._internal("initial snapshot", exc)
         self._sync_every = max(1, int(ddp_sync_every or 64))
@@ -450,6 +451,21 @@ class RhythmHook:
     def _snapshot(self, step: int, loss: Any) -> None:
         self._next_snap = (step // self._snap_every + 1) * self._snap_every
         self._keeper.maybe_snapshot(step, self._healthy(loss))
+        self._check_too_large()
+
+    def _check_too_large(self) -> None:
+        """Once the state outgrew ``snapshot_max_bytes``, keep no snapshot at all (warn once):
+        an old one, such as the initial weights, would undo far more than a rollback means
+        to. Rollbacks are then rejected (the daemon falls back to a cut plus re-warm), the
+        reflex cuts and re-warms, and reverts undo the LR only."""
+        keeper = self._keeper
+        if keeper is None or not keeper.skipped["too_large"] or "too_large" in self._logged:
+            return
+        self._logged.add("too_large")
+        keeper.mark_unhealthy_after(-2)  # drops every snapshot
+        log.warning("rhythmd: model + optimizer state exceed snapshot_max_bytes (%d bytes); "
+                    "no snapshots are kept, so rollbacks are rejected and the daemon falls "
+                    "back to a cut plus re-warm", keeper.max_bytes)
 
     def _healthy(self, loss: Any) -> bool:
         """Whether the state now is worth a snapshot, judged on the host values known."""
@@ -503,6 +519,7 @@ class RhythmHook:
                 done = self._ctrl.apply(action, params, step, change_id=rid,
                                         snapshot=self._healthy(loss))
                 self._after_forced_snapshot(step)
+                self._check_too_large()
             else:
                 done = self._ctrl.apply(action, params, step)
         except RecommendationRejected as exc:

@@ -574,12 +574,16 @@ class Transport:
                 self.on_recommendation()
 
     def _take_bound(self, value: Any) -> None:
-        """Keep the daemon's blow-up bound when it is a finite number (None clears it)."""
+        """Keep the daemon's blow-up bound when it is a finite number (None clears it); wake
+        the hook when it changed."""
+        old = self.blowup_bound
         if value is None:
             self.blowup_bound = None
         elif (isinstance(value, (int, float)) and not isinstance(value, bool)
               and math.isfinite(value)):
             self.blowup_bound = float(value)
+        if self.blowup_bound != old and self.on_recommendation is not None:
+            self.on_recommendation()  # the hook takes it at its next step boundary
 
     def _shutdown(self) -> None:
         self._drain()
