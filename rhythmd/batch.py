@@ -21,7 +21,9 @@ METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/@:%+=()\[\],#]+( [A-Za-z0-9_.\-/@:
 single inner spaces, as TensorBoard and W&B names are written (``train/loss``, ``val/acc@1``)."""
 METRIC_NAME_MAX = 256
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-MAX_STEP = 2**62
+MAX_STEP = 2**53
+"""Steps above this are refused: 2**53 is the largest integer every JSON parser (JavaScript
+included) reads exactly, so a step means the same to every client and to the schema."""
 MAX_BRANCH = 2**31 - 1
 
 NONFINITE_STRINGS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -70,8 +72,16 @@ def check_metric_name(name: Any, loc: tuple[str | int, ...]) -> str:
     return name
 
 
+def _integral(value: Any) -> Any:
+    """An integral float (``3.0``, an integer to JSON Schema) as an int; anything else as is
+    (booleans stay booleans and are refused)."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int, default: int | None) -> int | None:
-    value = obj.get(key, default)
+    value = _integral(obj.get(key, default))
     if value is None:
         return default
     if type(value) is not int or not lo <= value <= hi:
@@ -82,6 +92,8 @@ def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int, default: int | N
 def _steps_array(raw: Any, loc: tuple[str | int, ...]) -> np.ndarray:
     if not isinstance(raw, list):
         raise InvalidInputError(loc, "steps must be a list of integers")
+    if raw and set(map(type, raw)) != {int}:
+        raw = [_integral(v) for v in raw]
     if raw and set(map(type, raw)) != {int}:
         bad = next(i for i, v in enumerate(raw) if type(v) is not int)
         raise InvalidInputError((*loc, bad), "steps must be integers", raw[bad])

@@ -13,7 +13,7 @@ from rhythmd.api.encoding import RhythmdJSONResponse, float_array_json, raw_json
 from rhythmd.api.jsonbody import JSONRoute, parse_json_body
 from rhythmd.api.schemas import BranchList, IngestResponse, MetricBatchIn, MetricList, SeriesOut
 from rhythmd.api.security import requires
-from rhythmd.batch import parse_metric_batch
+from rhythmd.batch import MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE, parse_metric_batch
 from rhythmd.config import Settings
 from rhythmd.errors import InvalidInputError
 from rhythmd.service import Service
@@ -91,10 +91,11 @@ def _branch_selector(value: str) -> int | str:
 def read_metric(
     run_id: str,
     service: ServiceDep,
-    name: Annotated[str, Path(description="Metric name; may contain slashes (train/loss).")],
-    start_step: Annotated[int | None, Query(ge=0, le=2**62, description="First step, "
+    name: Annotated[str, Path(description="Metric name; may contain slashes (train/loss).",
+                              max_length=METRIC_NAME_MAX, pattern=METRIC_NAME_RE.pattern)],
+    start_step: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="First step, "
                                             "inclusive.")] = None,
-    end_step: Annotated[int | None, Query(ge=0, le=2**62, description="Last step, "
+    end_step: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="Last step, "
                                           "inclusive.")] = None,
     max_points: Annotated[int | None, Query(ge=2, le=10_000_000, description="Downsample to "
                           "about this many points (min/max per bucket; non-finite kept).")] = None,

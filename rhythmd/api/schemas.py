@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rhythmd.batch import MAX_BRANCH, MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE
+from rhythmd.recommendations import ACTIONS
 
-Step = Annotated[int, Field(ge=0, le=MAX_STEP, strict=True)]
-"""An optimizer step: an integer (never a boolean) in [0, 2**62]."""
-Action = Literal["reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "stop"]
+
+def _no_bool(value: Any) -> Any:
+    """JSON ``true``/``false`` are not integers (pydantic would read them as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+Step = Annotated[int, Field(ge=0, le=MAX_STEP), BeforeValidator(_no_bool)]
+"""An optimizer step: an integer in [0, 2**53] (``3.0`` is one, ``true`` is not)."""
+BranchNo = Annotated[int, Field(ge=0, le=MAX_BRANCH), BeforeValidator(_no_bool)]
+LR = Annotated[float, Field(ge=0, strict=True)]
+"""A learning rate: a number >= 0 (never a boolean)."""
+Action = Literal[tuple(ACTIONS)]  # type: ignore[valid-type]
+"""The actions the daemon knows (``rhythmd.recommendations.ACTIONS``), as an enum."""
 
 NonFiniteString = Literal["NaN", "Infinity", "-Infinity"]
 FloatOut = float | NonFiniteString
@@ -68,6 +81,9 @@ class RunFinish(BaseModel):
 
 
 class SeriesIn(BaseModel):
+    """One metric's points as columns: ``steps``, ``values`` and ``wall_times`` (if given)
+    must have the same length (422 naming the column otherwise)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., description="Metric name, e.g. train_loss, val/acc@1.",
@@ -85,9 +101,8 @@ class MetricBatchIn(BaseModel):
     batch_id: str | None = Field(
         None, description="Idempotency key: a retried batch with the same id is stored once.",
         pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")
-    branch: int = Field(0, ge=0, le=MAX_BRANCH, strict=True,
-                        description="0 until a rollback; the client increments it when it "
-                                    "resumes from a checkpoint.")
+    branch: BranchNo | None = Field(0, description="0 (or null) until a rollback; the client "
+                                  "increments it when it resumes from a checkpoint.")
     branch_start_step: Step | None = Field(
         None, description="Step a new branch resumed from (default: its first step).")
     series: list[SeriesIn]
@@ -165,7 +180,9 @@ class RecommendationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Action
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The action's parameters, each action its own "
+        "(docs/recommendations.md); others are refused with 422 naming the parameter.")
     reason: str = Field("issued by hand", max_length=2000)
     author: str = Field("user", min_length=1, max_length=128)
     expires_at_step: Step | None = None
@@ -181,9 +198,9 @@ class RecommendationAck(BaseModel):
 
     status: Literal["applied", "rejected"]
     step: Step | None = None
-    lr_before: list[float] | None = Field(None, max_length=4096,
+    lr_before: list[LR] | None = Field(None, max_length=4096,
                                           description="LR per param group before.")
-    lr_after: list[float] | None = Field(None, max_length=4096,
+    lr_after: list[LR] | None = Field(None, max_length=4096,
                                          description="LR per param group after.")
     note: str | None = Field(None, max_length=2000)
 

@@ -57,6 +57,12 @@ def test_step_false_is_rejected_as_the_schema_says(secured: Secured,
     r = http.post(f"/v1/runs/{rid}/metrics", headers=H,
                   json={"series": [{"name": "l", "steps": [False], "values": [1.0]}]})
     assert r.status_code == 422
+    # 3.0 is an integer to JSON Schema, and so to the daemon
+    r = http.post(f"/v1/runs/{rid}/metrics", headers=H,
+                  json={"series": [{"name": "l", "steps": [3.0], "values": [1.0]}], "branch": 0.0})
+    assert r.status_code == 200, r.text
+    r = http.post(f"/v1/runs/{rid}/finish", json={"status": "finished", "step": 3.0}, headers=H)
+    assert r.status_code == 200 and r.json()["status"] == "finished", r.text
 
 
 def test_what_the_schema_allows_is_accepted_and_the_rest_is_declared(
@@ -70,11 +76,11 @@ def test_what_the_schema_allows_is_accepted_and_the_rest_is_declared(
         assert node.get("additionalProperties") is False, node.get("title")
     # a step as large as the server takes, and no larger
     step = series["properties"]["steps"]["items"]
-    assert step["maximum"] == 2**62 and step["minimum"] == 0
+    assert step["maximum"] == 2**53 and step["minimum"] == 0  # exact in every JSON parser
     rid = secured.run("spec")
-    ok = {"series": [{"name": "l", "steps": [2**62], "values": [1.0]}]}
+    ok = {"series": [{"name": "l", "steps": [2**53], "values": [1.0]}]}
     assert secured.http.post(f"/v1/runs/{rid}/metrics", json=ok, headers=H).status_code == 200
-    ok["series"][0]["steps"] = [2**62 + 1]
+    ok["series"][0]["steps"] = [2**53 + 1]
     assert secured.http.post(f"/v1/runs/{rid}/metrics", json=ok, headers=H).status_code == 422
     # metric names: the schema's pattern is the server's rule
     pattern = re.compile(series["properties"]["name"]["pattern"])
@@ -89,6 +95,15 @@ def test_what_the_schema_allows_is_accepted_and_the_rest_is_declared(
     assert set(action["enum"]) == set(ACTIONS) == set(get_args(Action))
     r = secured.http.post(f"/v1/runs/{rid}/recommendations", json={"action": ""}, headers=H)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "action"]
+    # learning rates: numbers >= 0, as the schema says
+    rec = secured.http.post(f"/v1/runs/{rid}/recommendations", json={"action": "stop"},
+                            headers=H).json()["id"]
+    lr = _body_schema(schema, "/v1/runs/{run_id}/recommendations/{rec_id}/ack")["properties"]
+    assert lr["lr_after"]["anyOf"][0]["items"] == {"type": "number", "minimum": 0}
+    for bad in ([False], [-1e-197]):
+        r = secured.http.post(f"/v1/runs/{rid}/recommendations/{rec}/ack", headers=H,
+                              json={"status": "applied", "lr_after": bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "lr_after"]
 
 
 def test_405_names_every_method_of_the_path(secured: Secured, schema: dict[str, Any]) -> None:
