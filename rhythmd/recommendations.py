@@ -12,8 +12,8 @@ from typing import Any
 
 from rhythmd.errors import InvalidInputError
 
-# action -> {param: (kind, required)}; kind is "factor<1", "factor>1", "float>=0", "int>0",
-# "int>=0", "steps", "kind", "ints"
+# action -> {param: (kind, required)}; kind is "factor<1", "factor<=1", "factor>1", "float>=0",
+# "float>0", "int>0", "int>=0", "int>=-1", "kind", "ints", "id"
 ACTIONS: dict[str, dict[str, tuple[str, bool]]] = {
     "reduce_lr": {"factor": ("factor<1", True), "min_lr": ("float>=0", False),
                   "cooldown": ("int>=0", False)},
@@ -24,7 +24,8 @@ ACTIONS: dict[str, dict[str, tuple[str, bool]]] = {
                      "gamma": ("factor<1", False)},
     "increase_lr": {"factor": ("factor>1", True), "max_lr": ("float>0", False)},
     "rollback": {"to_step": ("int>=-1", True), "lr_factor": ("factor<=1", False),
-                 "warmup_steps": ("int>=0", False)},
+                 "warmup_steps": ("int>=0", False), "warmup_start_factor": ("float>0", False)},
+    "revert": {"to_step": ("int>=-1", True), "change_id": ("id", True)},
     "stop": {},
 }
 SCHEDULE_KINDS = ("cosine", "multistep")
@@ -63,6 +64,10 @@ def _check(kind: str, value: Any, loc: tuple[str, ...]) -> None:
     if kind == "kind":
         if value not in SCHEDULE_KINDS:
             raise bad(f"kind must be one of {', '.join(SCHEDULE_KINDS)}")
+        return
+    if kind == "id":
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise bad("must be the id of the recommendation that made the change (1-64 chars)")
         return
     if kind == "ints":
         if (not isinstance(value, list) or not value

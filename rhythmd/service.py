@@ -27,7 +27,15 @@ from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from rhythmd.jsonsafe import encode_nonfinite
 from rhythmd.observability import ANALYSIS_ERRORS, ANALYSIS_SECONDS, BATCHES, INGEST_SECONDS, POINTS
-from rhythmd.policy import PolicyConfig, RunContext, answerable, decide
+from rhythmd.policy import (
+    TRIAL_ACTIONS,
+    PolicyConfig,
+    RecommendationSpec,
+    answerable,
+    decide,
+    fallback,
+    run_context,
+)
 from rhythmd.recommendations import validate_action
 from rhythmd.store import Store
 from rhythmd.store import analysis as analysis_q
@@ -153,12 +161,21 @@ def _restore(analyzer: RunAnalyzer, state: dict[str, Any]) -> bool:
     return True
 
 
-def _finite_or_none(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+def _issue(conn: Any, run_id: str, spec: RecommendationSpec, step: int) -> dict[str, Any]:
+    """Store one recommendation of the policy, with its timeline event; return the row."""
+    rec = {"id": uuid.uuid4().hex[:16], "run_id": run_id, "action": spec.action,
+           "params": spec.params, "reason": spec.reason, "author": "rhythmd",
+           "diagnosis_id": spec.diagnosis_id, "issued_at_step": step,
+           "expires_at_step": spec.expires_at_step}
+    validate_action(spec.action, spec.params)
+    row = recs_q.insert_recommendation(conn, rec)
+    log.info("recommendation issued: %s %s", spec.action, spec.params,
+             extra={"run_id": run_id, "recommendation_id": rec["id"], "step": step})
+    recs_q.add_event(conn, run_id, "recommendation_issued", step,
+                     {"action": spec.action, "params": spec.params, "author": "rhythmd",
+                      "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
+                     ref_id=rec["id"])
+    return row
 
 
 class Service:
@@ -593,6 +610,9 @@ class Service:
                 self._alert_diagnosis(conn, run, ev, changed.pop(d.id, None))
             change = self._recommend(conn, run, live.analyzer, events,
                                      max(int(s.steps.max()) for s in batch.series), history)
+        elif history is not None:  # an evaluation: an applied change may be judged now
+            change = self._recommend(conn, run, live.analyzer, [],
+                                     max(int(s.steps.max()) for s in batch.series), history)
         else:
             change = None
         now = time.monotonic()
@@ -637,44 +657,24 @@ class Service:
         Returns what it issued or cancelled, None if nothing. ``sent``: the run's
         recommendations, already sent for (read here otherwise, only when the policy may
         answer an event)."""
-        if not answerable(events):
+        if not answerable(events) and sent is None:
             return None
         run_id = run["run_id"]
         config = json.loads(run["config"]) if run["config"] else None
-        sched = analyzer.sched
         rows = sent.all() if sent is not None else recs_q.list_recommendations(conn, run_id, None)
         history = [recs_q.rec_to_dict(r) for r in rows]
-        ctx = RunContext(
-            step=step,
-            lr=_finite_or_none(sched.last[1] if sched.last else None),
-            first_lr=_finite_or_none(sched.first_lr),
-            total_steps=analyzer.cfg.total_steps,
-            in_warmup=bool(sched.in_warmup()),
-            warmup_end_step=sched.warmup_end_step,
-            branch_start_step=analyzer.branch_start,
-            history=[{k: h[k] for k in ("id", "action", "status", "issued_at_step",
-                                        "applied_step", "note", "diagnosis_id")}
-                     for h in history],
-        )
+        if not answerable(events) and not any(
+                h["action"] in TRIAL_ACTIONS and h["status"] == "applied" for h in history):
+            return None  # nothing to answer and no applied change to judge
+        ctx = run_context(analyzer, step, history)
         decision = decide(events, ctx, PolicyConfig.from_run_config(config))
+        for note in decision.notes:
+            log.info("policy: %s", note, extra={"run_id": run_id, "step": step})
         if not (decision.cancel or decision.issue):
             return None
-        issued = []
         if decision.cancel:
             recs_q.cancel_pending(conn, run_id, decision.cancel, "superseded by a divergence fix")
-        for spec in decision.issue:
-            rec = {"id": uuid.uuid4().hex[:16], "run_id": run_id, "action": spec.action,
-                   "params": spec.params, "reason": spec.reason, "author": "rhythmd",
-                   "diagnosis_id": spec.diagnosis_id, "issued_at_step": step,
-                   "expires_at_step": spec.expires_at_step}
-            validate_action(spec.action, spec.params)
-            issued.append(recs_q.insert_recommendation(conn, rec))
-            log.info("recommendation issued: %s %s", spec.action, spec.params,
-                     extra={"run_id": run_id, "recommendation_id": rec["id"], "step": step})
-            recs_q.add_event(conn, run_id, "recommendation_issued", step,
-                             {"action": spec.action, "params": spec.params, "author": "rhythmd",
-                              "reason": spec.reason, "diagnosis_id": spec.diagnosis_id},
-                             ref_id=rec["id"])
+        issued = [_issue(conn, run_id, spec, step) for spec in decision.issue]
         issued.sort(key=lambda r: (r["created_at"], r["rec_id"]))  # the order of a read
         return _PolicyChange(issued, list(decision.cancel))
 
@@ -761,6 +761,12 @@ class Service:
             recs_q.add_event(conn, run_id, f"recommendation_{status}", step,
                              {"action": row["action"], "lr_before": lr_before,
                               "lr_after": lr_after, "note": note}, ref_id=rec_id)
+            spec = fallback(resolved) if status == "rejected" else None
+            if spec is not None and not recs_q.list_recommendations(conn, run_id, "pending"):
+                # a rollback the client cannot do (no snapshot): the fallback goes out now,
+                # not when the divergence happens to be updated again
+                at = step if step is not None else resolved.get("issued_at_step") or 0
+                _issue(conn, run_id, spec, int(at))
             return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
 
     # access -------------------------------------------------------------------------------

@@ -60,10 +60,10 @@ def replay(
     columns: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: AnalysisConfig,
     batch_steps: int = 50,
-    on_events: Callable[[list[DiagnosisEvent]], None] | None = None,
+    on_events: Callable[[RunAnalyzer, list[DiagnosisEvent]], None] | None = None,
 ) -> RunAnalyzer:
     """Feed columns to a fresh analyzer in consecutive step windows of ``batch_steps``,
-    as a streaming client would; ``on_events`` receives each batch's events."""
+    as a streaming client would; ``on_events(analyzer, events)`` receives each batch's events."""
     an = RunAnalyzer(cfg)
     allsteps = [s for s, _ in columns.values() if s.size]
     if not allsteps:
@@ -84,7 +84,7 @@ def replay(
         if batch:
             ev = an.feed(batch)
             if on_events is not None and ev:
-                on_events(ev)
+                on_events(an, ev)
     return an
 
 

@@ -38,6 +38,8 @@ class AnalysisConfig:
     stag_window_frac: float = 0.1  # window: this fraction of the budget (steps)
     stag_min_evals: int = 8  # ... and at least this many points (statistical power)
     stag_window_evals: int = 8  # points of the recent-rate window of slow progress
+    collapse_min_progress: float = 0.5  # an eval metric that had gained this much (relative)
+    # and fell back to its start is a divergence
     stag_alpha: float = 0.05  # Mann–Kendall one-sided level for "still improving"
     stag_min_gain: float = 0.01  # relative improvement that counts as progress
     stag_proj_gain: float = 0.02  # relative gain projected over the remaining budget

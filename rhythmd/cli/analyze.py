@@ -18,7 +18,7 @@ import numpy as np
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent
 from rhythmd.analysis.offline import read_csv_columns, replay
 from rhythmd.cli._http import EXIT_CODES
-from rhythmd.policy import PolicyConfig, RunContext, decide
+from rhythmd.policy import PolicyConfig, decide, run_context
 
 Columns = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -265,22 +265,28 @@ def analyze_columns(columns: Columns, label: str, total_steps: int | None = None
     run_config: dict[str, Any] = {"total_steps": total_steps or last, **names}
     cfg = AnalysisConfig.from_run_config(run_config)
     policy = PolicyConfig.from_run_config(run_config)
-    recs: list[dict[str, Any]] = []
+    recs: list[dict[str, Any]] = []  # as the daemon would hold them with no client acting
+    notes: list[dict[str, Any]] = []  # why a diagnosis got no action
     analyzer_ref: list[Any] = []
 
-    def on_events(events: list[DiagnosisEvent]) -> None:
-        step = max(e.step for e in events)
-        sched = analyzer_ref[0].sched if analyzer_ref else None
-        ctx = RunContext(step=step, total_steps=cfg.total_steps,
-                         in_warmup=bool(sched.in_warmup()) if sched else False,
-                         warmup_end_step=sched.warmup_end_step if sched else None,
-                         history=[{"id": str(i), "action": r["action"], "status": "applied",
-                                   "issued_at_step": r["step"], "applied_step": r["step"],
-                                   "note": None, "diagnosis_id": r["diagnosis_id"]}
-                                  for i, r in enumerate(recs)])
-        for spec in decide(events, ctx, policy).issue:
-            recs.append({"step": step, "action": spec.action, "params": spec.params,
-                         "reason": spec.reason, "diagnosis_id": spec.diagnosis_id})
+    def on_events(analyzer: Any, events: list[DiagnosisEvent]) -> None:
+        # the daemon decides at the batch's last step
+        step = max([*analyzer.last_step.values(), *(e.step for e in events)])
+        decision = decide(events, run_context(analyzer, step, recs), policy)
+        notes.extend({"step": step, "note": n} for n in decision.notes
+                     if not any(x["note"] == n for x in notes))
+        for r in recs:
+            if r["id"] in decision.cancel:
+                r["status"] = "expired"
+        for spec in decision.issue:
+            recs.append({"id": str(len(recs)), "step": step, "issued_at_step": step,
+                         "action": spec.action, "params": spec.params, "reason": spec.reason,
+                         "diagnosis_id": spec.diagnosis_id, "status": "pending",
+                         "expires_at_step": spec.expires_at_step, "author": "rhythmd"})
+        for r in recs:  # what the daemon does after the policy: pending ones past their expiry
+            if r["status"] == "pending" and r["expires_at_step"] is not None \
+                    and r["expires_at_step"] < step:
+                r["status"] = "expired"
 
     analyzer = replay(columns, cfg, batch_steps, on_events=on_events)
     analyzer_ref.append(analyzer)
@@ -292,7 +298,9 @@ def analyze_columns(columns: Columns, label: str, total_steps: int | None = None
                                  columns.items() if (~np.isfinite(v)).any()},
             "diagnoses": [d.to_dict() for d in analyzer.diagnoses],
             "schedule": [s.to_dict() for s in analyzer.schedule()],
-            "recommendations": recs}
+            "recommendations": [{k: r[k] for k in ("step", "action", "params", "reason",
+                                                   "diagnosis_id")} for r in recs],
+            "policy_notes": notes}
 
 
 def analyze_file(path: Path, total_steps: int | None = None, batch_steps: int = 50,
@@ -384,6 +392,8 @@ def _print_reports(reports: list[dict[str, Any]]) -> None:
             console.print(t)
         else:
             console.print("  no recommended schedule changes")
+        for n in rep.get("policy_notes", []):
+            console.print(f"  step {n['step']}: {escape(n['note'])}")
         console.print()
 
 

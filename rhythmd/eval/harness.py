@@ -21,6 +21,7 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
+from rhythmd.analysis.analyzer import RunAnalyzer
 from rhythmd.analysis.offline import read_csv_columns, replay
 from rhythmd.analysis.types import AnalysisConfig, DiagnosisEvent
 from rhythmd.eval.baselines import ALL_BASELINES
@@ -100,7 +101,7 @@ def run_one(
     count_from = first + 0.1 * (last - first + 1)
     flags: dict[str, int | None] = {k: None for k in (*KINDS, "slow_progress", "spike")}
 
-    def on_events(evs: list[DiagnosisEvent]) -> None:
+    def on_events(_an: RunAnalyzer, evs: list[DiagnosisEvent]) -> None:
         for e in evs:
             if e.type != "opened":
                 continue

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
-from rhythmd.policy import PolicyConfig, RunContext, decide
+from rhythmd.analysis.metrics import is_eval_name
+from rhythmd.policy import TRIAL_ACTIONS, PolicyConfig, decide, run_context
 
 Series = dict[str, tuple[np.ndarray, np.ndarray]]
 NO_ACTION = "no_action"
@@ -771,25 +772,6 @@ class ProbeResult:
         return asdict(self)
 
 
-def run_context(analyzer: RunAnalyzer, step: int, history: list[dict[str, Any]]) -> RunContext:
-    """The policy's context from the analyzer's state, as ``rhythmd analyze`` builds it (plus
-    the latest and first LR and the branch start the daemon also passes). One place, to be
-    replaced by the shared builder."""
-    sched = analyzer.sched
-
-    def finite(x: Any) -> float | None:
-        return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-    return RunContext(step=step,
-                      lr=finite(sched.last[1]) if sched.last else None,
-                      first_lr=finite(getattr(sched, "first_lr", None)),
-                      total_steps=analyzer.cfg.total_steps,
-                      in_warmup=bool(sched.in_warmup()),
-                      warmup_end_step=sched.warmup_end_step,
-                      branch_start_step=analyzer.branch_start,
-                      history=[dict(h) for h in history])
-
-
 def _batches(series: Series, batch_steps: int) -> list[tuple[int, Series]]:
     """Consecutive step windows of ``batch_steps`` (first step of the window, its points)."""
     firsts = [int(s[0]) for s, _ in series.values() if s.size]
@@ -820,14 +802,19 @@ def run_probe(probe: Probe, batch_steps: int = 50) -> ProbeResult:
     for first, batch in _batches(probe.series, batch_steps):
         for h in history:
             if h["status"] == "pending":
+                sched = getattr(analyzer, "sched", None)  # the LR the change was applied at
+                lr = sched.last[1] if sched is not None and sched.last else None
                 h["status"], h["applied_step"] = "applied", first
+                h["lr_before"] = [lr] if lr is not None else None
                 if h["action"] == "stop":
                     res.stopped_at_step = first
         if res.stopped_at_step is not None:
             break
         res.steps_streamed = max(int(s[-1]) for s, _ in batch.values())
         events: list[DiagnosisEvent] = analyzer.feed(batch)
-        if not events:
+        judging = any(h["status"] == "applied" and h["action"] in TRIAL_ACTIONS
+                      for h in history) and any(is_eval_name(k) for k in batch)
+        if not events and not judging:  # the daemon consults the policy on the same batches
             continue
         for e in events:
             if e.type == "opened":
@@ -836,7 +823,7 @@ def run_probe(probe: Probe, batch_steps: int = 50) -> ProbeResult:
                 res.diagnoses.append(DiagnosisRecord(d.id, d.kind, d.metric,
                                                      int(d.detected_at_step), d.severity,
                                                      None if cause is None else str(cause)))
-        step = max(int(e.step) for e in events)
+        step = max((int(e.step) for e in events), default=res.steps_streamed)
         decision = decide(events, run_context(analyzer, step, history), policy)
         for h in history:  # the daemon expires the pending ones the policy cancels
             if h["id"] in decision.cancel and h["status"] == "pending":
@@ -844,7 +831,8 @@ def run_probe(probe: Probe, batch_steps: int = 50) -> ProbeResult:
         for spec in decision.issue:
             history.append({"id": str(len(history)), "action": spec.action, "status": "pending",
                             "issued_at_step": step, "applied_step": None, "note": None,
-                            "diagnosis_id": spec.diagnosis_id})
+                            "diagnosis_id": spec.diagnosis_id, "params": dict(spec.params),
+                            "author": "rhythmd"})
             res.actions.append(ActionRecord(spec.action, dict(spec.params), step, spec.reason,
                                             spec.diagnosis_id))
     _judge(probe, res)

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rhythmd.analysis import DiagnosisEvent
+from rhythmd.policy import trials
 
 PERSISTENT = ("stagnation", "slow_progress")
 """Diagnoses answered again while they persist, a detection window after the last change."""
@@ -81,13 +82,22 @@ class PolicyConfig:
     increase_factor: float = 2.0  # smallest increase_lr (slow progress: too small an LR)
     target_gain: float = 0.5  # slow progress: raise the LR so the projected relative gain
     # by the end of the budget reaches this (factor = target_gain / projected gain) ...
-    max_increase: float = 10.0  # ... but by at most this factor at once
+    max_increase: float = 2.0  # ... but by at most this factor at once (each a guarded trial)
     max_increases: int = 4
     never_learned_gain: float = 0.05  # stagnation less than this fraction below the first
     # evaluation, without a significant trend: restart from the initial weights (rollback to
     # step -1) with the LR cut like a non-finite divergence
     start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
     # its first updates: roll back to the initial weights (to_step=-1)
+    diverged_lr_margin: float = 2.0  # never raise the LR above (LR of a divergence) / this
+    episode_reset_steps: int | None = None  # divergence answers further apart than this
+    # (steps) start a new episode, whose escalation starts over; default max(100, 10% of
+    # total_steps or 200)
+    schedule_decay_ratio: float = 0.9  # the user's schedule is decaying once it brought the LR
+    # below this fraction of its peak (our own changes divided out): no plateau cuts then
+    final_fraction: float = 0.1  # no plateau cut or raise in the last fraction of the budget
+    trial_z: float = 2.0  # a change is reverted when the metric ends this many noise sigmas
+    trial_min_rel: float = 0.02  # ... and at least this relative amount worse than projected
     cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
     warmup_steps: int | None = None  # default: max(10, 3% of total_steps or 30)
     expire_steps: int | None = None  # default: max(50, 10% of total_steps or 100)
@@ -123,9 +133,15 @@ class RunContext:
     in_warmup: bool = False
     warmup_end_step: int | None = None
     branch_start_step: int | None = None  # first step of the branch the last rollback began
+    peak_lr: float | None = None  # highest LR reported so far, absolute
+    min_lr_after_peak: float | None = None  # lowest LR reported since that peak, absolute
+    open_diagnosis_ids: set[str] | None = None  # diagnoses still open after the batch
+    monitored: tuple[list[int], list[float]] | None = None  # the monitored series (steps,
+    # oriented values: lower is better), for judging applied changes
     history: list[dict[str, Any]] = field(default_factory=list)
     """Every recommendation issued so far, oldest first: ``action``, ``status``,
-    ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``."""
+    ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``, ``params``,
+    ``lr_before``, ``lr_after``."""
 
 
 @dataclass
@@ -141,6 +157,7 @@ class RecommendationSpec:
 class Decision:
     issue: list[RecommendationSpec] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)  # ids of pending recommendations
+    notes: list[str] = field(default_factory=list)  # why a diagnosis got no action
 
 
 def _budget(cfg_value: int | None, total: int | None, frac: float, floor: int,
@@ -160,12 +177,13 @@ def answerable(events: list[DiagnosisEvent]) -> list[DiagnosisEvent]:
 
 
 def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> Decision:
-    """The recommendations answering this batch's diagnosis events (see module docstring)."""
+    """The recommendations answering this batch's diagnosis events, and the revert of an
+    applied change that made things worse (see module docstring)."""
     out = Decision()
-    triggers = answerable(events)
-    if not triggers:
-        return out
     hist = ctx.history
+    triggers = [e for e in answerable(events)
+                if ctx.open_diagnosis_ids is None or e.diagnosis.id in ctx.open_diagnosis_ids
+                or (e.diagnosis.kind == "divergence" and e.diagnosis.severity == "critical")]
     pending = [h for h in hist if h["status"] == "pending"]
     applied = [h for h in hist if h["status"] == "applied" and h.get("applied_step") is not None]
     cooldown = _budget(cfg.cooldown_steps, ctx.total_steps, 0.04, 20, 40)
@@ -178,62 +196,26 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
     # non-finite between two flushes must be answered as non-finite (a far-too-large LR)
     divergence = next((e for e in reversed(triggers) if e.diagnosis.kind == "divergence"), None)
     if divergence is not None:
-        if any(h["action"] in ("rollback", "stop") for h in pending):
-            return out
-        d = divergence.diagnosis
-        out.cancel = [h["id"] for h in pending]
-        rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
-        attempt = len(rollbacks) + 1
-        if attempt > cfg.max_rollbacks:
-            out.issue.append(RecommendationSpec(
-                "stop", {}, f"{d.message}; {cfg.max_rollbacks} rollbacks did not cure it",
-                d.id, None))
-            return out
-        nonfinite = d.evidence.get("test") == "nonfinite" or d.severity == "critical"
-        cut = (cfg.nonfinite_cut if nonfinite else cfg.rollback_cut) ** attempt
-        warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
-        # A divergence from the very first steps means the first updates broke the model:
-        # every later snapshot holds the damage, so restart from the initial weights (the
-        # client's snapshot labelled step -1).
-        to_step = -1 if d.onset_step <= cfg.start_damage_steps else int(d.onset_step) - 1
-        hint = str(d.evidence.get("schedule_hint", ""))
-        near_warmup = ("warmup" in hint or ctx.in_warmup
-                       or (ctx.warmup_end_step is not None
-                           and d.onset_step - ctx.warmup_end_step <= 2 * warm))
-        if near_warmup:
-            warm *= 2
-        no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected"
-                           for h in hist)
-        where = " during or right after warmup" if near_warmup else ""
-        restored = _relapse(rollbacks, ctx.branch_start_step, d.onset_step, cooldown + warm)
-        if restored is not None and to_step >= restored:
-            # diverged again right after resuming from the state restored at step ``restored``:
-            # that state was already damaged (a divergence shows some steps after it began), so
-            # a smaller LR from the same snapshot fails again; go one snapshot further back
-            to_step = restored - 1 if restored - 1 > cfg.start_damage_steps else -1
-            where += f", right after resuming from the state of step {restored}"
-        if no_snapshots:
-            out.issue.append(RecommendationSpec(
-                "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),
-                           "peak_factor": round(cut, 6)},
-                f"{d.message}{where}; no snapshot to roll back to: re-warm to {cut:.2g}x the LR",
-                d.id, expire))
-        else:
-            out.issue.append(RecommendationSpec(
-                "rollback", {"to_step": to_step, "lr_factor": round(cut, 6),
-                             "warmup_steps": warm},
-                f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks}: roll back "
-                + ("to the initial weights" if to_step < 0 else f"before step {to_step + 1}")
-                + f", LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
-        return out
+        return _answer_divergence(divergence.diagnosis, ctx, cfg, pending, cooldown, expire)
 
-    if pending or cooling:
+    if pending:
+        return out
+    revert = _revert(ctx, cfg, applied, expire)
+    if revert is not None:
+        out.issue.append(revert)
+        return out
+    if cooling:
         return out
     floor = (ctx.first_lr if ctx.first_lr and math.isfinite(ctx.first_lr) else 0.0) \
         * cfg.min_lr_ratio
+    failed = _failed_changes(hist)
+    late = bool(ctx.total_steps) and ctx.step >= (1 - cfg.final_fraction) * ctx.total_steps
     for e in triggers:
         d = e.diagnosis
         if d.kind == "oscillation" and d.evidence.get("cause") in LR_CAUSES:
+            if "reduce_lr" in failed:
+                out.notes.append(f"{d.id}: a cut was reverted before; not cutting again")
+                continue
             out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "oscillation"))
             return out
         if d.kind in PERSISTENT and e.type == "updated":
@@ -254,45 +236,211 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
                 out.issue.append(spec)
                 return out
         if d.kind == "stagnation":
-            cuts = [h for h in applied if h["action"] == "reduce_lr"]
-            if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
+            spec = _answer_stagnation(d, ctx, cfg, applied, failed, late, floor, cooldown,
+                                      expire, out.notes)
+            if spec is not None:
+                out.issue.append(spec)
                 return out
-            if len(cuts) >= cfg.max_reductions or (ctx.lr is not None and ctx.lr <= floor):
-                out.issue.append(RecommendationSpec(
-                    "stop", {}, f"{d.message}; {len(cuts)} LR cuts did not restart progress",
-                    d.id, expire))
-                return out
-            if _rising(d.evidence) >= cfg.overfit_rise_per_1k:
-                if cuts:
-                    # still rising after a cut: over-fitting, which a smaller LR does not
-                    # cure; stop early (the classic remedy) while the run is near its best
-                    out.issue.append(RecommendationSpec(
-                        "stop", {}, f"{d.message}; the monitored loss keeps rising after "
-                        f"{len(cuts)} LR cut(s): over-fitting, stop early", d.id, expire))
-                    return out
-                # the monitored loss is rising, not flat (over-fitting or a too-large LR):
-                # a gentle cut keeps it rising; cut like ReduceLROnPlateau (x reduce_factor^2)
-                out.issue.append(_reduce(d, ctx, cfg, cooldown, expire,
-                                         "loss rising while flat at its best",
-                                         cfg.reduce_factor ** 2))
-                return out
-            out.issue.append(_reduce(d, ctx, cfg, cooldown, expire, "stagnation"))
-            return out
+            continue
         if d.kind == "slow_progress":
-            factor = cfg.increase_factor
-            gain = d.evidence.get("projected_total_rel_gain")
-            if isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0:
-                # progress rate ~ proportional to a too-small LR: scale it so the projected
-                # gain reaches target_gain (at least increase_factor, at most max_increase)
-                factor = min(max(factor, cfg.target_gain / gain), cfg.max_increase)
-            elif isinstance(gain, (int, float)) and math.isfinite(gain):
-                factor = cfg.max_increase  # no projected progress at all
-            spec = _increase(d, hist, cfg, expire, factor)
+            if late:
+                out.notes.append(f"{d.id}: too late in the budget for a raise to pay off")
+                continue
+            spec = _increase(d, ctx, hist, cfg, expire, failed, out.notes)
             if spec is None:
                 continue
             out.issue.append(spec)
             return out
     return out
+
+
+def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
+                       pending: list[dict[str, Any]], cooldown: int, expire: int) -> Decision:
+    """Rollback (or, without snapshots, a re-warm) with the cut escalating per episode."""
+    out = Decision()
+    if any(h["action"] in ("rollback", "stop") for h in pending):
+        return out
+    hist = ctx.history
+    out.cancel = [h["id"] for h in pending]
+    rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
+    reset = _budget(cfg.episode_reset_steps, ctx.total_steps, 0.10, 100, 200)
+    episode = _episode(rollbacks, ctx.step, reset)
+    attempt = len(episode) + 1
+    if attempt > cfg.max_rollbacks:
+        out.issue.append(RecommendationSpec(
+            "stop", {}, f"{d.message}; {cfg.max_rollbacks} rollbacks in a row did not cure it",
+            d.id, None))
+        return out
+    nonfinite = d.evidence.get("test") == "nonfinite" or d.severity == "critical"
+    cut = (cfg.nonfinite_cut if nonfinite else cfg.rollback_cut) ** attempt
+    warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)
+    # A divergence from the very first steps means the first updates broke the model:
+    # every later snapshot holds the damage, so restart from the initial weights (the
+    # client's snapshot labelled step -1).
+    to_step = -1 if d.onset_step <= cfg.start_damage_steps else int(d.onset_step) - 1
+    near_warmup = bool(d.evidence.get("near_warmup")) or ctx.in_warmup or (
+        ctx.warmup_end_step is not None and d.onset_step - ctx.warmup_end_step <= 2 * warm)
+    if near_warmup:
+        warm *= 2
+    no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected" for h in hist)
+    where = " during or right after warmup" if near_warmup else ""
+    restored = _relapse(rollbacks, ctx.branch_start_step, d.onset_step, cooldown + warm)
+    if restored is not None and to_step >= restored:
+        # diverged again right after resuming from the state restored at step ``restored``:
+        # that state was already damaged (a divergence shows some steps after it began), so
+        # a smaller LR from the same snapshot fails again; go one snapshot further back
+        to_step = restored - 1 if restored - 1 > cfg.start_damage_steps else -1
+        where += f", right after resuming from the state of step {restored}"
+    if no_snapshots:
+        out.issue.append(RecommendationSpec(
+            "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),
+                       "peak_factor": round(cut, 6)},
+            f"{d.message}{where}; no snapshot to roll back to: re-warm to {cut:.2g}x the LR",
+            d.id, expire))
+    else:
+        out.issue.append(RecommendationSpec(
+            "rollback", {"to_step": to_step, "lr_factor": round(cut, 6), "warmup_steps": warm},
+            f"{d.message}{where}; attempt {attempt}/{cfg.max_rollbacks} of this episode: roll "
+            "back " + ("to the initial weights" if to_step < 0 else f"before step {to_step + 1}")
+            + f", LR x{cut:.2g} with {warm} warmup steps", d.id, expire))
+    return out
+
+
+def fallback(rejected: dict[str, Any]) -> RecommendationSpec | None:
+    """What answers a divergence once the client rejected the rollback (no snapshot): a cut
+    plus a re-warm with the rollback's own cut as its peak. None for anything else."""
+    if rejected.get("action") != "rollback" or rejected.get("author", "rhythmd") != "rhythmd":
+        return None
+    p = rejected.get("params") or {}
+    cut = float(p.get("lr_factor", 1.0))
+    warm = int(p.get("warmup_steps") or 0) or 30
+    return RecommendationSpec(
+        "warmup", {"warmup_steps": warm, "start_factor": round(cut / 10, 6),
+                   "peak_factor": round(cut, 6)},
+        f"the rollback was rejected ({rejected.get('note') or 'no snapshot'}): re-warm to "
+        f"{cut:.2g}x the LR instead", rejected.get("diagnosis_id"), rejected.get("expires_at_step"))
+
+
+def _episode(rollbacks: list[dict[str, Any]], step: int, reset: int) -> list[dict[str, Any]]:
+    """The rollbacks of the current divergence episode: an episode ends once the run went
+    ``reset`` steps without a divergence answer (healthy for a window)."""
+    episode: list[dict[str, Any]] = []
+    prev: int | None = None
+    for h in rollbacks:
+        at = int(h.get("issued_at_step") or 0)
+        if prev is not None and abs(at - prev) > reset:
+            episode = []
+        episode.append(h)
+        prev = at
+    if prev is not None and abs(step - prev) > reset:
+        return []
+    return episode
+
+
+def _failed_changes(hist: list[dict[str, Any]]) -> set[str]:
+    """Actions of changes that were reverted (tried, made things worse: not tried again)."""
+    by_id = {h["id"]: h for h in hist}
+    return {by_id[c]["action"] for h in hist if h["action"] == "revert"
+            and (c := (h.get("params") or {}).get("change_id")) in by_id}
+
+
+def _our_factor(hist: list[dict[str, Any]]) -> float:
+    """Product of the LR factors of our applied changes (the user's schedule divided out)."""
+    f = 1.0
+    for h in hist:
+        if h["status"] != "applied":
+            continue
+        p = h.get("params") or {}
+        key = {"reduce_lr": "factor", "increase_lr": "factor", "rollback": "lr_factor"}.get(
+            h["action"])
+        v = p.get(key) if key else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            f *= float(v)
+    return f
+
+
+def _user_decayed(ctx: RunContext) -> float | None:
+    """How far the user's own schedule has brought the LR below its peak, now or at any point
+    since the peak (a warm-restart schedule decays and rises again): 1.0 for a flat schedule,
+    None when unknown. Our own changes are divided out."""
+    if not (ctx.lr and ctx.peak_lr and ctx.lr > 0 and ctx.peak_lr > 0):
+        return None
+    ours = _our_factor(ctx.history)
+    low = min(ctx.lr, ctx.min_lr_after_peak or ctx.lr)
+    return (low / ours) / ctx.peak_lr
+
+
+def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
+                       applied: list[dict[str, Any]], failed: set[str], late: bool,
+                       floor: float, cooldown: int, expire: int,
+                       notes: list[str]) -> RecommendationSpec | None:
+    hist = ctx.history
+    cuts = [h for h in applied if h["action"] == "reduce_lr"]
+    if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
+        return None
+    rising = _rising(d.evidence) >= cfg.overfit_rise_per_1k
+    if rising and cuts and ctx.total_steps and ctx.step >= 0.5 * ctx.total_steps:
+        # still rising after a cut: over-fitting, which a smaller LR does not cure; stop
+        # early (the classic remedy) while the run is near its best
+        return RecommendationSpec(
+            "stop", {}, f"{d.message}; the monitored loss keeps rising after {len(cuts)} LR "
+            "cut(s): over-fitting, stop early", d.id, expire)
+    why_not = ""
+    user = _user_decayed(ctx)
+    if late:
+        why_not = "in the last part of the budget a cut cannot pay off"
+    elif user is not None and user < cfg.schedule_decay_ratio:
+        why_not = (f"the run's own schedule is decaying (LR at {user:.0%} of its peak): "
+                   "flat in a decay is not an LR problem")
+    elif "reduce_lr" in failed:
+        why_not = "a cut was tried and reverted (it made things worse)"
+    elif len(cuts) >= cfg.max_reductions:
+        why_not = f"{len(cuts)} cuts did not restart progress"
+    elif ctx.lr is not None and ctx.lr <= floor:
+        why_not = "the LR is at its floor"
+    if why_not:
+        notes.append(f"{d.id}: no action: {why_not}")
+        return None
+    if rising:
+        # the monitored loss is rising, not flat (over-fitting or a too-large LR):
+        # a gentle cut keeps it rising; cut like ReduceLROnPlateau (x reduce_factor^2)
+        return _reduce(d, ctx, cfg, cooldown, expire, "loss rising while flat at its best",
+                       cfg.reduce_factor ** 2)
+    return _reduce(d, ctx, cfg, cooldown, expire, "stagnation")
+
+
+def _revert(ctx: RunContext, cfg: PolicyConfig, applied: list[dict[str, Any]],
+            expire: int) -> RecommendationSpec | None:
+    """``revert`` the latest applied LR change when the monitored metric ended worse than the
+    projection of its pre-change trajectory (see :mod:`rhythmd.policy.trials`)."""
+    if ctx.monitored is None:
+        return None
+    hist = ctx.history
+    changes = [h for h in applied if h["action"] in trials.TRIAL_ACTIONS]
+    if not changes:
+        return None
+    last = changes[-1]
+    a = int(last["applied_step"])
+    done = {(h.get("params") or {}).get("change_id") for h in hist if h["action"] == "revert"}
+    later = [h for h in applied if h["action"] in ("rollback", "revert")
+             and hist.index(h) > hist.index(last)]
+    if last["id"] in done or later:
+        return None
+    steps, values = ctx.monitored
+    window = _budget(None, ctx.total_steps, 0.10, 8, 200)
+    if len(steps) >= 2:
+        gaps = sorted(b - c for b, c in zip(steps[1:], steps[:-1], strict=True))
+        window = max(window, 6 * gaps[len(gaps) // 2])
+    v = trials.judge(steps, values, a, window, z=cfg.trial_z, min_rel=cfg.trial_min_rel)
+    if v is None or v.verdict != "worse":
+        return None
+    p = last.get("params") or {}
+    what = last["action"] + (f" x{p['factor']:g}" if isinstance(p.get("factor"), (int, float))
+                             else "")
+    return RecommendationSpec(
+        "revert", {"to_step": a, "change_id": last["id"]},
+        f"{what} at step {a} made things worse: the monitored metric ended "
+        f"{v.describe()}; revert it", last.get("diagnosis_id"), expire)
 
 
 def _relapse(rollbacks: list[dict[str, Any]], branch_start: int | None, onset: int,
@@ -314,15 +462,14 @@ def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bo
     significant slow decline, ``slow_progress``, instead). Early plateaus at the starting level
     that some models go through before they learn are left to the plain stagnation rule, unless
     the run already diverged (then the LR is known to be far too large)."""
-    start, best, p_dec = ev.get("start_value"), ev.get("best_value"), ev.get("mk_p_decrease")
+    p_dec, gained = ev.get("mk_p_decrease"), ev.get("rel_gain_from_start")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in (start, best, p_dec)) or start <= 0:  # type: ignore[operator]
+               for v in (p_dec, gained)):
         return False
     diverged = any(h["action"] == "rollback" and h["status"] == "applied" for h in ctx.history)
     if not diverged and (not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps):
         return False
-    gained = (float(start) - float(best)) / float(start)  # type: ignore[arg-type]
-    return gained < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
+    return float(gained) < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
 
 
 def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyConfig,
@@ -345,19 +492,48 @@ def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyCon
         d.id, expire)
 
 
-def _increase(d: Any, hist: list[dict[str, Any]], cfg: PolicyConfig, expire: int,
-              factor: float) -> RecommendationSpec | None:
-    """``increase_lr`` by ``factor``, unless ``max_increases`` were issued or a divergence
-    (rollback) followed an increase."""
+def _increase(d: Any, ctx: RunContext, hist: list[dict[str, Any]], cfg: PolicyConfig,
+              expire: int, failed: set[str], notes: list[str]) -> RecommendationSpec | None:
+    """``increase_lr`` for slow progress: by ``target_gain / projected gain`` (progress of a
+    too-small LR is roughly proportional to it), between ``increase_factor`` and
+    ``max_increase``; never above a LR the run diverged at (within ``diverged_lr_margin``),
+    never after a reverted raise, at most ``max_increases`` times."""
+    factor = cfg.increase_factor
+    gain = d.evidence.get("projected_total_rel_gain")
+    if isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0:
+        factor = max(factor, cfg.target_gain / gain)
+    elif isinstance(gain, (int, float)) and math.isfinite(gain):
+        factor = cfg.max_increase  # no projected progress at all
+    factor = min(factor, cfg.max_increase)
     increases = [h for h in hist if h["action"] == "increase_lr" and h["status"] != "expired"]
-    diverged_after = any(h["action"] == "rollback" for h in hist) and increases
-    if len(increases) >= cfg.max_increases or diverged_after:
+    why_not = ""
+    if "increase_lr" in failed:
+        why_not = "a raise was tried and reverted"
+    elif len(increases) >= cfg.max_increases:
+        why_not = f"{len(increases)} raises already"
+    diverged = [float(h["lr_before"][0]) for h in hist
+                if h["action"] in ("rollback", "warmup") and h["status"] == "applied"
+                and isinstance(h.get("lr_before"), list) and h["lr_before"]
+                and isinstance(h["lr_before"][0], (int, float)) and h["lr_before"][0] > 0]
+    if not why_not and diverged:
+        ceiling = min(diverged) / cfg.diverged_lr_margin
+        if ctx.lr is None or ctx.lr <= 0:
+            why_not = "the run diverged before and its LR is unknown"
+        else:
+            factor = min(factor, ceiling / ctx.lr)
+            if factor < 1.01:
+                why_not = (f"the run diverged at LR {min(diverged):.3g}: no raise within "
+                           f"x{cfg.diverged_lr_margin:g} of it")
+    elif not why_not and any(h["action"] == "rollback" for h in hist) and ctx.lr is None:
+        why_not = "the run diverged before"
+    if why_not:
+        notes.append(f"{d.id}: no raise: {why_not}")
         return None
     factor = round(min(max(factor, 1.01), 100.0), 4)
     return RecommendationSpec(
         "increase_lr", {"factor": factor},
-        f"{d.message}; raise the LR x{factor:g} (guarded by the divergence detector and a "
-        "snapshot)", d.id, expire)
+        f"{d.message}; raise the LR x{factor:g} (a guarded trial: reverted if the metric ends "
+        "worse than its projection)", d.id, expire)
 
 
 def _rising(ev: dict[str, Any]) -> float:

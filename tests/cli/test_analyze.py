@@ -42,7 +42,9 @@ def test_csv_table(cli: Any) -> None:
     assert r.code == 0, r
     assert "divergence" in r.out and "critical" in r.out
     assert "rollback" in r.out  # the recommended schedule change
-    assert "stagnation" in r.out and "reduce_lr" in r.out
+    # the digits run is flat late in its cosine schedule: diagnosed, left alone, and why
+    assert "stagnation" in r.out and "reduce_lr" not in r.out
+    assert "schedule is decaying" in r.out
     assert "non-finite points" in r.out
 
 

@@ -52,7 +52,8 @@ def test_replay_prints_run_and_diagnoses(cli: Any, sqlite_daemon: Daemon) -> Non
     r = cli("replay", DIGITS, "--url", sqlite_daemon.url, "--name", "digits", "--no-progress")
     assert r.code == 0, r
     assert "run id replay-" in r.out
-    assert "stagnation" in r.out and "reduce_lr" in r.out
+    # flat late in its own cosine decay: diagnosed, and deliberately not cut
+    assert "stagnation" in r.out and "no recommendations" in r.out
     assert f"{csv_points(DIGITS)} new points stored" in r.out
 
 
@@ -172,3 +173,20 @@ def test_replay_usage_errors(cli: Any, tmp_path: Path) -> None:
     assert cli("replay", DIABETES, "--batch-steps", "0").code == 2
     r = cli("replay", tmp_path / "nope.csv")
     assert r.code == 1 and "no such file" in r.err
+
+
+@pytest.mark.parametrize("path", [DIABETES, DIGITS], ids=["diverging", "flat-in-cosine"])
+def test_analyze_and_replay_agree(cli: Any, sqlite_daemon: Daemon, path: Path,
+                                  tmp_path: Path) -> None:
+    """The offline analysis and the daemon build the policy's context the same way: the same
+    file gets the same diagnoses and recommendations (with no client applying any)."""
+    offline = cli("analyze", path, "--json")
+    assert offline.code == 0, offline
+    off = json.loads(offline.out)
+    off = off[0] if isinstance(off, list) else off
+    live = replay_json(cli, path, "--url", sqlite_daemon.url, "--name", f"agree-{path.stem}",
+                       "--run-id", f"agree-{path.stem[:20]}")
+    assert sorted((d["kind"], d["detected_at_step"]) for d in off["diagnoses"]) == sorted(
+        (d["kind"], d["detected_at_step"]) for d in live["diagnoses"])
+    assert [(r["action"], r["params"], r["step"]) for r in off["recommendations"]] == [
+        (r["action"], r["params"], r["issued_at_step"]) for r in live["recommendations"]]

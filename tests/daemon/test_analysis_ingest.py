@@ -31,6 +31,13 @@ def read_curve(path: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def constant_lr(curve: dict[str, list[tuple[int, float]]]) -> dict[str, list[tuple[int, float]]]:
+    """The curve with its LR stream held at the first LR: a plateau the policy cuts (it leaves
+    a flat stretch inside the run's own cosine decay alone)."""
+    first = curve["lr"][0][1]
+    return {**curve, "lr": [(s, first) for s, _ in curve["lr"]]}
+
+
 def batches(curve: dict[str, list[tuple[int, float]]], every: int):
     last = max(s for pts in curve.values() for s, _ in pts)
     for lo in range(1, last + 1, every):
@@ -273,7 +280,7 @@ def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url,
         return real_decide(events, ctx, cfg)
 
     monkeypatch.setattr(service_module, "decide", decide_spy)
-    curve = [_to_batch(b) for b in batches(read_curve(STAGNATING), 10)]
+    curve = [_to_batch(b) for b in batches(constant_lr(read_curve(STAGNATING)), 10)]
     with _new_run(database_url, "s", 800) as (service, rid):
         own_reads = _spy_on_recommendation_reads(monkeypatch)
         for b in curve:

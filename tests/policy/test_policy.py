@@ -20,9 +20,10 @@ def event(kind: str, *, step: int = 300, onset: int = 290, severity: str = "high
     return DiagnosisEvent(type_, d, step)
 
 
-def rec(action: str, status: str, applied_step: int | None = None, i: int = 0) -> dict:
-    return {"id": f"r{i}", "action": action, "status": status, "issued_at_step": 0,
-            "applied_step": applied_step, "note": None}
+def rec(action: str, status: str, applied_step: int | None = None, i: int = 0,
+        issued: int = 0, **extra) -> dict:
+    return {"id": f"r{i}", "action": action, "status": status, "issued_at_step": issued,
+            "applied_step": applied_step, "note": None, **extra}
 
 
 CFG = PolicyConfig()
@@ -34,11 +35,24 @@ def test_divergence_rolls_back_with_growing_cuts_then_stops():
     assert [r.action for r in first] == ["rollback"]
     assert first[0].params["to_step"] == 289
     assert first[0].params["lr_factor"] == CFG.rollback_cut
-    ctx.history = [rec("rollback", "applied", 300, 0)]
+    ctx.history = [rec("rollback", "applied", 300, 0, issued=280)]
     second = decide([event("divergence")], ctx, CFG).issue[0]
     assert second.params["lr_factor"] < first[0].params["lr_factor"]
-    ctx.history = [rec("rollback", "applied", 300, i) for i in range(CFG.max_rollbacks)]
+    ctx.history = [rec("rollback", "applied", 300, i, issued=250 + 10 * i)
+                   for i in range(CFG.max_rollbacks)]
     assert [r.action for r in decide([event("divergence")], ctx, CFG).issue] == ["stop"]
+
+
+def test_escalation_starts_over_in_a_new_episode():
+    # three rollbacks around step 100, then a healthy stretch of 400 steps: a divergence at
+    # step 600 is a new episode, answered with the first cut again (not 0.3 ** 4)
+    history = [rec("rollback", "applied", 100 + i, i, issued=100 + 5 * i) for i in range(3)]
+    ctx = RunContext(step=600, lr=0.1, first_lr=0.1, total_steps=1000, history=history)
+    r = decide([event("divergence", step=600, onset=590)], ctx, CFG).issue[0]
+    assert r.params["lr_factor"] == CFG.rollback_cut and "attempt 1/" in r.reason
+    ctx.step = 150  # within the episode: the fourth attempt
+    r = decide([event("divergence", step=150, onset=140)], ctx, CFG).issue[0]
+    assert r.params["lr_factor"] == round(CFG.rollback_cut ** 4, 6)
 
 
 def test_divergence_cancels_softer_pending_and_skips_when_a_rollback_is_pending():
@@ -63,12 +77,13 @@ def test_divergence_near_warmup_gets_a_longer_warmup():
     assert warm.params["warmup_steps"] > plain.params["warmup_steps"]
 
 
-def test_stagnation_cuts_then_stops_after_repeated_useless_cuts():
+def test_stagnation_cuts_then_leaves_the_run_alone_after_repeated_useless_cuts():
     ctx = RunContext(step=500, lr=0.1, first_lr=0.1, total_steps=1000)
     r = decide([event("stagnation")], ctx, CFG).issue[0]
     assert r.action == "reduce_lr" and r.params["factor"] == CFG.reduce_factor
     ctx.history = [rec("reduce_lr", "applied", 100 * i, i) for i in range(CFG.max_reductions)]
-    assert decide([event("stagnation")], ctx, CFG).issue[0].action == "stop"
+    d = decide([event("stagnation")], ctx, CFG)
+    assert d.issue == [] and "did not restart progress" in d.notes[0]
 
 
 def test_cooldown_and_one_pending_at_a_time():
@@ -167,8 +182,9 @@ def test_stagnation_after_an_increase_is_a_plateau_not_a_call_for_more():
 def test_slow_progress_increase_follows_the_projected_gain():
     ctx = RunContext(step=300, total_steps=1000)
     tiny = decide([event("slow_progress", projected_total_rel_gain=0.01)], ctx, CFG).issue[0]
-    some = decide([event("slow_progress", projected_total_rel_gain=0.2)], ctx, CFG).issue[0]
-    assert tiny.params["factor"] == CFG.max_increase
+    assert tiny.params["factor"] == CFG.max_increase == 2.0  # at most x2 at a time
+    wide = PolicyConfig(max_increase=10.0)
+    some = decide([event("slow_progress", projected_total_rel_gain=0.2)], ctx, wide).issue[0]
     assert some.params["factor"] == CFG.target_gain / 0.2
     near = decide([event("slow_progress", projected_total_rel_gain=0.3)], ctx, CFG).issue[0]
     assert near.params["factor"] == CFG.increase_factor
@@ -224,7 +240,8 @@ def test_overfitting_that_survives_a_cut_stops_early():
 
 def test_stagnation_at_the_starting_level_restarts_from_the_initial_weights():
     ctx = RunContext(step=300, lr=0.5, first_lr=0.5, total_steps=800)
-    dead = event("stagnation", start_value=2.31, best_value=2.29, mk_p_decrease=0.6)
+    dead = event("stagnation", start_value=2.31, best_value=2.29, mk_p_decrease=0.6,
+                 rel_gain_from_start=0.009)
     r = decide([dead], ctx, CFG).issue[0]
     assert r.action == "rollback" and r.params["to_step"] == -1
     assert r.params["lr_factor"] == CFG.nonfinite_cut

@@ -45,6 +45,7 @@ class StagnationDetector(SeriesDetector):
         self.slow_off = 0
         self.regime_step: int | None = None  # first eval after the LR last rose by > 1.5x
         self.regime_lr: float | None = None  # LR at the previous eval
+        self.collapsed = False  # the metric fell back to its starting level (a divergence)
 
     def _window(self, step: int) -> int:
         """Number of points in the window ending at the newest point."""
@@ -66,6 +67,9 @@ class StagnationDetector(SeriesDetector):
                 self.regime_step = int(step)  # a raise (or a warmup): a new progress regime
             self.regime_lr = lr
         v3 = stats.median(ser.v[-3:])
+        collapse = self._collapse(step, v3)
+        if collapse:
+            return collapse
         tol = cfg.stag_min_gain * ser.scale(np.asarray(ser.v[-3:]))
         if not math.isfinite(self.ref_best) or v3 < self.ref_best - tol:
             self.ref_best = v3
@@ -149,6 +153,37 @@ class StagnationDetector(SeriesDetector):
                                   1.0, {}, "superseded by stagnation"))
         out.extend(self._slow(step, v3, slope, remaining, p_dec, ev))
         return out
+
+    def _collapse(self, step: int, v3: float) -> list[Signal]:
+        """A metric that had learned (its best at least ``collapse_min_progress`` below its
+        start, relative) and is back within 10 % of that progress from its start for two
+        points: a divergence seen on the evaluation metric (e.g. accuracy falling to chance
+        in a run that logs only accuracy)."""
+        ser, cfg = self.series, self.cfg
+        if not math.isfinite(ser.first3) or ser.n < 4:
+            return []
+        progress = ser.first3 - ser.best_v
+        rel = progress / ser.scale(np.asarray([ser.first3])) if ser.positive else \
+            progress / ser.scale(np.asarray(ser.v))
+        back = ser.first3 - 0.1 * progress
+        lost = ser.v[-1] >= back and ser.v[-2] >= back
+        if not self.collapsed and rel >= cfg.collapse_min_progress and lost:
+            self.collapsed = True
+            self.active = False
+            to_metric = self.orientation.to_metric
+            ev = {"cause": "collapse", "test": "collapse", "recovered": False,
+                  "start_value": to_metric(ser.first3), "best_value": to_metric(ser.best_v),
+                  "value": to_metric(ser.v[-1]), "rel_progress_lost": 1.0, "near_warmup": False}
+            return [signal("open", "divergence", self.metric, step, ser.s[-2], "high", 0.9, ev,
+                           f"{self.metric} collapsed back to its starting level "
+                           f"({to_metric(ser.v[-1]):.4g}; best {to_metric(ser.best_v):.4g}) at "
+                           f"step {step}")]
+        if self.collapsed and v3 < ser.first3 - 0.5 * progress:
+            self.collapsed = False
+            return [signal("close", "divergence", self.metric, step, step, "high", 1.0,
+                           {"recovered_at_step": int(step), "recovered": True},
+                           f"{self.metric} recovered from its collapse at step {step}")]
+        return []
 
     def _steadiness(self, remaining: int) -> tuple[float, float]:
         """``stats.rate_steadiness`` over the points of the current LR regime."""
