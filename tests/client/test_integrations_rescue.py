@@ -116,15 +116,35 @@ def test_hf_diverging_fit_is_rescued(daemon_url, tmp_path, caplog) -> None:
     from rhythmd_client.integrations.huggingface import RhythmdTrainerCallback
 
     reference = hf_healthy(str(tmp_path))
-    cb = RhythmdTrainerCallback(daemon_url, run_name="hf-diverging", interval_s=0.05)
+    # AdamW at lr 1.0: the loss jumps from 4.2 to ~40 and stays there. The blow-up bound (5x
+    # the initial loss) is given here as the daemon would send it; the reflex then answers at
+    # once, whatever the daemon's timing.
+    cb = RhythmdTrainerCallback(daemon_url, run_name="hf-diverging", interval_s=0.05,
+                                reflex={"blowup_bound": 20.0})
     with caplog.at_level(logging.ERROR, logger="rhythmd_client"):
-        final, _ = hf_fit(tmp_path, 1.0, cb)  # AdamW at lr 1.0: the loss jumps to ~40
+        final, _ = hf_fit(tmp_path, 1.0, cb)
     assert not [r for r in caplog.records if "internal error" in r.getMessage()]
     applied = [r for r in recs_of(daemon_url, cb.run_id) if r["status"] == "applied"]
-    assert any(r["action"] == "rollback" for r in applied), applied
+    assert any(r["action"] == "rollback" and r["author"] == "rhythmd-client/reflex"
+               for r in applied), applied
     assert final <= 1.5 * reference, (final, reference,
                                       [(r["action"], r["params"], r["applied_step"])
                                        for r in applied])
+
+
+def test_hf_daemon_rollback_restores_the_trainer_state(daemon_url, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from rhythmd_client.integrations.huggingface import RhythmdTrainerCallback
+
+    # no bound: the loss stays finite, so the reflex waits and the daemon's rollback acts
+    cb = RhythmdTrainerCallback(daemon_url, run_name="hf-daemon", interval_s=0.05)
+    hf_fit(tmp_path, 1.0, cb, steps=60)
+    recs = recs_of(daemon_url, cb.run_id)
+    rollbacks = [r for r in recs if r["action"] == "rollback" and r["author"] == "rhythmd"]
+    assert rollbacks and rollbacks[0]["status"] == "applied", recs
+    assert rollbacks[0]["note"].startswith("restored step")
+    branches = httpx.get(f"{daemon_url}/v1/runs/{cb.run_id}/branches").json()["branches"]
+    assert len(branches) >= 2  # the stream went on from the restored step
 
 
 # ---------------------------------------------------------------------- Lightning

@@ -606,9 +606,9 @@ class RhythmHook:
         restored = int(done.step) if done.restored else None
         if restored is not None:
             self._new_branch(restored)
-            self._windows.append((restored, step))
-        else:
-            self._windows.append((bad - 1, step + warm))
+        # daemon advice issued for the blow-up's steps, or during the re-warm (its latency),
+        # answers this blow-up: superseded
+        self._windows.append((restored if restored is not None else bad - 1, step + warm))
         del self._windows[:-8]
         self._episode.append({"restored": restored if restored is not None else step,
                               "resume": step if restored is None else restored + 1})

@@ -65,3 +65,9 @@ class StepMap:
         (``trainer_step + 1``) stream as ``r + 1``."""
         if hook.rolled_back_to is not None:
             self.offset = trainer_step - hook.rolled_back_to
+
+    def step(self, hook: Any, trainer_step: int, **values: Any) -> bool:
+        """``hook.step`` at the mapped step; returns whether the daemon asked to stop."""
+        hook.step(self(trainer_step), **values)
+        self.after(hook, trainer_step)
+        return bool(hook.should_stop)

@@ -93,9 +93,7 @@ class RhythmdTrainerCallback(TrainerCallback):
                     loss = sum(losses[1:], losses[0])
                     if not self._normalised:
                         loss = loss / len(losses)
-                trainer_step = int(state.global_step)
-                hook.step(self._steps(trainer_step), loss=loss)
-                self._steps.after(hook, trainer_step)
+                self._steps.step(hook, int(state.global_step), loss=loss)
             if hook.should_stop:
                 control.should_training_stop = True
         except Exception as exc:
@@ -109,9 +107,8 @@ class RhythmdTrainerCallback(TrainerCallback):
         try:
             trainer_step = int(state.global_step)
             if "loss" in logs and not self._seen_model_loss:
-                hook.step(self._steps(trainer_step), loss=logs["loss"],
-                          grad_norm=logs.get("grad_norm"))
-                self._steps.after(hook, trainer_step)
+                self._steps.step(hook, trainer_step, loss=logs["loss"],
+                                 grad_norm=logs.get("grad_norm"))
             evals = {("val_" + k[5:]): v for k, v in logs.items() if k.startswith("eval_")
                      and isinstance(v, (int, float)) and k not in _EVAL_SKIP}
             if evals:

@@ -103,9 +103,7 @@ class RhythmdCallback(Callback):
                 value = losses[0]
             elif losses:
                 value = sum(losses[1:], losses[0]) / len(losses)  # device ops, no sync
-            hook.step(self._steps(step), loss=value)
-            self._steps.after(hook, step)
-            if hook.should_stop:
+            if self._steps.step(hook, step, loss=value):
                 trainer.should_stop = True
         except Exception as exc:
             log_once(self._failed, "Lightning callback on_train_batch_end", exc)
