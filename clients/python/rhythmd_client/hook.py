@@ -319,9 +319,12 @@ class RhythmHook:
         tensors are checked by the sender when their value reaches the host."""
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(loss, torch.Tensor):
-            if loss.device.type != "cpu" or loss.numel() != 1:
+            if not loss.is_cpu:
                 return
-            value = float(loss.detach())
+            try:
+                value = loss.item()  # a host read, no device sync
+            except RuntimeError:  # not one element: not a loss the reflex can judge
+                return
         elif isinstance(loss, (int, float)):
             value = float(loss)
         else:
