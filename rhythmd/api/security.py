@@ -110,7 +110,10 @@ def _is_ip(host: str) -> bool:
 
 class LoopbackOnlyMiddleware:
     """Without authentication (and without --insecure), serve loopback clients only: a request
-    that reached a non-loopback address is refused even if the start-up check was bypassed."""
+    that reached a non-loopback address is refused even if the start-up check was bypassed,
+    and so is a browser's request (one with ``Origin`` or ``Sec-Fetch-Site``) whose ``Host`` is
+    not a loopback name: a page of another site whose name was re-bound to 127.0.0.1 (DNS
+    rebinding) cannot read or write through the visitor's browser."""
 
     def __init__(self, app: ASGIApp, enabled: bool) -> None:
         self.app = app
@@ -122,11 +125,28 @@ class LoopbackOnlyMiddleware:
             # scope["server"] is the local socket address: refuse when it is a real,
             # non-loopback IP (in-process test clients report a host name instead).
             if server and _is_ip(server[0]) and not is_loopback(server[0]):
-                body = json.dumps({"detail": "this rhythmd has no authentication and serves "
-                                             "loopback clients only: set RHYTHMD_AUTH=required "
-                                             "(or RHYTHMD_INSECURE=1)"}).encode()
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
+                await _refuse(send, "this rhythmd has no authentication and serves loopback "
+                                    "clients only: set RHYTHMD_AUTH=required (or "
+                                    "RHYTHMD_INSECURE=1)")
+                return
+            headers = dict(scope.get("headers", ()))
+            host = _host_name(headers.get(b"host", b"").decode("latin-1").lower())
+            if (b"origin" in headers or b"sec-fetch-site" in headers) and not is_loopback(host):
+                await _refuse(send, "this rhythmd has no authentication: browsers may reach it "
+                                    "as localhost or a loopback address only")
                 return
         await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header (``[::1]:8000`` -> ``::1``, ``localhost:80`` -> ``localhost``)."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _refuse(send: Send, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})

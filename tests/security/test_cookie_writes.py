@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from tests.conftest import Daemon
 from tests.security.conftest import ADMIN, Secured, bearer
 
 BATCH = {"series": [{"name": "train/loss", "steps": [1], "values": [9.0]}]}
@@ -90,3 +93,40 @@ def test_login_form_from_another_origin_is_refused(secured: Secured) -> None:
     r = secured.http.post("/login", data={"token": ADMIN, "next": "/"},
                           headers={"Origin": secured.url})
     assert r.status_code in (302, 303) and "rhythmd_token" in r.headers["set-cookie"]
+
+
+@pytest.fixture(scope="module")
+def open_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon without authentication (loopback only)."""
+    d = Daemon(f"sqlite:///{tmp_path_factory.mktemp('open') / 'd.db'}").start()
+    yield d
+    d.stop()
+
+
+def test_without_auth_other_sites_cannot_write_or_rebind(open_daemon: Daemon) -> None:
+    url = open_daemon.url
+    port = open_daemon.port
+    rid = httpx.post(f"{url}/v1/runs", json={"name": "open"}).json()["run_id"]
+    text = json.dumps(BATCH)
+    path = f"{url}/v1/runs/{rid}/metrics"
+    # a form or a text/plain fetch from any page
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        r = httpx.post(path, content=text, headers={"Content-Type": media,
+                                                    "Origin": "http://evil.example"})
+        assert r.status_code == 415
+    r = httpx.post(path, content=text, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    # DNS rebinding: evil.example resolved to 127.0.0.1, so the browser's request is
+    # "same-origin" for it, but names a host that is not loopback
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}",
+               "Content-Type": "application/json"}
+    assert httpx.post(path, content=text, headers=rebound).status_code == 403
+    r = httpx.get(f"{url}/v1/runs", headers={"Host": f"evil.example:{port}",
+                                             "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 403
+    assert httpx.get(f"{url}/v1/runs/{rid}/metrics").json()["metrics"] == []
+    # this daemon's own pages, and clients that are not browsers, are served
+    own = {"Origin": url, "Sec-Fetch-Site": "same-origin", "Content-Type": "application/json"}
+    assert httpx.post(path, content=text, headers=own).status_code == 200
+    assert httpx.get(f"{url}/", headers={"Host": f"localhost:{port}",
+                                         "Sec-Fetch-Site": "none"}).status_code == 200
