@@ -16,6 +16,7 @@ from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
 
 STATE_VERSION = 2
 MONITORED_KINDS = ("stagnation", "slow_progress", "oscillation")
+MAX_OBJECTIVES = 8  # objective streams watched for non-finite values (bounded state)
 MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
 _ORDER = {"lr": 0, "train": 1, "val": 2}
 _MODE_WORDS = {"min": "loss to minimise", "max": "score to maximise"}
@@ -41,6 +42,7 @@ class RunAnalyzer:
         self.last_step: dict[str, int] = {}
         self.sched = ScheduleTracker()
         self.names: dict[str, str] = {}  # role ("lr" | "train") -> the stream's name
+        self.objectives: dict[str, int] = {}  # objective streams -> non-finite points seen
         self.div = DivergenceDetector(c, c.train_metric)
         self.monitor = "train"  # which series stagnation watches: "val" | "train"
         self.monitor_rank = 99  # lower is preferred (see _candidate)
@@ -138,7 +140,27 @@ class RunAnalyzer:
                 self._eval(step, v, role)
             self._train_range(tr_s, tr_v, ti, tr_s.size)
             self._sched_to(None)
+        for role, (st, va) in kept.items():
+            if role.startswith("obj:"):
+                self._objective(role[4:], st, va)
         return self._events
+
+    def _objective(self, name: str, st: np.ndarray, va: np.ndarray) -> None:
+        """An objective that may legitimately rise (GAN, RL): only a non-finite value is a
+        divergence (critical, like a non-finite train loss)."""
+        bad = np.flatnonzero(~np.isfinite(va))
+        if not bad.size:
+            return
+        self.objectives[name] = self.objectives.get(name, 0) + int(bad.size)
+        i = int(bad[0])
+        step, v = int(st[i]), float(va[i])
+        ev = {"test": "nonfinite", "cause": "nonfinite", "value": v, "recovered": False,
+              "nonfinite_count": self.objectives[name], "objective": True,
+              "near_warmup": bool(self.sched.in_warmup())}
+        self._apply({"action": "open", "kind": "divergence", "metric": name, "step": step,
+                     "onset_step": step, "severity": "critical", "confidence": 1.0,
+                     "evidence": ev,
+                     "message": f"{name} (an objective) is non-finite ({v}) at step {step}"})
 
     def monitoring(self) -> dict[str, Any]:
         """Which metric stagnation and oscillation watch, which way is better, and why."""
@@ -176,6 +198,11 @@ class RunAnalyzer:
                 continue
             if self.monitor == "val" and name == self.stag.metric:
                 out[name] = "val"
+                continue
+            if role == "objective" and (name in self.objectives
+                                        or len(self.objectives) < MAX_OBJECTIVES):
+                self.objectives.setdefault(name, 0)
+                out[name] = f"obj:{name}"  # watched for non-finite values only
                 continue
             cand = self._candidate(name, role, source)
             if cand is not None and cand[2] < self.monitor_rank and (
@@ -417,6 +444,7 @@ class RunAnalyzer:
             "branch_start": self.branch_start,
             "last_step": dict(self.last_step),
             "names": dict(self.names),
+            "objectives": dict(self.objectives),
             "sched": self.sched.state_dict(),
             "div": self.div.state_dict(),
             "monitor": self.monitor,
@@ -449,6 +477,7 @@ class RunAnalyzer:
         self.branch_start = int(bs) if bs is not None else None
         self.last_step = {k: int(v) for k, v in d["last_step"].items()}
         self.names = dict(d.get("names") or {})
+        self.objectives = {k: int(v) for k, v in (d.get("objectives") or {}).items()}
         self.sched = ScheduleTracker()
         self.sched.load_state_dict(d["sched"])
         self.div = DivergenceDetector(c, c.train_metric)

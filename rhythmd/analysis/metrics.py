@@ -34,12 +34,13 @@ _LR_PREFIX = re.compile(r"^lr[-_/]")  # Lightning's LearningRateMonitor: "lr-Ada
 _EVAL_WORDS = {"val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"}
 _SCORE_WORDS = {"acc", "accuracy", "top1", "top5", "f1", "bleu", "rouge", "rouge1", "rouge2",
                 "rougel", "auc", "auroc", "roc", "map", "map50", "dice", "iou", "miou",
-                "precision", "recall", "r2", "mcc", "score", "reward", "return", "winrate",
+                "precision", "recall", "r2", "mcc", "score", "reward", "rew", "return", "winrate",
                 "exact", "em", "pass", "matthews", "spearman", "pearson", "correct"}
 _LOSS_WORDS = {"loss", "nll", "ppl", "perplexity", "mse", "mae", "rmse", "error", "err", "wer",
                "cer", "bpb", "bpc", "ce", "xent", "entropyloss", "huber", "l1", "l2"}
 _OBJECTIVE = re.compile(
-    r"(^|[^a-z])(g|d|gen|disc|generator|discriminator|adv|adversarial|policy|pg|actor|critic|"
+    r"(^|[^a-z])(g|d|gen|disc|generator|discriminator|adv|adversarial|policy_gradient|policy|pg|"
+    r"actor|critic|"
     r"value|vf|kl|approx_kl|entropy|ppo)[_/.\- ]?(loss|objective)|"
     r"(^|[^a-z])loss[_/.\- ]?(g|d|gen|disc|generator|discriminator|adv|policy|actor|critic)"
     r"($|[^a-z])|(^|[^a-z])(approx_kl|kl_div|entropy)($|[^a-z])")

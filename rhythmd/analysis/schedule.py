@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .schedule_fit import Identification, identify
+from .schedule_fit import JUMP_SAMPLES, Identification, identify
 from .types import ScheduleSegment, _plain
 
 _TINY = 1e-300
@@ -37,6 +37,7 @@ class ScheduleTracker:
         self.seen_non_rise = False
         self.last_change_step: int | None = None
         self.n = 0
+        self.thinned_to: float | None = None  # knots before this step have been thinned
 
     # -- streaming -------------------------------------------------------------------
     def update(self, step: int, lr: float) -> None:
@@ -144,9 +145,9 @@ class ScheduleTracker:
                 w *= 2
 
     def _swing(self, s: float, y: float, prev_n: int) -> None:
-        """Swing-filter one point; ``prev_n`` is the ordinal of the previous accepted point
-        (knots keep their ordinal: two knots with consecutive ordinals had no lr point
-        between them)."""
+        """Swing-filter one point (y = log lr); ``prev_n`` is the ordinal of the previous
+        accepted point (knots keep their ordinal: the number of lr points between two knots
+        is known)."""
         if self.seg_start is None:
             self.seg_start = [s, y]
             self.knots.append([s, math.exp(y), prev_n + 1])
@@ -174,9 +175,21 @@ class ScheduleTracker:
         self._bound()
 
     def _bound(self) -> None:
+        """Thin the older half to every other knot, keeping both knots of each jump
+        (consecutive samples more than 3 tol apart in log lr) while they fit."""
         if len(self.knots) > self.max_knots:
-            half = len(self.knots) // 2
-            self.knots = self.knots[0:half:2] + self.knots[half:]
+            k = self.knots
+            half = len(k) // 2
+            keep = set(range(0, half, 2))
+            for i in range(half):
+                a, b = k[i], k[i + 1]
+                if (len(a) > 2 and len(b) > 2 and b[2] - a[2] <= JUMP_SAMPLES
+                        and abs(math.log(b[1] / a[1])) > 3 * self.tol):
+                    keep.update((i, i + 1))
+            if len(keep) + len(k) - half > self.max_knots:
+                keep = set(range(0, half, 2))
+            self.knots = [k[i] for i in sorted(keep) if i < half] + k[half:]
+            self.thinned_to = k[half][0]
 
     def truncate(self, before_step: int) -> None:
         """Forget lr points at or after ``before_step`` (rollback); approximate for knots."""
@@ -198,6 +211,8 @@ class ScheduleTracker:
             self.warmup_end_step = None
         if self.last_change_step is not None and self.last_change_step >= before_step:
             self.last_change_step = None
+        if self.thinned_to is not None and self.thinned_to >= before_step:
+            self.thinned_to = before_step
 
     def in_warmup(self) -> bool:
         """True while the lr has been rising since the start (linear/any warmup)."""
@@ -212,6 +227,14 @@ class ScheduleTracker:
         if self.last is not None and (not k or k[-1][0] < self.last[0]):
             k.append([*self.last, self.n])
         return k
+
+    def _fit_knots(self) -> tuple[list[list[float]], bool]:
+        """The knots to identify from: all of them, or once the older ones have been thinned
+        the first (the scheduler's start) and the unthinned ones, with a hole between."""
+        k = self.all_knots()
+        if self.thinned_to is None:
+            return k, False
+        return [k[0], *(p for p in k[1:] if p[0] >= self.thinned_to)], True
 
     # -- identification --------------------------------------------------------------
     def identify(self, max_stale: float = 0.0) -> Identification:
@@ -228,7 +251,7 @@ class ScheduleTracker:
             if (grown == 0 and cached[0] == key) or 0 < grown <= max_stale * (last0 - first):
                 return cached[3]
         try:
-            ident = identify(self.all_knots(), self.tol)
+            ident = identify(*self._fit_knots(), self.tol)
         except (ValueError, ArithmeticError, LookupError, np.linalg.LinAlgError):
             ident = Identification("unknown", {}, [])
         first = self.knots[0][0] if self.knots else self.last[0]

@@ -21,6 +21,9 @@ from scipy.optimize import brentq, least_squares, minimize_scalar
 from .types import ScheduleSegment
 
 EXACT = 2e-4  # RMS log residual under which a model counts as the schedule (float32, noise)
+# A jump may span this many lr samples: with uneven logging the swing filter's cone can take
+# in one or two samples after a cut (a long gap before it, a short one after)
+JUMP_SAMPLES = 3
 PHASES = ("warmup", "constant", "decay", "unknown")
 
 
@@ -89,14 +92,14 @@ def _seg(kind: str, t: np.ndarray, lr: np.ndarray, i0: int, i1: int,
 
 
 def find_jumps(t: np.ndarray, y: np.ndarray, o: np.ndarray, tol: float) -> list[int]:
-    """Indices i where knots i -> i+1 are consecutive lr samples (ordinals ``o``; without
-    them, one step apart) and log lr changes by more than 3 ``tol`` and 4x what the
-    neighbouring pieces moving the same way would explain over that gap."""
+    """Indices i where knots i -> i+1 are at most ``JUMP_SAMPLES`` lr samples apart
+    (ordinals ``o``; without them, one step apart) and log lr changes by more than 3 ``tol``
+    and 4x what the neighbouring pieces moving the same way would explain over that gap."""
     dl = np.diff(y)
     dv = np.diff(np.exp(y))
     gap = np.maximum(np.diff(t), 1.0)
     do = np.diff(o)
-    adj = np.where(np.isnan(do), np.diff(t) <= 1, do == 1)
+    adj = np.where(np.isnan(do), np.diff(t) <= 1, do <= JUMP_SAMPLES)
     out = []
     for i in range(len(dl)):
         if not adj[i] or abs(dl[i]) <= 3 * tol:
@@ -293,18 +296,23 @@ def _round_steps(key: str, v: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- step schedules
-def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: float) -> _Main:
+def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: float,
+           hole: bool = False) -> _Main:
     """Flat pieces separated by cuts: StepLR (equal gammas, a step size every cut fits) or
-    MultiStepLR (also what ReduceLROnPlateau cuts look like)."""
+    MultiStepLR (also what ReduceLROnPlateau cuts look like). With ``hole``, the first
+    boundary is a gap in the knots, not a cut."""
     levels = [float(np.median(lr[a : b + 1])) for a, b in pieces]
-    gammas = [levels[i + 1] / levels[i] for i in range(len(levels) - 1)]
-    after = [pieces[i + 1][0] for i in range(len(pieces) - 1)]  # first knot after each cut
-    before = [pieces[i][1] for i in range(len(pieces) - 1)]  # last knot before each cut
+    first = 1 if hole else 0
+    cut_at = range(first, len(pieces) - 1)  # boundaries that are cuts
+    gammas = [levels[i + 1] / levels[i] for i in cut_at]
+    after = [pieces[i + 1][0] for i in cut_at]  # first knot after each cut
+    before = [pieces[i][1] for i in cut_at]  # last knot before each cut
     milestones = [round(t[j] - t0) for j in after]
     g = float(np.median(gammas))
     same = all(abs(x / g - 1) <= 1e-3 for x in gammas)
     step_size: int | None = None
-    if same and len(gammas) >= 2:
+    start = t0
+    if same and len(gammas) >= 2 and not hole:
         lo, hi = -math.inf, math.inf  # cut j at t0 + j*S, after knot `before` and by `after`
         for j, (a, b) in enumerate(zip(before, after, strict=True), start=1):
             lo = max(lo, (t[a] - t0) / j)
@@ -312,51 +320,91 @@ def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: flo
         cand = [s for s in range(math.floor(lo) + 1, math.floor(hi) + 1) if s > 0]
         if cand:  # sparse logging: prefer cuts on a logged step (logging every k | size)
             step_size = cand[-1]
+    if step_size is None and same and len(gammas) >= (2 if hole else 3):
+        # the first lr point (or the first kept knot) may come after the scheduler's start
+        step_size, start = _step_offset(t, before, after, t0)  # cuts at c + j*S
     rms = _rms(np.concatenate([_log(lr[a : b + 1]) - math.log(v)
                                for (a, b), v in zip(pieces, levels, strict=True)]))
     segs: list[ScheduleSegment] = []
     cuts = [int(t[j]) for j in after]
     for i, (a, b) in enumerate(pieces):
         segs.append(ScheduleSegment("constant", int(t[a]), int(t[b]), levels[i], levels[i]))
-        if i < len(gammas):
-            segs.append(ScheduleSegment("step", cuts[i], cuts[i], levels[i], levels[i + 1],
-                                        {"gamma": gammas[i], "milestones": cuts,
+        if i >= first and i - first < len(gammas):
+            k = i - first
+            segs.append(ScheduleSegment("step", cuts[k], cuts[k], levels[i], levels[i + 1],
+                                        {"gamma": gammas[k], "milestones": cuts,
                                          "gamma_median": g}))
     for sg in segs:
         sg.params["scheduler"] = "MultiStepLR" if step_size is None else "StepLR"
     if step_size is not None:
         params: dict[str, Any] = {"base_lr": levels[0], "step_size": step_size, "gamma": g}
+        if start != t0:
+            params["start_step"] = start
         return _Main("StepLR", params, rms, levels[0], segs, [(t0, math.inf, "decay")])
     params = {"base_lr": levels[0], "milestones": milestones, "gamma": g}
     if not same:
         params["gammas"] = gammas
     params["milestone_steps"] = cuts
+    if hole:
+        params["milestones_before_step"] = "not kept"
     return _Main("MultiStepLR", params, rms, levels[0], segs, [(t0, math.inf, "constant")])
 
 
-def _restarts(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]],
-              t0: float) -> _Main | None:
+def _step_offset(t: np.ndarray, before: list[int], after: list[int], t0: float,
+                 ) -> tuple[int | None, float]:
+    """StepLR started at an unseen step c in (t0 - S, t0]: (S, c) with every cut j at
+    c + j*S between its two knots, or (None, t0)."""
+    n = len(after)
+    est = (t[after[-1]] - t[after[0]]) / (n - 1)
+    slack = max(float(t[b] - t[a]) for a, b in zip(before, after, strict=True)) + 1
+    for s in sorted(range(max(1, math.floor(est - slack)), math.ceil(est + slack) + 1),
+                    key=lambda v: abs(v - est)):
+        q = (t[after[0]] - t0) / s
+        for j1 in sorted({max(1, math.floor(q)), max(1, math.ceil(q))}):  # first cut's number
+            lo, hi = t0 - s, t0
+            for k, (a, b) in enumerate(zip(before, after, strict=True)):
+                lo = max(lo, t[a] - (j1 + k) * s)
+                hi = min(hi, t[b] - (j1 + k) * s)
+            cs = list(range(math.floor(lo) + 1, math.floor(hi) + 1))
+            if cs:
+                return s, cs[(len(cs) - 1) // 2]  # the middle of the starts that fit
+    return None, t0
+
+
+def _restarts(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: float,
+              hole: bool = False) -> _Main | None:
     """CosineAnnealingWarmRestarts: integer T_0 and T_mult consistent with every observed
-    restart (and no further one before the last point); base and eta_min by least squares."""
-    after = [pieces[i + 1][0] for i in range(len(pieces) - 1)]
-    before = [pieces[i][1] for i in range(len(pieces) - 1)]
+    restart (and no further one before the last point); base and eta_min by least squares.
+    With ``hole`` (the first boundary is a gap in the knots), T_mult = 1 and T_0 from the
+    spacing of the observed restarts."""
+    first = 1 if hole else 0
+    after = [pieces[i + 1][0] for i in range(first, len(pieces) - 1)]
+    before = [pieces[i][1] for i in range(first, len(pieces) - 1)]
     x = t - t0
     y = _log(lr)
     best: tuple[float, int, int, float, float] | None = None
-    lo0, hi0 = x[before[0]], x[after[0]]
-    cands = range(max(1, math.floor(lo0) + 1), math.floor(hi0) + 1)
+    if hole:
+        if len(after) < 2:
+            return None
+        est = (x[after[-1]] - x[after[0]]) / (len(after) - 1)
+        slack = max(float(x[b] - x[a]) for a, b in zip(before, after, strict=True)) + 1
+        cands = range(max(1, math.floor(est - slack)), math.ceil(est + slack) + 1)
+        mults = range(1, 2)
+    else:
+        cands = range(max(1, math.floor(x[before[0]]) + 1), math.floor(x[after[0]]) + 1)
+        mults = range(1, 9)
     if len(cands) > 2000:
         return None
-    for t_mult in range(1, 9):
+    for t_mult in mults:
         for t_0 in cands:
             starts = [0.0]
             period = float(t_0)
             while starts[-1] + period <= x[-1]:
                 starts.append(starts[-1] + period)
                 period *= t_mult
-            if len(starts) - 1 != len(after):
-                continue
-            if not all(x[a] < s <= x[b] for a, b, s in zip(before, after, starts[1:], strict=True)):
+            seen = [s for s in starts[1:] if s > x[first]]  # restarts after the hole
+            if len(seen) != len(after) or not all(
+                    x[a] < s <= x[b] for a, b, s in zip(before, after, seen, strict=True)):
                 continue
             idx = np.searchsorted(np.array(starts), x, side="right") - 1
             tcur = x - np.array(starts)[idx]
@@ -369,8 +417,9 @@ def _restarts(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]],
     rms, t_0, t_mult, eta, base = best
     restarts = [int(t[j]) for j in after]
     segs = []
-    for i, (a, b) in enumerate(pieces):
-        segs.append(_seg("cosine", t, lr, a, b, T_max=int(t_0 * t_mult**i), eta_min=eta,
+    for a, b in pieces[first:]:
+        cycle = sum(1 for r in restarts if r <= t[a]) + (1 if hole else 0)
+        segs.append(_seg("cosine", t, lr, a, b, T_max=int(t_0 * t_mult**cycle), eta_min=eta,
                          restarts=restarts, scheduler="CosineAnnealingWarmRestarts"))
     params = {"base_lr": base, "T_0": t_0, "T_mult": t_mult, "eta_min": eta}
     return _Main("CosineAnnealingWarmRestarts", params, rms, base, segs,
@@ -378,10 +427,13 @@ def _restarts(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]],
 
 
 def _main(t: np.ndarray, lr: np.ndarray, jumps: list[int], t0: float, tol: float,
-          only: str = "", hint: dict[str, Any] | None = None) -> _Main | None:
-    """Identify the schedule of points ``t, lr`` (jumps after the given knot indices)."""
+          only: str = "", hint: dict[str, Any] | None = None, hole: bool = False,
+          ) -> _Main | None:
+    """Identify the schedule of points ``t, lr`` (jumps after the given knot indices; with
+    ``hole``, the knots between the first and the second were dropped)."""
     y = _log(lr)
-    bounds = [-1, *jumps, len(t) - 1]
+    hole = hole and bool(jumps) and jumps[0] > 0
+    bounds = [-1, *([0] if hole else []), *jumps, len(t) - 1]
     pieces = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
     flat = [float(np.ptp(y[a : b + 1])) <= 2 * tol for a, b in pieces]
     if not jumps:
@@ -394,8 +446,8 @@ def _main(t: np.ndarray, lr: np.ndarray, jumps: list[int], t0: float, tol: float
     ups = [y[j + 1] > y[j] for j in jumps]
     if all(flat):
         if not any(ups):
-            return _steps(t, lr, pieces, t0)
-        if len(jumps) == 1:
+            return _steps(t, lr, pieces, t0, hole)
+        if len(jumps) == 1 and not hole:
             lv = float(np.median(lr[pieces[1][0] :]))
             f = float(np.median(lr[: pieces[0][1] + 1])) / lv
             seg = [_seg("constant", t, lr, a, b) for a, b in pieces]
@@ -404,7 +456,7 @@ def _main(t: np.ndarray, lr: np.ndarray, jumps: list[int], t0: float, tol: float
                          lv * f, seg, [(t0, math.inf, "constant")])
         return None
     if all(ups):
-        return _restarts(t, lr, pieces, t0)
+        return _restarts(t, lr, pieces, t0, hole)
     return None
 
 
@@ -431,10 +483,11 @@ def _ramp_cos(t: np.ndarray, lr: np.ndarray) -> tuple[float, float, float, float
     return _rms(fit.fun), float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-def identify(knots: list[list[float]], tol: float) -> Identification:
-    """Name the scheduler behind ``knots`` ([step, lr] or [step, lr, sample ordinal]);
-    ``unknown`` when the best model misses the knots by more than ``tol``/4 (RMS, log)."""
-    ident = _identify(knots, tol)
+def identify(knots: list[list[float]], hole: bool, tol: float) -> Identification:
+    """Name the scheduler behind ``knots`` ([step, lr] or [step, lr, sample ordinal]; with
+    ``hole``, knots between the first and the second were dropped); ``unknown`` when the
+    best model misses the knots by more than ``tol``/4 (RMS, log)."""
+    ident = _identify(knots, hole, tol)
     if ident.scheduler != "unknown" and not ident.fit_rms_log <= tol / 4:
         t = np.array([k[0] for k in knots], dtype=float)
         lr = np.array([k[1] for k in knots], dtype=float)
@@ -443,7 +496,7 @@ def identify(knots: list[list[float]], tol: float) -> Identification:
     return ident
 
 
-def _identify(knots: list[list[float]], tol: float) -> Identification:
+def _identify(knots: list[list[float]], hole: bool, tol: float) -> Identification:
     if not knots:
         return Identification("unknown", {}, [])
     t = np.array([k[0] for k in knots], dtype=float)
@@ -465,7 +518,7 @@ def _identify(knots: list[list[float]], tol: float) -> Identification:
     ipk = int(np.argmax(y[: e0 + 1] >= float(np.max(y[: e0 + 1])) - 1e-5))
     rising = ipk > 0 and y[1] > y[0] and y[ipk] - y[0] > 2 * tol
     if not rising:
-        main = _main(t, lr, jumps, t_first, tol)
+        main = _main(t, lr, jumps, t_first, tol, hole=hole)
         if main is None:
             return _unknown(t, lr, jumps, tol)
         return Identification(main.scheduler, main.params, main.segments, main.phases, main.rms)
@@ -683,7 +736,7 @@ def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
     if pk.size < 2:
         return None
     p0 = float(np.median(np.diff(i[pk])))
-    u0 = float(i[pk[0]])
+    u0 = float(i[pk[0]]) % p0  # the first kept peak may be in a later cycle
     if p0 < 2 or u0 <= 0:
         return None
     best: tuple[float, int, int, str, float, float, float] | None = None

@@ -282,7 +282,7 @@ def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
         ctx.warmup_end_step is not None and d.onset_step - ctx.warmup_end_step <= 2 * warm)
     if near_warmup:
         warm *= 2
-    no_snapshots = any(h["action"] == "rollback" and h["status"] == "rejected" for h in hist)
+    no_snapshots = any(_no_snapshot(h) for h in hist)
     where = " during or right after warmup" if near_warmup else ""
     restored = _relapse(rollbacks, ctx.branch_start_step, d.onset_step, cooldown + warm)
     if restored is not None and to_step >= restored:
@@ -309,7 +309,8 @@ def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
 def fallback(rejected: dict[str, Any]) -> RecommendationSpec | None:
     """What answers a divergence once the client rejected the rollback (no snapshot): a cut
     plus a re-warm with the rollback's own cut as its peak. None for anything else."""
-    if rejected.get("action") != "rollback" or rejected.get("author", "rhythmd") != "rhythmd":
+    if rejected.get("author", "rhythmd") != "rhythmd" or not _no_snapshot(
+            {**rejected, "status": "rejected"}):
         return None
     p = rejected.get("params") or {}
     cut = float(p.get("lr_factor", 1.0))
@@ -319,6 +320,13 @@ def fallback(rejected: dict[str, Any]) -> RecommendationSpec | None:
                    "peak_factor": round(cut, 6)},
         f"the rollback was rejected ({rejected.get('note') or 'no snapshot'}): re-warm to "
         f"{cut:.2g}x the LR instead", rejected.get("diagnosis_id"), rejected.get("expires_at_step"))
+
+
+def _no_snapshot(h: dict[str, Any]) -> bool:
+    """A rollback the client rejected because it cannot roll back (no snapshot), as opposed
+    to one its local reflex had already superseded (note "superseded by local reflex")."""
+    return (h.get("action") == "rollback" and h.get("status") == "rejected"
+            and "superseded" not in str(h.get("note") or ""))
 
 
 def _episode(rollbacks: list[dict[str, Any]], step: int, reset: int) -> list[dict[str, Any]]:
@@ -479,8 +487,7 @@ def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyCon
     ``max_rollbacks`` were spent or when the client keeps no snapshots."""
     rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
     attempt = len(rollbacks) + 1
-    if attempt > cfg.max_rollbacks or any(h["action"] == "rollback" and h["status"] == "rejected"
-                                          for h in hist):
+    if attempt > cfg.max_rollbacks or any(_no_snapshot(h) for h in hist):
         return None
     cut = cfg.nonfinite_cut ** attempt
     warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)

@@ -142,3 +142,12 @@ def test_a_rejected_rollback_falls_back_to_a_cut_and_rewarm_at_once() -> None:
     validate_action(spec.action, spec.params)
     assert fallback({**rejected, "action": "reduce_lr"}) is None
     assert fallback({**rejected, "author": "alice"}) is None
+
+
+def test_a_rollback_superseded_by_the_local_reflex_is_no_sign_of_missing_snapshots() -> None:
+    superseded = {"id": "r0", "action": "rollback", "status": "rejected", "author": "rhythmd",
+                  "issued_at_step": 100, "applied_step": None,
+                  "note": "superseded by local reflex", "params": {"lr_factor": 0.1}}
+    assert fallback(superseded) is None
+    ctx = RunContext(step=400, total_steps=1000, history=[superseded])
+    assert decide([event("divergence", step=400)], ctx, CFG).issue[0].action == "rollback"

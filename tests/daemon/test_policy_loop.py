@@ -1,0 +1,41 @@
+"""The policy's loop through the API: what a client's answer to a recommendation triggers."""
+
+from __future__ import annotations
+
+
+def test_a_rejected_rollback_gets_its_fallback_at_once(client):
+    rid = client.post("/v1/runs", json={"name": "nofix", "config": {"total_steps": 400}}
+                      ).json()["run_id"]
+    steps = list(range(1, 41))
+    values = [2.3 - 0.01 * s for s in steps[:-1]] + ["NaN"]
+    r = client.post(f"/v1/runs/{rid}/metrics", json={"batch_id": "b1", "series": [
+        {"name": "train_loss", "steps": steps, "values": values},
+        {"name": "lr", "steps": steps, "values": [0.1] * len(steps)}]})
+    assert r.status_code == 200, r.text
+    recs = r.json()["recommendations"]
+    assert [x["action"] for x in recs] == ["rollback"]
+    ack = client.post(f"/v1/runs/{rid}/recommendations/{recs[0]['id']}/ack",
+                      json={"status": "rejected", "step": 40,
+                            "note": "no snapshot keeper attached; cannot roll back"})
+    assert ack.status_code == 200, ack.text
+    pending = client.get(f"/v1/runs/{rid}/recommendations",
+                         params={"status": "pending"}).json()["recommendations"]
+    assert [x["action"] for x in pending] == ["warmup"], pending
+    assert pending[0]["params"]["peak_factor"] == recs[0]["params"]["lr_factor"]
+    assert pending[0]["diagnosis_id"] == recs[0]["diagnosis_id"]
+    # acknowledging the rejection again changes nothing (idempotent), and issues nothing more
+    client.post(f"/v1/runs/{rid}/recommendations/{recs[0]['id']}/ack",
+                json={"status": "rejected", "step": 40, "note": "again"})
+    assert len(client.get(f"/v1/runs/{rid}/recommendations",
+                          params={"status": "pending"}).json()["recommendations"]) == 1
+
+
+def test_a_revert_is_a_recommendation_like_any_other(client):
+    rid = client.post("/v1/runs", json={"name": "rev"}).json()["run_id"]
+    r = client.post(f"/v1/runs/{rid}/recommendations", json={
+        "action": "revert", "params": {"to_step": 120, "change_id": "abc"}, "author": "alice",
+        "reason": "that cut hurt"})
+    assert r.status_code == 201, r.text
+    bad = client.post(f"/v1/runs/{rid}/recommendations", json={
+        "action": "revert", "params": {"to_step": 120}, "author": "alice", "reason": "x"})
+    assert bad.status_code == 422 and "change_id" in bad.text
