@@ -291,7 +291,8 @@ def test_config_from_run_config() -> None:
             "analysis": {"div_z": 6},
         }
     )
-    assert c.total_steps == 1234 and c.val_metric == "eval/loss" and c.val_mode is None  # from the name
+    assert c.total_steps == 1234 and c.val_metric == "eval/loss"
+    assert c.val_mode is None  # from the name's role
     assert c.div_z == 6.0
     assert AnalysisConfig.from_run_config(None).total_steps is None
     assert math.isclose(AnalysisConfig.from_dict(c.to_dict()).div_z, 6.0)
