@@ -345,8 +345,8 @@ def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: flo
     if not same:
         params["gammas"] = gammas
     params["milestone_steps"] = cuts
-    if hole:
-        params["milestones_before_step"] = "not kept"
+    if hole:  # cuts before the kept knots are not listed
+        params["milestones_listed_from_step"] = int(t[1])
     return _Main("MultiStepLR", params, rms, levels[0], segs, [(t0, math.inf, "constant")])
 
 

@@ -362,6 +362,40 @@ def test_float_rounding_and_tiny_noise_keep_the_live_flags() -> None:
     assert t.phase() == "constant"
 
 
+def test_long_periodic_runs_past_the_knot_bound() -> None:
+    """Hundreds of cuts, restarts or cycles: the older knots are thinned (<= 512 kept), and
+    the scheduler is named from the first knot and the unthinned ones."""
+    cases = [
+        (lambda o: L.StepLR(o, step_size=20, gamma=0.9), "StepLR",
+         {"step_size": 20, "gamma": 0.9}),
+        (lambda o: L.CosineAnnealingWarmRestarts(o, T_0=50, eta_min=1e-4),
+         "CosineAnnealingWarmRestarts", {"T_0": 50, "T_mult": 1, "eta_min": 1e-4}),
+        (lambda o: L.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=25), "CyclicLR",
+         {"step_size_up": 25, "step_size_down": 25, "max_lr": 0.1}),
+    ]
+    for build, name, want in cases:
+        t = feed(torch_lrs(build, 6000), "batches")
+        assert t.thinned_to is not None and len(t.knots) <= t.max_knots
+        d = t.describe()
+        assert d["scheduler"] == name, d
+        for k, v in want.items():
+            assert close(d["params"][k], v, 1e-6), (k, d["params"])
+        assert close(d["params"]["base_lr"], 0.1 if name != "CyclicLR" else 0.01, 1e-6)
+
+
+def test_irregular_logging_from_an_unseen_start() -> None:
+    """lr logged at random steps (about 1 in 7), the first one after the scheduler's start:
+    StepLR still found, with the start it implies."""
+    lr = torch_lrs(lambda o: L.StepLR(o, step_size=200, gamma=0.7), 3000)
+    keep = np.sort(np.random.default_rng(0).choice(3000, 400, replace=False))
+    assert keep[0] > 0
+    t = ScheduleTracker()
+    t.update_many(keep, lr[keep])
+    d = t.describe()
+    assert d["scheduler"] == "StepLR" and d["params"]["step_size"] == 200, d
+    assert abs(d["params"].get("start_step", keep[0])) <= 2 and close(d["params"]["gamma"], 0.7)
+
+
 def test_bulk_and_per_point_give_the_same_knots() -> None:
     lr = torch_lrs(CASES["OneCycleLR_cos"][0], 2000)
     a, b = feed(lr, "points"), feed(lr, "batches")
