@@ -763,9 +763,14 @@ def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
             score(up, per)
     if best is None:
         return None
-    for up in range(best[1] - cs, best[1] + cs + 1):
-        for per in range(best[2] - cs, best[2] + cs + 1):
-            score(up, per)
+    step = cs
+    while step > 1:  # refine: a window of +-step around the best, 4x finer each round
+        fine = max(1, step // 4)
+        b_up, b_per = best[1], best[2]
+        for up in range(b_up - step, b_up + step + 1, fine):
+            for per in range(b_per - step, b_per + step + 1, fine):
+                score(up, per)
+        step = fine
     assert best is not None
     rms, up, per, mode, base, amp, gamma = best
     if mode == "exp_range":  # refine gamma (the amplitude decays by gamma per step)
