@@ -225,8 +225,9 @@ def test_state_too_large_for_the_bound_warns_once_and_cuts_instead(
             assert step < 3000
         hook.step(step, loss=math.nan)
         hook.close()
-    warned = [r for r in caplog.records if "exceed snapshot_max_bytes" in r.getMessage()]
+    warned = [r for r in caplog.records if "no snapshots are kept" in r.getMessage()]
     assert len(warned) == 1 and hook._keeper.steps == []
     acks = {a["id"]: a for a in fake.state.run(hook.run_id)["acks"]}
     assert acks[rb]["status"] == "rejected"  # the daemon then falls back to cut + re-warm
+    assert acks[rb]["note"].startswith("no snapshots: model + optimizer state exceed")
     assert [r["action"] for r in hook.reflexes] == ["warmup"] and hook.branch == 0

@@ -490,6 +490,8 @@ class RhythmHook:
             return f"stale: expired at step {expires}, now at step {step}"
         if self._ctrl is None and action != "stop":
             return "no optimizer given to the hook"
+        if action == "rollback" and "too_large" in self._logged:
+            return "no snapshots: model + optimizer state exceed snapshot_max_bytes"
         issued = rec.get("issued_at_step")
         if action in _SUPERSEDABLE and isinstance(issued, int) and any(
                 lo < issued <= hi for lo, hi in self._windows):
@@ -533,7 +535,7 @@ class RhythmHook:
             self._reject(rid, action, step, f"internal error: {type(exc).__name__}: {exc}", rec)
             return
         self._pg0 = self.optimizer.param_groups[0]  # load_state_dict replaces the groups
-        if getattr(done, "restored", action == "rollback"):
+        if done.restored:
             self._new_branch(int(done.step))
         if getattr(self._ctrl, "stop_requested", False):
             self.should_stop = True
@@ -589,7 +591,7 @@ class RhythmHook:
         attempts = len(self._episode) + 1
         # cuts already in the restored state: those of reflexes that restored an earlier one
         inherent = 0 if restore_to is None else sum(
-            1 for e in self._episode if e["restored"] is not None and e["restored"] < restore_to)
+            1 for e in self._episode if e["cut_after"] < restore_to)
         cut = float(rx["lr_factor"]) ** max(1, attempts - inherent)
         warm, warm_start = int(rx["warmup_steps"]), float(rx["warmup_start_factor"])
         what = f"loss at step {bad} not finite" + (
@@ -613,7 +615,8 @@ class RhythmHook:
         # answers this blow-up: superseded
         self._windows.append((restored if restored is not None else bad - 1, step + warm))
         del self._windows[:-8]
-        self._episode.append({"restored": restored if restored is not None else step,
+        # snapshots taken after step "cut_after" carry this cut; the episode runs from "resume"
+        self._episode.append({"cut_after": restored if restored is not None else step,
                               "resume": step if restored is None else restored + 1})
         self._counts["reflexes"] += 1
         note = f"local reflex: {what}; {done.note}"
