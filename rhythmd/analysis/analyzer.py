@@ -252,6 +252,7 @@ class RunAnalyzer:
         s = self.sched
         ctx: dict[str, Any] = {
             "lr_at": self._lr_at,
+            "has_train_loss": "train" in self.names,
             "lr": s.current_lr(),
             "in_warmup": s.in_warmup(),
             "warmup_end_step": s.warmup_end_step,

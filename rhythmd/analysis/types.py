@@ -31,7 +31,7 @@ class AnalysisConfig:
     div_trend_steps: int = 32  # Theil–Sen window for the sustained-rise test (steps)
     div_horizon_steps: int = 25  # early warning: projected to cross the bar within this (steps)
     div_recover_steps: int = 20  # steps back near the baseline before a divergence closes
-    div_confirm_steps: int = 10  # a jump is a divergence once elevated this long (steps)
+    div_confirm_steps: int = 20  # a jump is a divergence once elevated this long (steps)
     div_extreme: float = 2.3  # ... or at once this far above the bar (log units, about 10x)
     spike_z: float = 8.0
     # stagnation (monitored metric, per point of the block series)

@@ -275,7 +275,7 @@ class DivergenceDetector(Stateful):
             test = test or str(pend["test"])
             ev["persisted_steps"] = int(step - pend["since"])
             return self._open(step, x, m5, base, sig, test, ev, ctx)
-        if test in ("level_jump", "back_at_start") and not extreme:
+        if test in ("level_jump", "back_at_start", "sustained_rise") and not extreme:
             since = self.elev_start if self.elev_start is not None else int(step)
             self.pending = {"since": since, "peak": m5, "points": 1, "test": test}
             if not self.spike_open:

@@ -67,7 +67,7 @@ class StagnationDetector(SeriesDetector):
                 self.regime_step = int(step)  # a raise (or a warmup): a new progress regime
             self.regime_lr = lr
         v3 = stats.median(ser.v[-3:])
-        collapse = self._collapse(step, v3)
+        collapse = [] if ctx.get("has_train_loss") else self._collapse(step, v3)
         if collapse:
             return collapse
         tol = cfg.stag_min_gain * ser.scale(np.asarray(ser.v[-3:]))
@@ -157,8 +157,9 @@ class StagnationDetector(SeriesDetector):
     def _collapse(self, step: int, v3: float) -> list[Signal]:
         """A metric that had learned (its best at least ``collapse_min_progress`` below its
         start, relative) and is back within 10 % of that progress from its start for two
-        points: a divergence seen on the evaluation metric (e.g. accuracy falling to chance
-        in a run that logs only accuracy)."""
+        points: a divergence seen on the evaluation metric, for runs that send no train loss
+        (e.g. accuracy falling to chance in a run that logs only accuracy; with a train loss
+        the divergence detector watches the run itself)."""
         ser, cfg = self.series, self.cfg
         if not math.isfinite(ser.first3) or ser.n < 4:
             return []
