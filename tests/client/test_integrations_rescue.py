@@ -147,6 +147,47 @@ def test_hf_daemon_rollback_restores_the_trainer_state(daemon_url, tmp_path) -> 
     assert len(branches) >= 2  # the stream went on from the restored step
 
 
+def test_hf_gradient_accumulation_streams_one_mean_loss_per_step(daemon_url, tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from rhythmd_client.integrations.huggingface import RhythmdTrainerCallback
+
+    raw: list[float] = []
+
+    class Regressor(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def forward(self, x: Any, labels: Any = None) -> dict[str, Any]:
+            loss = torch.nn.functional.mse_loss(self.net(x), labels)
+            if self.training:
+                raw.append(float(loss))
+            return {"loss": loss}
+
+    class Data(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.x = torch.randn(512, 4, generator=torch.Generator().manual_seed(1))
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"x": self.x[i], "labels": self.x[i].sum(0, keepdim=True)}
+
+    cb = RhythmdTrainerCallback(daemon_url, run_name="hf-accumulate", interval_s=0.05)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=20, per_device_train_batch_size=8,
+        gradient_accumulation_steps=2, learning_rate=0.01, report_to=[], save_strategy="no",
+        use_cpu=True, disable_tqdm=True)
+    transformers.Trainer(model=Regressor(), args=args, train_dataset=Data(),
+                         callbacks=[cb]).train()
+    recs_of(daemon_url, cb.run_id)
+    steps, values = series(daemon_url, cb.run_id, "loss")
+    assert steps == list(range(1, 21)) and len(raw) == 40
+    assert values == pytest.approx([(raw[2 * i] + raw[2 * i + 1]) / 2 for i in range(20)],
+                                   rel=1e-5)
+
+
 # ---------------------------------------------------------------------- Lightning
 
 def regression(seed: int = 0) -> Any:

@@ -60,9 +60,11 @@ class RhythmdTrainerCallback(TrainerCallback):
         roles = metric_roles((), self.metrics)
         if roles:
             config.setdefault("metrics", roles)
+        hook_args = dict(self.hook_kwargs)
+        snap_model = hook_args.pop("model", model)  # model=None: no snapshots
         self.hook = RhythmHook(self.url, run_name=self.run_name or args.run_name or "hf-run",
-                               project=self.project, optimizer=optimizer, model=model,
-                               scheduler=lr_scheduler, config=config, **self.hook_kwargs)
+                               project=self.project, optimizer=optimizer, model=snap_model,
+                               scheduler=lr_scheduler, config=config, **hook_args)
         self.run_id = self.hook.run_id
         if model is not None and hasattr(model, "register_forward_hook"):
             self._handle = model.register_forward_hook(self._on_forward, with_kwargs=True)

@@ -27,7 +27,7 @@ def is_val_name(name: str) -> bool:
     """Whether a logged metric name reads as a validation metric (``val_loss``, ``val/acc``,
     ``valid_f1``, ``eval_bleu``)."""
     low = name.lower()
-    return low.startswith(_VAL_PREFIXES) and not low.startswith(("value", "evaluat"))
+    return low.startswith(_VAL_PREFIXES) and not low.startswith("value")  # RL value losses
 
 
 class RhythmdCallback(Callback):
@@ -75,9 +75,11 @@ class RhythmdCallback(Callback):
         roles = metric_roles(self.val_metrics, self.metrics)
         if roles:
             config.setdefault("metrics", roles)
+        hook_args = dict(self.hook_kwargs)
+        model = hook_args.pop("model", pl_module)  # model=None: no snapshots
         self.hook = RhythmHook(self.url, run_name=self.run_name or type(pl_module).__name__,
                                project=self.project, optimizer=optimizer, scheduler=scheduler,
-                               model=pl_module, config=config, **self.hook_kwargs)
+                               model=model, config=config, **hook_args)
         self.run_id = self.hook.run_id
         self._last_step = trainer.global_step
 
