@@ -317,7 +317,9 @@ def _steps(t: np.ndarray, lr: np.ndarray, pieces: list[tuple[int, int]], t0: flo
         for j, (a, b) in enumerate(zip(before, after, strict=True), start=1):
             lo = max(lo, (t[a] - t0) / j)
             hi = min(hi, (t[b] - t0) / j)
-        cand = [s for s in range(math.floor(lo) + 1, math.floor(hi) + 1) if s > 0]
+        n_cuts = len(after)  # and no cut missing before the last point
+        cand = [s for s in range(math.floor(lo) + 1, math.floor(hi) + 1)
+                if s > 0 and t0 + (n_cuts + 1) * s > t[-1]]
         if cand:  # sparse logging: prefer cuts on a logged step (logging every k | size)
             step_size = cand[-1]
     if step_size is None and same and len(gammas) >= (2 if hole else 3):
@@ -365,7 +367,8 @@ def _step_offset(t: np.ndarray, before: list[int], after: list[int], t0: float,
             for k, (a, b) in enumerate(zip(before, after, strict=True)):
                 lo = max(lo, t[a] - (j1 + k) * s)
                 hi = min(hi, t[b] - (j1 + k) * s)
-            cs = list(range(math.floor(lo) + 1, math.floor(hi) + 1))
+            cs = [c for c in range(math.floor(lo) + 1, math.floor(hi) + 1)
+                  if c + (j1 + n) * s > t[-1]]  # no cut missing before the last point
             if cs:
                 return s, cs[(len(cs) - 1) // 2]  # the middle of the starts that fit
     return None, t0

@@ -184,3 +184,35 @@ def test_usage_errors(cli: Any) -> None:
     assert cli("schedule", "cosine").code == 2  # --steps is required
     assert cli("schedule", "cosine", "--steps", "0").code == 2
     assert cli("schedule", "cosine", "--steps", "10", "--lr", "-1").code == 2
+
+
+@pytest.mark.parametrize(("spec", "name"), [
+    ("warmup:5%,cosine:eta_min=1e-6", "SequentialLR"),
+    ("step:step_size=100,gamma=0.5", "StepLR"),
+    ("multistep:milestones=30|60,gamma=0.1", "MultiStepLR"),
+    ("onecycle:max_lr=0.1", "OneCycleLR"),
+    ("onecycle:anneal_strategy=linear", "OneCycleLR"),
+    ("exponential:gamma=0.99", "ExponentialLR"),
+    ("constant", "constant"),
+    ("poly:power=2", "PolynomialLR"),
+    ("restarts:T_0=20%,T_mult=2,eta_min=1e-4", "CosineAnnealingWarmRestarts"),
+    ("warmup:10,constant:20,step:step_size=25,gamma=0.5", "SequentialLR"),
+])
+def test_identification_names_what_the_cli_computed(spec: str, name: str) -> None:
+    """The schedule tracker names the torch class behind a spec's LRs, with the class names
+    the CLI prints (SequentialLR children included)."""
+    import numpy as np
+
+    from rhythmd.analysis.schedule import ScheduleTracker
+
+    plan = parse_spec(spec, 1000, 0.1)
+    t = ScheduleTracker()
+    t.update_many(np.arange(1000), np.asarray(compute(plan)))
+    d = t.describe()
+    assert d["scheduler"] == name, d
+    classes = [cls for cls, _ in plan.schedulers]
+    if name == "SequentialLR":
+        got = [c["scheduler"] for c in d["params"]["schedulers"]]
+        assert got[0] == classes[0] == "LinearLR" and got[-1] == classes[-1], (got, classes)
+    elif name != "constant":
+        assert classes == [name]
