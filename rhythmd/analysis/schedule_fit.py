@@ -2,8 +2,9 @@
 
 Knots are exact (step, lr) samples of the stream (see ``schedule.ScheduleTracker``), so the
 scheduler that produced them fits them to float rounding while the wrong ones do not. Each
-candidate is fitted in log(lr) (scipy ``least_squares`` where it is not linear) and the
-simplest one whose RMS log residual is under ``EXACT`` wins. Step quantities (``T_max``,
+candidate is fitted in log(lr) (linear least squares where it can be, scipy
+``minimize_scalar``/``least_squares``/``brentq`` where it cannot) and the simplest one within 2x
+of the best RMS log residual, or under ``EXACT``, wins. Step quantities (``T_max``,
 ``step_size``, ``milestones``, ``total_iters``, ...) count optimizer steps from the scheduler's
 start, i.e. from the first lr sample (or, inside a ``SequentialLR``, from its milestone);
 ``*_lr`` and ``eta_min`` are absolute LRs; ``*_factor`` and ``gamma`` are relative factors.
@@ -12,6 +13,7 @@ start, i.e. from the first lr sample (or, inside a ``SequentialLR``, from its mi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ EXACT = 2e-4  # RMS log residual under which a model counts as the schedule (flo
 # A jump may span this many lr samples: with uneven logging the swing filter's cone can take
 # in one or two samples after a cut (a long gap before it, a short one after)
 JUMP_SAMPLES = 3
-PHASES = ("warmup", "constant", "decay", "unknown")
+PHASES = ("warmup", "constant", "decay", "unknown")  # what ``phase_at`` returns
 
 
 @dataclass
@@ -70,7 +72,7 @@ class _Main:
     base: float  # lr at the scheduler's start
     segments: list[ScheduleSegment]
     phases: list[tuple[float, float, str]]
-    decay: str = ""  # decay model name for the one-cycle test
+    decay: str = ""  # exponential, linear_decay, cosine or poly; "" for the other schedules
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -80,10 +82,6 @@ def _rms(r: np.ndarray) -> float:
 
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, 1e-300))
-
-
-def _cos(t: np.ndarray, base: float, eta: float, t_max: float) -> np.ndarray:
-    return eta + (base - eta) * 0.5 * (1.0 + np.cos(np.pi * t / t_max))
 
 
 def _seg(kind: str, t: np.ndarray, lr: np.ndarray, i0: int, i1: int,
@@ -638,8 +636,8 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
     return Identification("SequentialLR", params, [wseg, *main.segments], phases, rms)
 
 
-def _meet(main_at: Any, level: Any, w0: float, lo: float, hi: float,
-          ) -> tuple[float, _Main | None]:
+def _meet(main_at: Callable[..., _Main | None], level: Callable[[float], float], w0: float,
+          lo: float, hi: float) -> tuple[float, _Main | None]:
     """Where a level (ramp or hold, a function of the step) meets what follows: the start
     w in [lo, hi] at which the fitted main part starts at ``level(w)`` (brentq from w0), then
     the better whole step around it (main fit plus its mismatch with the level)."""
