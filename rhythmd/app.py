@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ArgumentError:
             where = "(malformed URL)"
         running: list[WebhookDispatcher | None] = []
+        startup.ready, startup.reason = False, "starting"
 
         def open_store() -> Store:
             store = Store(settings.database_url, pool_size=settings.db_pool_size)
