@@ -534,8 +534,9 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
     n_lin = ipk if ipk >= 3 else ipk + 1  # the peak knot may already sit on the plateau
     rms_lin, a, b = _ramp_linear(x[:n_lin], lr[:n_lin])
     rms_cos, a_c, peak_c, w_c = (math.inf, 0.0, 0.0, 0.0)
-    if ipk >= 3 and rms_lin > EXACT:
-        rms_cos, a_c, peak_c, w_c = _ramp_cos(x[: ipk + 1], lr[: ipk + 1])
+    if ipk >= 3 and rms_lin > EXACT:  # the peak knot may be past the peak: left out
+        n_cos = ipk if ipk >= 4 else ipk + 1
+        rms_cos, a_c, peak_c, w_c = _ramp_cos(x[:n_cos], lr[:n_cos])
     cos_shape = rms_cos < rms_lin and rms_lin > EXACT
     in_progress = ipk == len(t) - 1
     if in_progress:  # still rising: the peak is not known yet
@@ -584,15 +585,27 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
         w, main = _meet(main_at, lambda v: a + b * v, w0, float(x[ipk - 1]), hi)
         if main is not None and b > 0 and not main.decay:
             w, main = _meet(main_at, lambda v: a + b * v, (main.base - a) / b, w0, w0)
-        if ipk + 1 < len(t) and (main is None or main.rms > EXACT
-                                 or float(np.max(np.abs(ramp_res(w)), initial=0)) > EXACT):
-            # warmup, hold at the peak (ConstantLR), then a decay from the hold's end
-            level = float(lr[ipk])
-            h, m = _meet(main_at, lambda v: level, float(x[ipk + 1]), float(x[ipk]),
-                         float(x[ipk + 1]))
-            if m is not None and m.decay and b > 0:
-                hold = (h, m)
-                w = float(round((level - a) / b))
+    if (main is None or main.rms > EXACT) and not jumps and ipk + 1 < len(t):
+        # OneCycleLR(three_phase=True): back down to the start, then an anneal
+        if cos_shape:
+            three = _three_phase(t, lr, w_c, peak_c, a_c, "cos")
+        elif b > 0:  # the knot after the peak is on the line back down (slope -b)
+            w3 = (float(lr[ipk + 1]) - a + b * float(x[ipk + 1])) / (2 * b)
+            three = _three_phase(t, lr, w3, a + b * w3, a, "linear")
+        else:
+            three = None
+        if three is not None:
+            return three
+    if not cos_shape and ipk + 1 < len(t) and (
+            main is None or main.rms > EXACT
+            or float(np.max(np.abs(ramp_res(w)), initial=0)) > EXACT):
+        # warmup, hold at the peak (ConstantLR), then a decay from the hold's end
+        level = float(lr[ipk])
+        h, m = _meet(main_at, lambda v: level, float(x[ipk + 1]), float(x[ipk]),
+                     float(x[ipk + 1]))
+        if m is not None and m.decay and b > 0:
+            hold = (h, m)
+            w = float(round((level - a) / b))
     if main is None and hold is None:
         return _unknown(t, lr, jumps, tol)
     peak = peak_c if cos_shape else (lr[ipk] if hold else main.base)
@@ -699,6 +712,7 @@ def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment
         "final_lr": final,
         "div_factor": peak / initial if initial > 0 else None,
         "final_div_factor": initial / final if final > 0 else None,
+        "three_phase": False,
     }
     for s in main.segments:
         s.params["scheduler"] = "OneCycleLR"
@@ -706,6 +720,58 @@ def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment
     t0 = t[0] + w
     phases = [wphase, (t0, t0 + anneal + 1, "decay"), (t0 + anneal + 1, math.inf, "unknown")]
     return Identification("OneCycleLR", params, [wseg, *main.segments], phases, rms)
+
+
+def _three_phase(t: np.ndarray, lr: np.ndarray, w: float, peak: float, initial: float,
+                 strategy: str) -> Identification | None:
+    """OneCycleLR(three_phase=True): after the ramp (to ``peak`` at step w), back to
+    ``initial`` at 2w, then an anneal (cos: fitted cosine; linear: a line to ~0)."""
+    x = t - t[0]
+
+    def ann(start: float, end: float, pct: np.ndarray) -> np.ndarray:
+        if strategy == "cos":
+            return end + (start - end) / 2 * (np.cos(np.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    m2 = (x > w) & (x <= 2 * w)
+    m3 = x > 2 * w
+    if m3.sum() < 3:
+        return None
+    r2 = _log(ann(peak, initial, (x[m2] - w) / w)) - _log(lr[m2])
+    x3, l3 = x[m3] - 2 * w, lr[m3]
+    if strategy == "cos":
+        r3, p3, _ = _fit_cosine(x3, l3)
+        if not p3:
+            return None
+        anneal, final = float(p3["T_max"]), float(p3["eta_min"])
+    else:  # lr = initial + s x3 down to initial / final_div_factor (~0)
+        s3 = float(np.sum((l3 - initial) * x3 / l3**2) / np.sum(x3**2 / l3**2))
+        if s3 >= 0:
+            return None
+        r3 = _rms(_log(initial + s3 * x3) - _log(l3))
+        anneal = -initial / s3
+        final = float(l3[-1]) if x3[-1] >= anneal - 1.5 else 0.0
+    rms = math.sqrt((float(r2 @ r2) + r3**2 * int(m3.sum())) / max(int((m2 | m3).sum()), 1))
+    if rms > EXACT:
+        return None
+    total = 2 * w + anneal + 1
+    params = {
+        "max_lr": peak, "total_steps": round(total), "pct_start": (w + 1) / total,
+        "warmup_steps": round(w), "anneal_strategy": strategy, "initial_lr": initial,
+        "final_lr": final, "div_factor": peak / initial if initial > 0 else None,
+        "final_div_factor": initial / final if final > 0 else None, "three_phase": True,
+    }
+    t0 = float(t[0])
+    i2 = int(np.searchsorted(x, 2 * w, side="right"))
+    ipk = int(np.searchsorted(x, w, side="right")) - 1
+    segs = [_seg("warmup", t, lr, 0, max(ipk, 0), shape=strategy, warmup_steps=round(w),
+                 peak_lr=peak, scheduler="OneCycleLR"),
+            _seg("decay", t, lr, max(ipk, 0), max(i2 - 1, 0), scheduler="OneCycleLR"),
+            _seg("cosine" if strategy == "cos" else "linear_decay", t, lr, max(i2 - 1, 0),
+                 len(t) - 1, scheduler="OneCycleLR")]
+    phases = [(t0, t0 + w, "warmup"), (t0 + w, t0 + total, "decay"),
+              (t0 + total, math.inf, "unknown")]
+    return Identification("OneCycleLR", params, segs, phases, rms)
 
 
 # ---------------------------------------------------------------------------- cyclic

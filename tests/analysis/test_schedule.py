@@ -111,7 +111,14 @@ def _check_onecycle_cos(p: dict[str, Any], mode: str) -> bool:
 def _check_onecycle_lin(p: dict[str, Any], mode: str) -> bool:
     return (p["anneal_strategy"] == "linear" and close(p["max_lr"], 0.1)
             and steps_close(p["total_steps"], 1000, mode) and close(p["pct_start"], 0.25, 1e-2)
-            and close(p["initial_lr"], 0.1 / 25) and p["warmup_steps"] in range(240, 251))
+            and close(p["initial_lr"], 0.1 / 25) and p["warmup_steps"] in range(240, 251)
+            and p["three_phase"] is False)
+
+
+def _check_onecycle_three(p: dict[str, Any], mode: str) -> bool:
+    return (p["three_phase"] is True and p["anneal_strategy"] == "cos"
+            and steps_close(p["total_steps"], 1000, mode) and close(p["pct_start"], 0.3, 1e-2)
+            and close(p["max_lr"], 0.1) and close(p["div_factor"], 25.0))
 
 
 def _check_poly(p: dict[str, Any], mode: str) -> bool:
@@ -196,6 +203,17 @@ CASES: dict[str, tuple[Callable[[Any], Any], int, str, Callable[..., bool],
                                                  pct_start=0.25, anneal_strategy="linear"),
                           1000, "OneCycleLR", _check_onecycle_lin,
                           {10: "warmup", 500: "decay"}),
+    "OneCycleLR_three_phase": (lambda o: L.OneCycleLR(o, max_lr=0.1, total_steps=1000,
+                                                      three_phase=True), 1000, "OneCycleLR",
+                               _check_onecycle_three, {100: "warmup", 400: "decay",
+                                                       800: "decay", 1100: "unknown"}),
+    "OneCycleLR_three_phase_linear": (
+        lambda o: L.OneCycleLR(o, max_lr=0.1, total_steps=1000, three_phase=True,
+                               anneal_strategy="linear"), 1000, "OneCycleLR",
+        lambda p, mode: (p["anneal_strategy"] == "linear" and p["three_phase"] is True
+                         and steps_close(p["total_steps"], 1000, mode)
+                         and close(p["pct_start"], 0.3, 1e-2)),
+        {100: "warmup", 400: "decay"}),
     "PolynomialLR": (lambda o: L.PolynomialLR(o, total_iters=800, power=2.0), 800,
                      "PolynomialLR", _check_poly, {400: "decay", 900: "constant"}),
     "PolynomialLR_power_1": (lambda o: L.PolynomialLR(o, total_iters=1000), 1000,
