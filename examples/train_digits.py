@@ -13,8 +13,9 @@ daemon's advice arrives while the run is alive, as in a real job.
 
 With rhythmd, ``RhythmHook`` streams the loss, LR and validation loss to the daemon and
 applies its recommendations at step boundaries (``mode="apply"``); the model is given to the
-hook so that it keeps rollback snapshots. Exit status: 0 when the final validation loss is
-finite, 1 otherwise.
+hook so that it keeps rollback snapshots. A non-finite loss is answered at once by the hook's
+local reflex (restore, cut, re-warm), before the daemon's advice arrives. Exit status: 0 when
+the final validation loss is finite, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     vals: dict[int, tuple[float, float]] = {}
     perm, pos, bad_for = torch.randperm(len(xtr), generator=gen), 0, 0
     steps = hook.steps(args.steps) if hook is not None else range(args.steps)
-    n_applied = 0
+    n_applied = n_reflexes = 0
     try:
         for step in steps:
             t0 = time.perf_counter()
@@ -128,16 +129,19 @@ def main(argv: list[str] | None = None) -> int:
             lv = loss.item()
             if hook is not None:
                 hook.step(step, loss=lv)
-                for a in hook.applied[n_applied:]:
+                # the daemon's advice, and what the hook's local reflex did on its own
+                done = hook.applied[n_applied:] + hook.reflexes[n_reflexes:]
+                for a in done:
                     lr_b, lr_a = a["lr_before"][0], a["lr_after"][0]
-                    print(f"  rhythmd: {a['action']} at step {a['step'] + 1}"
+                    who = " (local reflex)" if a in hook.reflexes else ""
+                    print(f"  rhythmd: {a['action']}{who} at step {a['step'] + 1}"
                           f" (LR {lr_b:.3g} -> {lr_a:.3g})"
                           + (f", resuming at step {hook.resume_step + 1}"
-                             if a["action"] == "rollback" else ""), flush=True)
-                    if a["action"] == "rollback" and hook.resume_step is not None:
-                        vals = {s: v for s, v in vals.items() if s < hook.resume_step}
-                        bad_for = 0
-                n_applied = len(hook.applied)
+                             if hook.rolled_back_to is not None else ""), flush=True)
+                if hook.rolled_back_to is not None and hook.resume_step is not None:
+                    vals = {s: v for s, v in vals.items() if s < hook.resume_step}
+                    bad_for = 0
+                n_applied, n_reflexes = len(hook.applied), len(hook.reflexes)
                 if hook.rolled_back_to is not None:
                     continue
             bad_for = bad_for + 1 if not math.isfinite(lv) else 0

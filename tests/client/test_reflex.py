@@ -231,3 +231,16 @@ def test_state_too_large_for_the_bound_warns_once_and_cuts_instead(
     assert acks[rb]["status"] == "rejected"  # the daemon then falls back to cut + re-warm
     assert acks[rb]["note"].startswith("no snapshots: model + optimizer state exceed")
     assert [r["action"] for r in hook.reflexes] == ["warmup"] and hook.branch == 0
+
+
+def test_a_snapshot_taken_during_the_blow_up_is_not_restored(fake: FakeDaemon) -> None:
+    net = Net()
+    hook = hook_for(fake.url, net, snapshot_every=10)
+    for step in range(45):  # finite but exploding from step 15: snapshots 20, 30, 40 are bad
+        loss = net.step(step).item()
+        hook.step(step, loss=loss if step < 15 else 1e6 * step)
+    assert hook._keeper.steps[-3:] == [20, 30, 40]
+    hook.step(45, loss=math.inf)
+    assert hook.rolled_back_to == 10  # its weights gave a loss near the first one
+    assert torch.equal(net.model.weight.detach(), net.weights[10])
+    hook.close()

@@ -51,6 +51,9 @@ _NO_BOUND = sys.float_info.max  # "not -inf < loss <= bound" then catches NaN an
 _LR_CHANGES = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule"})
 _SUPERSEDABLE = frozenset({"rollback", "warmup"})
 REFLEX_AUTHOR = "rhythmd-client/reflex"
+REFLEX_TRUST_FACTOR = 4.0
+"""A snapshot whose weights gave a loss above this many times the run's first loss is not
+restored by the reflex: it was taken during the blow-up (finite, but already diverged)."""
 REFLEX_DEFAULTS: dict[str, Any] = {
     "lr_factor": 0.1, "warmup_steps": 20, "warmup_start_factor": 0.1, "blowup_bound": None,
     "max_attempts": 4, "healthy_steps": 200,
@@ -199,6 +202,14 @@ class RhythmHook:
         self._user_bound = self._rx["blowup_bound"] if self._rx is not None else None
         self._bound = self._user_bound if self._user_bound is not None else _NO_BOUND
         self._bad: int | None = None  # step of a loss the reflex must answer
+        # the loss each snapshot's weights produced (at the next step; None: not readable
+        # without a sync), and the first one: the reflex restores only snapshots whose loss
+        # was finite, within the bound and not far above the first
+        self._judge: int | None = None  # the initial weights: judged at the first step
+        if self._reflex_on and self._keeper is not None and self._keeper.steps == [-1]:
+            self._judge = -1
+        self._snap_loss: dict[int, float | None] = {}
+        self._first_loss: float | None = None
         self._episode: list[dict[str, int]] = []  # reflexes since the run was last healthy
         self._windows: list[tuple[int, int]] = []  # (lo, hi]: steps a reflex answered
 
@@ -346,6 +357,8 @@ class RhythmHook:
     # ------------------------------------------------------------------ step boundary
     def _boundary(self, step: int, loss: Any) -> None:
         self._last_step = step
+        if self._judge is not None:  # this loss was computed on the snapshot's weights
+            self._judge_snapshot(self._judge, loss)
         self.rolled_back_to = None
         ctrl = self._ctrl
         if ctrl is not None and self._ctrl_active:
@@ -386,10 +399,14 @@ class RhythmHook:
             self._snapshot(step, loss)  # (not right after a rollback: the state is step r's)
         if ctrl is not None:
             self._ctrl_active = _controller_active(ctrl)
+        keeper = self._keeper
+        if (self._reflex_on and keeper is not None and keeper.steps
+                and keeper.steps[-1] == step and self.rolled_back_to is None):
+            self._judge = step  # taken at this boundary: judge it at the next call
         self._next_due = min(self._next_snap, self._next_sync)
         recs = self._ddp is None and tr is not None and (tr.has_recs or tr.bad_loss is not None)
         self._flag = (self._want_flush or self._ctrl_active or recs
-                      or self.rolled_back_to is not None)
+                      or self.rolled_back_to is not None or self._judge is not None)
 
     def _on_recs(self) -> None:
         """Sender thread: recommendations are waiting; look at them at the next boundary."""
@@ -565,6 +582,36 @@ class RhythmHook:
                                   (step // self._snap_every + 1) * self._snap_every)
 
     # ------------------------------------------------------------------ local reflex
+    def _judge_snapshot(self, snap_step: int, loss: Any) -> None:
+        """Keep the loss that the snapshot at ``snap_step`` produced (host values only)."""
+        self._judge = None
+        value: float | None = None
+        if type(loss) is float:
+            value = loss
+        elif loss is not None:
+            torch = sys.modules.get("torch")
+            if torch is not None and isinstance(loss, torch.Tensor) and loss.is_cpu \
+                    and loss.numel() == 1:
+                value = loss.item()
+        if value is not None and self._first_loss is None and math.isfinite(value):
+            self._first_loss = value
+        self._snap_loss[snap_step] = value
+        if len(self._snap_loss) > 64 and self._keeper is not None:
+            held = set(self._keeper.steps)
+            self._snap_loss = {k: v for k, v in self._snap_loss.items() if k in held}
+
+    def _trusted(self, snap_step: int) -> bool:
+        """Whether a snapshot's weights were healthy: the loss they produced was finite,
+        within the blow-up bound and at most ``REFLEX_TRUST_FACTOR`` times the first loss
+        of the run (when positive); unknown (not read yet, or a device tensor): trusted."""
+        value = self._snap_loss.get(snap_step)
+        if value is None:
+            return True
+        if not -math.inf < value <= self._bound:
+            return False
+        first = self._first_loss
+        return first is None or first <= 0 or value <= REFLEX_TRUST_FACTOR * first
+
     def _reflex(self, bad: int, step: int) -> None:
         """Answer a blown-up loss at step ``bad`` now, at the boundary of ``step``: restore
         the newest snapshot that did not produce it, cut the LR, re-warm, report."""
@@ -586,7 +633,7 @@ class RhythmHook:
         # initial weights, step -1, when the very first steps blew up).
         keeper = self._keeper
         held = keeper.steps if keeper is not None else []
-        usable = [r for r in held if r <= max(bad - 2, -1)]
+        usable = [r for r in held if r <= max(bad - 2, -1) and self._trusted(r)]
         restore_to = usable[-1] if usable else None
         attempts = len(self._episode) + 1
         # cuts already in the restored state: those of reflexes that restored an earlier one
