@@ -3,7 +3,6 @@ rescued (final loss within 1.5x a healthy fit's), healthy fits are left alone.""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -90,18 +89,23 @@ def hf_fit(tmp_path: Any, lr: float, callback: Any = None,
         return float(model(input_ids=held_out, labels=held_out).loss), len(logged)
 
 
-@functools.lru_cache(maxsize=1)
-def hf_healthy(tmp: str) -> float:
-    from pathlib import Path
+@pytest.fixture(scope="module")
+def hf_healthy(tmp_path_factory: pytest.TempPathFactory) -> float:
+    """Held-out loss of the healthy configuration (AdamW 3e-3) without rhythmd."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return hf_fit(tmp_path_factory.mktemp("hf-ref"), 3e-3)[0]
+    finally:
+        torch.set_num_threads(before)
 
-    return hf_fit(Path(tmp), 3e-3)[0]
 
-
-def test_hf_healthy_fit_is_left_alone_and_streams_every_step(daemon_url, tmp_path) -> None:
+def test_hf_healthy_fit_is_left_alone_and_streams_every_step(daemon_url, tmp_path,
+                                                            hf_healthy) -> None:
     pytest.importorskip("transformers")
     from rhythmd_client.integrations.huggingface import RhythmdTrainerCallback
 
-    reference = hf_healthy(str(tmp_path))
+    reference = hf_healthy
     cb = RhythmdTrainerCallback(daemon_url, run_name="hf-healthy", interval_s=0.05)
     final, logs = hf_fit(tmp_path, 3e-3, cb)
     assert final == pytest.approx(reference, rel=1e-4)  # nothing changed the training
@@ -111,11 +115,11 @@ def test_hf_healthy_fit_is_left_alone_and_streams_every_step(daemon_url, tmp_pat
     assert steps == list(range(1, 151))
 
 
-def test_hf_diverging_fit_is_rescued(daemon_url, tmp_path, caplog) -> None:
+def test_hf_diverging_fit_is_rescued(daemon_url, tmp_path, caplog, hf_healthy) -> None:
     pytest.importorskip("transformers")
     from rhythmd_client.integrations.huggingface import RhythmdTrainerCallback
 
-    reference = hf_healthy(str(tmp_path))
+    reference = hf_healthy
     # AdamW at lr 1.0: the loss jumps from 4.2 to ~40 and stays there. The blow-up bound (5x
     # the initial loss) is given here as the daemon would send it; the reflex then answers at
     # once, whatever the daemon's timing.
