@@ -244,3 +244,18 @@ def test_a_snapshot_taken_during_the_blow_up_is_not_restored(fake: FakeDaemon) -
     assert hook.rolled_back_to == 10  # its weights gave a loss near the first one
     assert torch.equal(net.model.weight.detach(), net.weights[10])
     hook.close()
+
+
+def test_the_reflex_keeps_to_the_allowed_actions(fake: FakeDaemon) -> None:
+    net = Net()
+    hook = hook_for(fake.url, net, allow={"warmup", "reduce_lr"})
+    for step in range(12):
+        hook.step(step, loss=net.step(step).item())
+    hook.step(12, loss=math.nan)
+    assert hook.branch == 0 and [r["action"] for r in hook.reflexes] == ["warmup"]
+    hook.close()
+    net = Net()
+    hook = hook_for(fake.url, net, allow={"reduce_lr"})
+    hook.step(0, loss=math.nan)
+    assert hook.reflexes == [] and net.lr == 0.1
+    hook.close()

@@ -110,7 +110,8 @@ class RhythmHook:
             of the run's project); default ``$RHYTHMD_TOKEN``.
         reflex: the local reflex (apply mode only, needs ``optimizer``; off under DDP):
             ``True`` (default settings, :data:`REFLEX_DEFAULTS`), ``False``, or a dict that
-            overrides some settings. It reads the loss only, never gradients.
+            overrides some settings. It reads the loss only, never gradients. It restores
+            only if ``allow`` has ``rollback`` and re-warms only if it has ``warmup``.
     """
 
     def __init__(
@@ -632,7 +633,7 @@ class RhythmHook:
         # bad - 1 made the bad loss, so the newest usable one is at or before bad - 2 (the
         # initial weights, step -1, when the very first steps blew up).
         keeper = self._keeper
-        held = keeper.steps if keeper is not None else []
+        held = keeper.steps if keeper is not None and "rollback" in self.allow else []
         usable = [r for r in held if r <= max(bad - 2, -1) and self._trusted(r)]
         restore_to = usable[-1] if usable else None
         attempts = len(self._episode) + 1
@@ -643,6 +644,8 @@ class RhythmHook:
         warm, warm_start = int(rx["warmup_steps"]), float(rx["warmup_start_factor"])
         what = f"loss at step {bad} not finite" + (
             "" if self._bound == _NO_BOUND else f" or above the blow-up bound {self._bound:.6g}")
+        if restore_to is None and "warmup" not in self.allow:
+            return  # the user allowed neither a restore nor a re-warm
         if restore_to is not None:
             action = "rollback"
             params: dict[str, Any] = {"to_step": restore_to, "lr_factor": cut,
