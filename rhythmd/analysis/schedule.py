@@ -175,8 +175,9 @@ class ScheduleTracker:
         self._bound()
 
     def _bound(self) -> None:
-        """Thin the older half to every other knot, keeping both knots of each jump
-        (consecutive samples more than 3 tol apart in log lr) while they fit."""
+        """Thin the older half to every other knot, keeping both knots of each jump (samples
+        at most JUMP_SAMPLES apart, more than 3 tol apart in log lr) unless that would keep
+        over 3/4 of the half."""
         if len(self.knots) > self.max_knots:
             k = self.knots
             half = len(k) // 2
@@ -186,7 +187,7 @@ class ScheduleTracker:
                 if (len(a) > 2 and len(b) > 2 and b[2] - a[2] <= JUMP_SAMPLES
                         and abs(math.log(b[1] / a[1])) > 3 * self.tol):
                     keep.update((i, i + 1))
-            if len(keep) + len(k) - half > self.max_knots:
+            if len(keep) > 3 * half // 4:  # too many jumps to keep: every other knot
                 keep = set(range(0, half, 2))
             self.knots = [k[i] for i in sorted(keep) if i < half] + k[half:]
             self.thinned_to = k[half][0]

@@ -489,11 +489,16 @@ def identify(knots: list[list[float]], hole: bool, tol: float) -> Identification
     ``hole``, knots between the first and the second were dropped); ``unknown`` when the
     best model misses the knots by more than ``tol``/4 (RMS, log)."""
     ident = _identify(knots, hole, tol)
-    if ident.scheduler != "unknown" and not ident.fit_rms_log <= tol / 4:
+    if ident.scheduler == "unknown" or not ident.fit_rms_log <= tol / 4:
         t = np.array([k[0] for k in knots], dtype=float)
         lr = np.array([k[1] for k in knots], dtype=float)
         o = np.array([k[2] if len(k) > 2 else math.nan for k in knots], dtype=float)
-        return _unknown(t, lr, find_jumps(t, _log(lr), o, tol), tol)
+        if len(t) > 2 and _peaks(_log(lr), tol).size >= 2:  # steep troughs may pass for cuts
+            cyc = _cyclic(t, lr)
+            if cyc is not None and cyc.fit_rms_log <= EXACT:
+                return cyc
+        if ident.scheduler != "unknown":
+            return _unknown(t, lr, find_jumps(t, _log(lr), o, tol), tol)
     return ident
 
 
@@ -803,7 +808,7 @@ def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
     if pk.size < 2:
         return None
     p0 = float(np.median(np.diff(i[pk])))
-    u0 = float(i[pk[0]]) % p0  # the first kept peak may be in a later cycle
+    u0 = float(np.median(i[pk] % p0))  # peaks may be in later cycles (or one off, at a hole)
     if p0 < 2 or u0 <= 0:
         return None
     best: tuple[float, int, int, str, float, float, float] | None = None
