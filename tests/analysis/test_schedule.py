@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
@@ -261,6 +262,7 @@ def test_torch_scheduler_identified(case: str, mode: str) -> None:
         assert t.phase(step) == ph, (step, t.phase(step), d)
     assert d["segments"] and all(isinstance(s["kind"], str) for s in d["segments"])
     assert len(t.knots) <= t.max_knots
+    assert json.loads(json.dumps(d)) == d  # plain JSON types (no numpy scalars)
 
 
 def test_warmup_hold_decay_and_lambda_schedules() -> None:
