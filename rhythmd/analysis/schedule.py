@@ -2,7 +2,10 @@
 
 The stream is compressed online into knots of a piecewise-linear approximation of
 log(lr) (swing filter, relative tolerance ``tol``), so memory is bounded by the number of
-shape changes, not by run length. ``segments()`` classifies the knots into typed pieces.
+shape changes, not by run length (and by ``max_knots``). ``identify()``/``describe()`` name
+the ``torch.optim.lr_scheduler`` class behind the knots with its parameters
+(``schedule_fit``), ``phase(step)`` says whether the schedule is warming up, constant or
+decaying there, and ``segments()`` gives its typed pieces.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ _TINY = 1e-300
 
 
 class ScheduleTracker:
-    """Tracks the lr stream: warmup phase, knots of the log-lr polyline, schedule segments."""
+    """Tracks the lr stream: live warmup flags, knots of the log-lr polyline, and the
+    scheduler identified from them."""
 
     def __init__(self, tol: float = 0.01, max_knots: int = 512) -> None:
         self.tol = tol
         self.max_knots = max_knots
-        self.knots: list[list[float]] = []  # [step, lr] (closed knots)
+        self.knots: list[list[float]] = []  # [step, lr, sample ordinal] (closed knots)
         self.seg_start: list[float] | None = None  # [step, log lr]
         self.lo = -math.inf
         self.hi = math.inf
@@ -268,7 +272,8 @@ class ScheduleTracker:
         """``"warmup"``, ``"constant"``, ``"decay"`` or ``"unknown"`` at ``step`` (default: the
         last lr point). ``decay`` means a planned decay of the identified scheduler: cosine,
         linear, polynomial, exponential, a one-cycle anneal, restarts, or a StepLR whose next
-        cut is predictable; MultiStepLR/ReduceLROnPlateau cuts count as ``constant``. Steps
+        cut is predictable; MultiStepLR/ReduceLROnPlateau cuts count as ``constant``, a
+        CyclicLR is ``warmup`` on its rising and ``decay`` on its falling half. Steps
         after the last lr point are extrapolated from the scheduler; ``unknown`` before the
         first lr point, without lr points, and where no scheduler fits. The fit behind it
         may lag the stream by 2 % of its span (see ``identify``)."""
