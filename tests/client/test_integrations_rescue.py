@@ -260,6 +260,7 @@ def test_lightning_healthy_fit_left_alone_unscaled_loss_and_val_metrics(daemon_u
     val_steps = series(daemon_url, run_id, "val/acc")[0]
     assert len(val_steps) >= 2 and series(daemon_url, run_id, "val_loss")[0] == val_steps
     config = httpx.get(f"{daemon_url}/v1/runs/{run_id}").json()["config"]
+    assert config == {"metrics": {"val_loss": "min"}, "lr": 0.05}
     assert config["metrics"] == {"val_loss": "min", "val/acc": "max"}
 
 
@@ -282,3 +283,60 @@ def test_lightning_diverging_fit_is_rescued(daemon_url, tmp_path, caplog) -> Non
     assert all(r["note"] == "superseded by local reflex" for r in recs
                if r["author"] == "rhythmd" and r["action"] == "rollback"
                and r["status"] == "rejected")
+
+
+def test_lightning_logger_streams_what_the_module_logs_and_only_advises(daemon_url,
+                                                                        tmp_path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    from rhythmd_client.integrations.lightning import RhythmdLogger
+
+    class Logged(pl.LightningModule):
+        def __init__(self, lr: float) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch: Any, i: int) -> Any:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss)
+            if i == 10:  # the logger's hook created the run by now: ask it for a change
+                rec.update(issue(logger.version))
+            return loss
+
+        def validation_step(self, batch: Any, _: int) -> None:
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def issue(run_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = httpx.post(f"{daemon_url}/v1/runs/{run_id}/recommendations",
+                           json={"action": "reduce_lr", "params": {"factor": 0.5}})
+            if r.status_code == 201:
+                return r.json()
+            time.sleep(0.05)
+        raise AssertionError("the logger's run was not created")
+
+    rec: dict[str, Any] = {}
+    logger = RhythmdLogger(daemon_url, run_name="pl-logger", interval_s=0.05,
+                           metrics={"val_loss": "min"})
+    model = Logged(0.05)
+    data = regression()
+    trainer = pl.Trainer(max_steps=60, val_check_interval=30, log_every_n_steps=1,
+                         logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu",
+                         num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=32),
+                torch.utils.data.DataLoader(data, batch_size=512))
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.05  # advice only
+    run_id = logger.hook_run_id
+    (got,) = [r for r in recs_of(daemon_url, run_id) if r["id"] == rec["id"]]
+    assert got["status"] == "rejected" and got["note"] == "advise mode"
+    assert series(daemon_url, run_id, "loss")[0] == list(range(60))
+    config = httpx.get(f"{daemon_url}/v1/runs/{run_id}").json()["config"]
+    assert config == {"metrics": {"val_loss": "min"}, "lr": 0.05}
+    assert len(series(daemon_url, run_id, "val_loss")[0]) == 2

@@ -1,6 +1,7 @@
 """Thin wrappers of :class:`~rhythmd_client.RhythmHook` for trainers that own the loop.
 
-- :mod:`rhythmd_client.integrations.lightning`: ``RhythmdCallback`` for PyTorch Lightning.
+- :mod:`rhythmd_client.integrations.lightning`: ``RhythmdCallback`` for PyTorch Lightning
+  (and ``RhythmdLogger``, a logger form that streams and advises only).
 - :mod:`rhythmd_client.integrations.huggingface`: ``RhythmdTrainerCallback`` for 🤗 Trainer.
 
 Both give the hook the model, so snapshots of model, optimizer and scheduler are kept in

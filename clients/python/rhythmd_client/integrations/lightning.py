@@ -132,3 +132,95 @@ class RhythmdCallback(Callback):
         if self.hook is not None:
             self.hook.close(status="failed")
             self.hook = None
+
+
+try:  # the unified package first, then the standalone one
+    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.utilities import rank_zero_only
+except ImportError:  # pragma: no cover - depends on what is installed
+    from pytorch_lightning.loggers import Logger
+    from pytorch_lightning.utilities import rank_zero_only
+
+
+_TRAIN_LOSS_NAMES = ("train_loss", "loss", "train/loss", "train_loss_step", "loss_step")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of a hyperparameter (other objects as their ``str``)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+class RhythmdLogger(Logger):
+    """``Trainer(logger=RhythmdLogger(url))``: streams what the module logs, advise only.
+
+    A logger never sees the optimizer, so this form cannot apply anything: the hook runs in
+    ``mode="advise"`` (recommendations are logged and acknowledged as rejected). Use
+    :class:`RhythmdCallback` to have them applied. Metrics arrive as Lightning hands them to
+    loggers, every ``log_every_n_steps`` steps (set it to 1 for the per-step rhythm). The
+    training loss, if the module logs it (``train_loss``, ``loss``, ``train/loss``,
+    ``train_loss_step``), becomes the hook's ``loss`` stream, and recommendations are looked
+    at when it arrives; the other metrics keep their names. The hyperparameters become the
+    run config, with ``metrics=`` as its ``"metrics"`` roles.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+                 project: str | None = None, metrics: dict[str, str] | None = None,
+                 **hook_kwargs: Any) -> None:
+        super().__init__()
+        self.url = url
+        self.run_name = run_name
+        self.project = project
+        # rank 0 alone logs: its hook must not enter DDP collectives
+        self.hook_kwargs = {**hook_kwargs, "mode": "advise", "rank": 0, "world_size": 1,
+                            "ddp_sync": False}
+        self._config: dict[str, Any] = {"metrics": dict(metrics)} if metrics else {}
+        self.hook: RhythmHook | None = None
+        self.hook_run_id: str | None = None  # the daemon's run id, kept after finalize
+        self._failed: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return "rhythmd"
+
+    @property
+    def version(self) -> str:
+        return self.hook_run_id or ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            items = vars(params) if hasattr(params, "__dict__") and not isinstance(
+                params, dict) else dict(params)
+            self._config.update(_plain(items))
+        except Exception as exc:
+            log_once(self._failed, "Lightning logger log_hyperparams", exc)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        try:
+            if self.hook is None:
+                self.hook = RhythmHook(self.url, run_name=self.run_name or "lightning-run",
+                                       project=self.project, config=self._config or None,
+                                       **self.hook_kwargs)
+                self.hook_run_id = self.hook.run_id
+            step = int(step or 0)
+            values = {k: v for k, v in metrics.items() if k != "epoch"}
+            loss = next((values.pop(k) for k in _TRAIN_LOSS_NAMES if k in values), None)
+            if loss is not None:  # the hook's own loss stream (and a step boundary)
+                self.hook.step(step, loss=loss)
+            if values:
+                self.hook.log(step, **values)
+        except Exception as exc:
+            log_once(self._failed, "Lightning logger log_metrics", exc)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self.hook is not None:
+            self.hook.close("finished" if status == "success" else "failed")
+            self.hook = None
