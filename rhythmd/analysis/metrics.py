@@ -104,3 +104,9 @@ def role_of(name: str, declared: dict[str, str]) -> tuple[str | None, str]:
         return declared[name], "declared"
     r = infer_role(name)
     return r, ("inferred from the name" if r is not None else "unknown")
+
+
+def is_error_rate_name(name: str) -> bool:
+    """Whether a loss-like name is an error rate (the complement of a score): ``val_error``,
+    ``top1_err``, ``wer``, ``cer``."""
+    return bool(set(_tokens(name)) & {"error", "err", "wer", "cer", "errors"})

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import stats
+from ..metrics import is_error_rate_name
 from ..types import AnalysisConfig
 from .base import Signal, signal
 from .series import EvalSeries, Orientation, SeriesDetector
@@ -17,7 +18,8 @@ class OscillationDetector(SeriesDetector):
     """Validation oscillation over the last ``osc_window_evals`` points of the block series.
 
     On the series' relative view (log of a positive metric, else values over a shift-free
-    scale): jitter (robust sigma of second differences) at least ``osc_min_amp``, with
+    scale; a bounded score on the view of itself or of its complement, whichever bounces
+    less): jitter (robust sigma of second differences) at least ``osc_min_amp``, with
     alternation (sign-change rate of differences >= 0.5, and a negative lag-1 autocorrelation of
     the differences or a high-frequency share of the periodogram of the residuals around a
     Savitzky–Golay quadratic trend), and bouncing rather than descending (drift <=
@@ -68,6 +70,15 @@ class OscillationDetector(SeriesDetector):
             return []
         y = self.series.view(np.asarray(v))
         amp = stats.curvature_sigma(y)
+        bound = self.orientation.bound or self._rate_bound(v)
+        if bound:
+            # a bounded score (or error rate) must bounce relative to itself and to its
+            # complement: near the bound, binomial evaluation noise (accuracy 0.89 +- 0.01) is
+            # a 10 % bounce of the error rate but 1 % of the accuracy; near zero the other way
+            score = np.log(np.clip(bound - np.asarray(v), bound * 1e-6, None))
+            amp_s = stats.curvature_sigma(score)
+            if amp_s < amp:
+                y, amp = score, amp_s
         alt = stats.alternation_stats(y)
         slope, _, _ = stats.theil_sen(np.arange(y.size, dtype=float), y, 0.90)
         drift = abs(slope) * (y.size - 1)  # net trend over the window (relative units)
@@ -98,6 +109,14 @@ class OscillationDetector(SeriesDetector):
             out.append(signal("close", "oscillation", self.metric, step, step, "warning", 1.0,
                               {"rel_jitter": amp}, f"{self.metric} settled at step {step}"))
         return out
+
+    def _rate_bound(self, v: list[float]) -> float | None:
+        """1 (or 100) for a loss-like metric named as an error rate (``val_error``, ``wer``)
+        whose values lie within that bound: the complement of a score."""
+        if self.mode != "min" or not is_error_rate_name(self.metric) or not v:
+            return None
+        top = max(v)
+        return 1.0 if top <= 1.0 else (100.0 if top <= 100.0 else None)
 
     def _open(self, step: int, v: list[float], amp: float, alt: dict[str, float]) -> Signal:
         cfg = self.cfg
