@@ -417,12 +417,19 @@ def _markers(d: webdata.RunData) -> list[Marker]:
                               if kind == "applied" else f"✗ {r.get('action')}",
                               f"{r.get('action')} {r['status']} at step {r['applied_step']}{lr}",
                               str(r["id"]), extra))
+    # a branch that resumes right after an applied revert is that revert, not a rollback
+    reverts = {int(r["applied_step"]) + 1: r for r in d.recommendations
+               if r.get("action") == "revert" and r.get("status") == "applied"
+               and r.get("applied_step") is not None}
     for b in d.branches:
         if b.get("branch", 0) == 0 or b.get("start_step") is None:
             continue
-        out.append(Marker(int(b["start_step"]), "rollback", f"↺ rollback → branch {b['branch']}",
-                          f"rollback: branch {b['branch']} resumed at step {b['start_step']} "
-                          f"(from branch {b.get('parent_branch')})", str(b["branch"]),
+        rev = reverts.get(int(b["start_step"]))
+        what = "revert" if rev is not None else "rollback"
+        why = f": {rev.get('reason')}" if rev is not None else ""
+        out.append(Marker(int(b["start_step"]), "rollback", f"↺ {what} → branch {b['branch']}",
+                          f"{what}: branch {b['branch']} resumed at step {b['start_step']} "
+                          f"(from branch {b.get('parent_branch')}){why}", str(b["branch"]),
                           {"branch": str(b["branch"])}))
     return out
 
