@@ -68,6 +68,7 @@ class IngestResult:
     seq_start: int
     branch: int
     recommendations: list[dict[str, Any]] = field(default_factory=list)
+    blowup_bound: float | None = None  # train loss above which one step is a blow-up
 
 
 @dataclass(slots=True)
@@ -416,6 +417,7 @@ class Service:
             runs_q.ensure_branch(conn, run_id, branch, start, seq_start)
         next_seq = seq_start
         health = None
+        bound: float | None = None
         change: _PolicyChange | None = None
         if batch.series:
             next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch,
@@ -424,6 +426,9 @@ class Service:
                 health, change = self._analyze(conn, run, batch, seq_start, next_seq,
                                                start, replay, reads.cold_start,
                                                reads.recs if reads.history else None)
+                with self._cache_lock:
+                    live = self._cache.get(run_id)
+                bound = live.analyzer.blowup_bound() if live is not None else None
         now = time.time()
         interval = run["interval_s"]
         if run["n_batches"]:
@@ -452,7 +457,7 @@ class Service:
             recs_q.add_event(conn, run_id, "recommendation_expired", last_step,
                              {"reason": "expires_at_step passed"}, ref_id=rec_id)
         return IngestResult(n, False, batch_id, seq_start, branch,
-                            [recs_q.rec_to_dict(r) for r in pending])
+                            [recs_q.rec_to_dict(r) for r in pending], bound)
 
     def list_metrics(self, run_id: str) -> list[dict[str, Any]]:
         with self.store.read() as conn:

@@ -162,6 +162,11 @@ class RunAnalyzer:
                      "evidence": ev,
                      "message": f"{name} (an objective) is non-finite ({v}) at step {step}"})
 
+    def blowup_bound(self) -> float | None:
+        """The train loss above which a single step is a blow-up beyond doubt (see
+        ``DivergenceDetector.blowup_bound``); sent to clients for their local reflex."""
+        return self.div.blowup_bound()
+
     def monitoring(self) -> dict[str, Any]:
         """Which metric stagnation and oscillation watch, which way is better, and why."""
         return {"metric": self.stag.metric, "mode": self.stag.mode,

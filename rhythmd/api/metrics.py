@@ -66,7 +66,7 @@ async def ingest_metrics(run_id: str, request: Request) -> Response:
     return RhythmdJSONResponse({
         "accepted": result.accepted, "duplicate": result.duplicate, "batch_id": result.batch_id,
         "seq_start": result.seq_start, "branch": result.branch,
-        "recommendations": result.recommendations,
+        "recommendations": result.recommendations, "blowup_bound": result.blowup_bound,
     })
 
 

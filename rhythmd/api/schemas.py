@@ -136,6 +136,10 @@ class IngestResponse(BaseModel):
     branch: int
     recommendations: list[Recommendation] = Field(
         description="The run's pending recommendations, so the client needs no extra request.")
+    blowup_bound: float | None = Field(
+        None, description="Absolute train loss above which a single step is a blow-up beyond "
+        "doubt (about 10x above both the run's starting level and its recent level), for the "
+        "client's local reflex; null until the run has a baseline, or for a signed loss.")
 
 
 class MetricInfo(BaseModel):

@@ -345,6 +345,18 @@ class DivergenceDetector(Stateful):
                            f"(z={zy:.1f}); not a divergence unless it persists")]
         return []
 
+    def blowup_bound(self) -> float | None:
+        """The train loss above which one step is a blow-up beyond doubt: ``div_extreme``
+        (about 10x) above both the start bar and the trailing baseline, in loss units; None
+        before a starting level and a baseline exist, for an objective, or on the signed
+        scale. The client's local reflex may act on it without waiting for the daemon."""
+        if (not self.watch_level or self.signed or len(self.init) < 10
+                or not math.isfinite(self.base_med)):
+            return None
+        bar = self.y0 + self.cfg.div_z * self._sig0()
+        bound = self._loss(max(bar, self.base_med) + self.cfg.div_extreme)
+        return bound if math.isfinite(bound) and bound > 0 else None
+
     # ------------------------------------------------------------------ bulk path
     def fast_forward(self, steps: np.ndarray, xs: np.ndarray) -> int:
         """Consume a prefix of losses in bulk while nothing can fire; return its length.
