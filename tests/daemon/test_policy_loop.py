@@ -39,3 +39,21 @@ def test_a_revert_is_a_recommendation_like_any_other(client):
     bad = client.post(f"/v1/runs/{rid}/recommendations", json={
         "action": "revert", "params": {"to_step": 120}, "author": "alice", "reason": "x"})
     assert bad.status_code == 422 and "change_id" in bad.text
+
+
+def test_ingest_answers_carry_the_blowup_bound_for_the_reflex(client):
+    rid = client.post("/v1/runs", json={"name": "bound", "config": {"total_steps": 1000}}
+                      ).json()["run_id"]
+
+    def send(i: int, lo: int, hi: int) -> dict:
+        steps = list(range(lo, hi))
+        values = [2.3 * (1 + s / 50) ** -0.5 for s in steps]
+        r = client.post(f"/v1/runs/{rid}/metrics", json={"batch_id": f"b{i}", "series": [
+            {"name": "train_loss", "steps": steps, "values": values}]})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert send(0, 1, 5)["blowup_bound"] is None  # no starting level yet
+    body = send(1, 5, 200)
+    bound = body["blowup_bound"]
+    assert bound is not None and 2.3 * 5 < bound < 2.3 * 1000  # about 10x above the start bar
