@@ -275,7 +275,7 @@ class ScheduleTracker:
         cut is predictable; MultiStepLR/ReduceLROnPlateau cuts count as ``constant``, a
         CyclicLR is ``warmup`` on its rising and ``decay`` on its falling half. Steps
         after the last lr point are extrapolated from the scheduler; ``unknown`` before the
-        first lr point, without lr points, and where no scheduler fits. The fit behind it
+        scheduler's start, without lr points, and where no scheduler fits. The fit behind it
         may lag the stream by 2 % of its span (see ``identify``)."""
         if self.last is None:
             return "unknown"

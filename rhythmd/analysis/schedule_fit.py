@@ -488,13 +488,28 @@ def identify(knots: list[list[float]], hole: bool, tol: float) -> Identification
     """Name the scheduler behind ``knots`` ([step, lr] or [step, lr, sample ordinal]; with
     ``hole``, knots between the first and the second were dropped); ``unknown`` when the
     best model misses the knots by more than ``tol``/4 (RMS, log)."""
-    ident = _identify(knots, hole, tol)
+    if not knots:
+        return Identification("unknown", {}, [])
+    ident = _identify(knots, hole, tol, float(knots[0][0]))
+    # sparse logging may start after the scheduler: other starts if this does not fit; if it
+    # does, the stream's step 0 still wins when it fits as well (lr logged from step k on)
+    starts = _starts(knots)
+    if ident.fit_rms_log <= EXACT:
+        starts = [c for c in starts if c == 0]
+    for c in starts:
+        alt = _identify(knots, hole, tol, c)
+        if alt.scheduler != "unknown" and alt.fit_rms_log <= EXACT and (
+                c == 0 or not alt.fit_rms_log >= ident.fit_rms_log):
+            alt.params["start_step"] = round(c)
+            ident = alt
+            if c == 0:
+                break
     if ident.scheduler == "unknown" or not ident.fit_rms_log <= tol / 4:
         t = np.array([k[0] for k in knots], dtype=float)
         lr = np.array([k[1] for k in knots], dtype=float)
         o = np.array([k[2] if len(k) > 2 else math.nan for k in knots], dtype=float)
         if len(t) > 2 and _peaks(_log(lr), tol).size >= 2:  # steep troughs may pass for cuts
-            cyc = _cyclic(t, lr)
+            cyc = _cyclic(t, lr, float(t[0]))
             if cyc is not None and cyc.fit_rms_log <= EXACT:
                 return cyc
         if ident.scheduler != "unknown":
@@ -502,14 +517,28 @@ def identify(knots: list[list[float]], hole: bool, tol: float) -> Identification
     return ident
 
 
-def _identify(knots: list[list[float]], hole: bool, tol: float) -> Identification:
-    if not knots:
-        return Identification("unknown", {}, [])
+def _starts(knots: list[list[float]]) -> list[float]:
+    """Candidate scheduler starts before the first lr point of a sparsely logged stream:
+    step 0 when the first point lies within two logging intervals of it, and one interval
+    before the first point."""
+    t0, k1 = float(knots[0][0]), knots[-1]
+    if len(knots) < 2 or len(k1) < 3 or len(knots[0]) < 3 or k1[2] <= knots[0][2]:
+        return []
+    gap = (float(k1[0]) - t0) / (k1[2] - knots[0][2])  # mean steps between lr points
+    if gap < 1.5:
+        return []
+    cands = [0.0] if 0 < t0 <= 2 * gap + 1 else []
+    return [*cands, *(float(c) for c in {round(t0 - gap)} if c < t0 and c not in cands)]
+
+
+def _identify(knots: list[list[float]], hole: bool, tol: float, start: float,
+              ) -> Identification:
+    """``identify`` for a scheduler whose step 0 is the stream's step ``start``."""
     t = np.array([k[0] for k in knots], dtype=float)
     lr = np.array([k[1] for k in knots], dtype=float)
     o = np.array([k[2] if len(k) > 2 else math.nan for k in knots], dtype=float)
     y = _log(lr)
-    t_first = float(t[0])
+    t_first = start
     if len(t) == 1 or float(np.ptp(y)) <= 2 * tol:
         lv = float(np.median(lr))
         seg = ScheduleSegment("constant", int(t[0]), int(t[-1]), float(lr[0]), float(lr[-1]))
@@ -517,7 +546,7 @@ def _identify(knots: list[list[float]], hole: bool, tol: float) -> Identificatio
                               _rms(y - math.log(lv)))
     jumps = find_jumps(t, y, o, tol)
     if not jumps and _peaks(y, tol).size >= 2:
-        cyc = _cyclic(t, lr)
+        cyc = _cyclic(t, lr, start)
         if cyc is not None and cyc.fit_rms_log <= EXACT:
             return cyc
     e0 = jumps[0] if jumps else len(t) - 1
@@ -528,13 +557,13 @@ def _identify(knots: list[list[float]], hole: bool, tol: float) -> Identificatio
         if main is None:
             return _unknown(t, lr, jumps, tol)
         return Identification(main.scheduler, main.params, main.segments, main.phases, main.rms)
-    return _with_warmup(t, lr, jumps, ipk, tol)
+    return _with_warmup(t, lr, jumps, ipk, tol, start)
 
 
 def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
-                 tol: float) -> Identification:
+                 tol: float, start: float) -> Identification:
     """A rising start (LinearLR or OneCycleLR ramp) and what follows its peak."""
-    t_first = float(t[0])
+    t_first = start
     x = t - t_first
     n_lin = ipk if ipk >= 3 else ipk + 1  # the peak knot may already sit on the plateau
     rms_lin, a, b = _ramp_linear(x[:n_lin], lr[:n_lin])
@@ -553,7 +582,7 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
             params = {"start_lr": a, "slope_per_step": b}
             name = "LinearLR"
         seg = _seg("warmup", t, lr, 0, ipk, shape="cos" if cos_shape else "linear",
-                   warmup_steps=int(t[ipk] - t[0]), peak_lr=float(lr[ipk]), scheduler=name)
+                   warmup_steps=int(t[ipk] - start), peak_lr=float(lr[ipk]), scheduler=name)
         return Identification(name, params, [seg], [(t_first, math.inf, "warmup")],
                               min(rms_lin, rms_cos))
     rest = [j - ipk for j in jumps]
@@ -593,10 +622,10 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
     if (main is None or main.rms > EXACT) and not jumps and ipk + 1 < len(t):
         # OneCycleLR(three_phase=True): back down to the start, then an anneal
         if cos_shape:
-            three = _three_phase(t, lr, w_c, peak_c, a_c, "cos")
+            three = _three_phase(t, lr, w_c, peak_c, a_c, "cos", start)
         elif b > 0:  # the knot after the peak is on the line back down (slope -b)
             w3 = (float(lr[ipk + 1]) - a + b * float(x[ipk + 1])) / (2 * b)
-            three = _three_phase(t, lr, w3, a + b * w3, a, "linear")
+            three = _three_phase(t, lr, w3, a + b * w3, a, "linear", start)
         else:
             three = None
         if three is not None:
@@ -633,7 +662,7 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
         children = [{"scheduler": "LinearLR", "params": {"base_lr": peak, **ramp}},
                     {"scheduler": "ConstantLR", "params": {"factor": 1.0}},
                     {"scheduler": main.scheduler, "params": main.params}]
-        hseg = ScheduleSegment("constant", int(t[0] + w), int(t[0] + h_steps), peak, peak)
+        hseg = ScheduleSegment("constant", int(start + w), int(start + h_steps), peak, peak)
         params = {"schedulers": children, "milestones": [w_steps, h_steps],
                   "warmup_steps": w_steps}
         phases = [wphase, (t_first + w, t_first + hold[0], "constant"),
@@ -642,7 +671,7 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
                               rms)
     if cos_shape or (main.decay in ("poly", "linear_decay") and _one_cycle_linear(w, main)):
         return _one_cycle(t, lr, main, wseg, wphase, w, peak, a_c if cos_shape else a,
-                          "cos" if cos_shape else "linear", rms)
+                          "cos" if cos_shape else "linear", rms, start)
     if main.scheduler == "constant":
         params = {"base_lr": peak, **ramp, "end_factor": 1.0}
         return Identification("LinearLR", params, [wseg, *main.segments],
@@ -696,7 +725,7 @@ def _one_cycle_linear(w: float, main: _Main) -> bool:
 
 def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment,
                wphase: tuple[float, float, str], w: float, peak: float, initial: float,
-               strategy: str, rms: float) -> Identification:
+               strategy: str, rms: float, start: float) -> Identification:
     if main.decay == "cosine":
         anneal, final = float(main.params["T_max"]), float(main.params["eta_min"])
     elif main.decay in ("poly", "linear_decay"):
@@ -705,7 +734,7 @@ def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment
     else:
         anneal, final = math.nan, math.nan
     total = w + anneal + 1
-    if math.isfinite(total) and t[-1] >= t[0] + round(total) - 1.5:  # the last step is seen
+    if math.isfinite(total) and t[-1] >= start + round(total) - 1.5:  # the last step is seen
         final = float(lr[-1])
     params = {
         "max_lr": peak,
@@ -722,16 +751,16 @@ def _one_cycle(t: np.ndarray, lr: np.ndarray, main: _Main, wseg: ScheduleSegment
     for s in main.segments:
         s.params["scheduler"] = "OneCycleLR"
     wseg.params["scheduler"] = "OneCycleLR"
-    t0 = t[0] + w
+    t0 = start + w
     phases = [wphase, (t0, t0 + anneal + 1, "decay"), (t0 + anneal + 1, math.inf, "unknown")]
     return Identification("OneCycleLR", params, [wseg, *main.segments], phases, rms)
 
 
 def _three_phase(t: np.ndarray, lr: np.ndarray, w: float, peak: float, initial: float,
-                 strategy: str) -> Identification | None:
+                 strategy: str, start: float) -> Identification | None:
     """OneCycleLR(three_phase=True): after the ramp (to ``peak`` at step w), back to
     ``initial`` at 2w, then an anneal (cos: fitted cosine; linear: a line to ~0)."""
-    x = t - t[0]
+    x = t - start
 
     def ann(start: float, end: float, pct: np.ndarray) -> np.ndarray:
         if strategy == "cos":
@@ -766,7 +795,7 @@ def _three_phase(t: np.ndarray, lr: np.ndarray, w: float, peak: float, initial: 
         "final_lr": final, "div_factor": peak / initial if initial > 0 else None,
         "final_div_factor": initial / final if final > 0 else None, "three_phase": True,
     }
-    t0 = float(t[0])
+    t0 = start
     i2 = int(np.searchsorted(x, 2 * w, side="right"))
     ipk = int(np.searchsorted(x, w, side="right")) - 1
     segs = [_seg("warmup", t, lr, 0, max(ipk, 0), shape=strategy, warmup_steps=round(w),
@@ -799,12 +828,12 @@ def _tri(i: np.ndarray, up: float, period: float) -> tuple[np.ndarray, np.ndarra
     return np.where(x <= r, x / r, (x - 1) / (r - 1)), cyc
 
 
-def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
+def _cyclic(t: np.ndarray, lr: np.ndarray, start: float) -> Identification | None:
     """CyclicLR (triangular, triangular2, exp_range): integer step sizes searched around the
     spacing of the observed peaks; base and amplitude by least squares."""
     y = _log(lr)
     pk = _peaks(y, 0.0)
-    i = t - t[0]
+    i = t - start
     if pk.size < 2:
         return None
     p0 = float(np.median(np.diff(i[pk])))
@@ -864,7 +893,7 @@ def _cyclic(t: np.ndarray, lr: np.ndarray) -> Identification | None:
     segs = [_seg("increase" if d > 0 else "decay" if d < 0 else "constant", t, lr, a, b,
                  scheduler="CyclicLR") for a, b, d in _monotone_runs(y, 0, len(t) - 1, 0.0)]
     return Identification("CyclicLR", params, segs, [], rms,
-                          cycle=(float(t[0]), float(up), float(per)))
+                          cycle=(start, float(up), float(per)))
 
 
 # ---------------------------------------------------------------------------- fallback

@@ -38,13 +38,16 @@ def torch_lrs(build: Callable[[Any], Any], steps: int, lr: float = 0.1,
 
 
 def feed(lr: np.ndarray, mode: str, first_step: int = 0) -> ScheduleTracker:
-    """Feed a per-step lr stream: per point, in random batches, sparse (every 10 steps) in
-    batches, or as float32 with 1e-7 relative noise in random batches."""
+    """Feed a per-step lr stream: per point, in random batches, sparse (every 10 steps,
+    from step 0, or from step 10 as a client that logs every k steps does) in batches, or
+    as float32 with 1e-7 relative noise in random batches."""
     s = np.arange(first_step, first_step + lr.size)
     v = lr.copy()
     rng = np.random.default_rng(1)
     if mode == "sparse":
         s, v = s[::10], v[::10]
+    if mode == "sparse_late":
+        s, v = s[10::10], v[10::10]
     if mode == "f32_noise":
         v = v.astype(np.float32).astype(np.float64) * (1 + 1e-7 * rng.standard_normal(v.size))
     t = ScheduleTracker()
@@ -60,7 +63,7 @@ def feed(lr: np.ndarray, mode: str, first_step: int = 0) -> ScheduleTracker:
     return t
 
 
-MODES = ["points", "batches", "sparse", "f32_noise"]
+MODES = ["points", "batches", "sparse", "sparse_late", "f32_noise"]
 
 
 def close(got: Any, want: float, rel: float = 1e-3, abs_: float = 0.0) -> bool:
@@ -69,7 +72,7 @@ def close(got: Any, want: float, rel: float = 1e-3, abs_: float = 0.0) -> bool:
 
 def steps_close(got: Any, want: int, mode: str) -> bool:
     """Step counts: exact from dense streams; within the logging interval from sparse ones."""
-    return isinstance(got, int) and abs(got - want) <= (10 if mode == "sparse" else 0)
+    return isinstance(got, int) and abs(got - want) <= (10 if mode.startswith("sparse") else 0)
 
 
 # name -> (builder, steps, expected torch name, check(params, mode), phase checks)
@@ -258,8 +261,10 @@ def test_torch_scheduler_identified(case: str, mode: str) -> None:
     assert name == "constant" or hasattr(L, name)  # users see torch's own class names
     assert check(d["params"], mode), d["params"]
     assert d["fit_rms_log"] < 1e-4
-    for step, ph in phases.items():
+    for step, ph in phases.items():  # (lr from step 10: the schedule is placed from step 0)
         assert t.phase(step) == ph, (step, t.phase(step), d)
+    if mode == "sparse_late":  # steps counted from the stream's step 0
+        assert d["params"]["start_step"] == 0, d
     assert d["segments"] and all(isinstance(s["kind"], str) for s in d["segments"])
     assert len(t.knots) <= t.max_knots
     assert json.loads(json.dumps(d)) == d  # plain JSON types (no numpy scalars)
