@@ -644,7 +644,8 @@ def _with_warmup(t: np.ndarray, lr: np.ndarray, jumps: list[int], ipk: int,
         return _unknown(t, lr, jumps, tol)
     peak = peak_c if cos_shape else (lr[ipk] if hold else main.base)
     w_steps = round(w)
-    ramp = {"start_factor": (a_c / peak_c) if cos_shape else a / peak, "total_iters": w_steps}
+    ramp = {"start_factor": max(0.0, (a_c / peak_c) if cos_shape else a / peak) + 0.0,
+            "total_iters": w_steps}  # (+ 0.0: no -0.0 from a ramp that starts at 0)
     wseg = _seg("warmup", t, lr, 0, ipk, shape="cos" if cos_shape else "linear",
                 warmup_steps=w_steps, peak_lr=peak,
                 scheduler="OneCycleLR" if cos_shape else "LinearLR")
