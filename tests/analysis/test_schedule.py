@@ -307,6 +307,27 @@ def test_warmup_hold_decay_and_lambda_schedules() -> None:
     assert d["scheduler"] == "ExponentialLR" and close(d["params"]["gamma"], 0.99, 1e-9)
 
 
+@pytest.mark.parametrize("every", [50, 500])
+def test_hugging_face_logging_every_k_steps(every: int) -> None:
+    """A Trainer-style run: cosine with a 500-step warmup over 10,000 steps, lr logged every
+    50 or 500 steps from that step on. Every 50: the warmup and the cosine; every 500 (no
+    point inside the warmup): the cosine from the first point."""
+    def f(s: int) -> float:
+        return s / 500 if s < 500 else 0.5 * (1 + math.cos(math.pi * (s - 500) / 9500))
+
+    lr = torch_lrs(lambda o: L.LambdaLR(o, f), 10_000, lr=3e-4)
+    s = np.arange(every, 10_000, every)
+    t = ScheduleTracker()
+    t.update_many(s, lr[s])
+    d = t.describe()
+    cos = d["params"]["schedulers"][1]["params"] if every == 50 else d["params"]
+    assert d["scheduler"] == ("SequentialLR" if every == 50 else "CosineAnnealingLR"), d
+    assert abs(cos["T_max"] - 9500) <= 1 and close(cos["base_lr"], 3e-4, 1e-6)
+    if every == 50:
+        assert d["params"]["milestones"] == [500] and d["params"]["start_step"] == 0
+    assert t.phase() == "decay" and t.phase(9_999) == "decay"
+
+
 def test_reduce_lr_on_plateau_cuts_are_multistep() -> None:
     """Plateaus of irregular length: cuts by the factor at irregular steps; the last cut is
     clamped at min_lr, so its factor differs."""
