@@ -708,8 +708,10 @@ class Service:
     def create_recommendation(
         self, run_id: str, action: str, params: dict[str, Any], *, reason: str,
         author: str, expires_at_step: int | None = None, diagnosis_id: str | None = None,
+        report: bool = False,
     ) -> dict[str, Any]:
-        """Issue a recommendation (by hand or from the policy); the client applies it."""
+        """Issue a recommendation (by hand or from the policy); the client applies it. A
+        ``report`` records a change the client already made on its own: stored as applied."""
         validate_action(action, params)
         with self.store.write(run_id) as conn:
             run = self._run_row(conn, run_id)
@@ -723,6 +725,12 @@ class Service:
             recs_q.add_event(conn, run_id, "recommendation_issued", run["last_step"],
                              {"action": action, "params": params, "author": author,
                               "reason": reason}, ref_id=rec["id"])
+            if report:
+                recs_q.resolve_recommendation(conn, rec["id"], "applied", run["last_step"],
+                                              None, None, "reported by the client")
+                recs_q.add_event(conn, run_id, "recommendation_applied", run["last_step"],
+                                 {"action": action, "lr_before": None, "lr_after": None,
+                                  "note": "reported by the client"}, ref_id=rec["id"])
             return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec["id"]))
 
     def list_recommendations(self, run_id: str, status: str | None = None) -> list[dict[str, Any]]:
@@ -749,6 +757,13 @@ class Service:
             if row is None:
                 raise NotFoundError(f"run {run_id!r} has no recommendation {rec_id!r}")
             if row["status"] == status:
+                if status == "applied" and row["lr_before"] is None and lr_before is not None:
+                    # a client's report (stored as applied) acknowledged with its LRs
+                    recs_q.resolve_recommendation(conn, rec_id, status,
+                                                  step if step is not None
+                                                  else row["applied_step"],
+                                                  lr_before, lr_after, note or row["note"])
+                    return recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
                 return recs_q.rec_to_dict(row)
             if row["status"] not in ("pending", "expired"):
                 raise ConflictError(

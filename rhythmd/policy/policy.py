@@ -395,7 +395,9 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
             "cut(s): over-fitting, stop early", d.id, expire)
     why_not = ""
     user = _user_decayed(ctx)
-    if late:
+    if ctx.lr is None:
+        why_not = "no LR is reported: whether the run's own schedule decays is unknown"
+    elif late:
         why_not = "in the last part of the budget a cut cannot pay off"
     elif user is not None and user < cfg.schedule_decay_ratio:
         why_not = (f"the run's own schedule is decaying (LR at {user:.0%} of its peak): "
@@ -514,7 +516,9 @@ def _increase(d: Any, ctx: RunContext, hist: list[dict[str, Any]], cfg: PolicyCo
     factor = min(factor, cfg.max_increase)
     increases = [h for h in hist if h["action"] == "increase_lr" and h["status"] != "expired"]
     why_not = ""
-    if "increase_lr" in failed:
+    if ctx.lr is None:
+        why_not = "no LR is reported"
+    elif "increase_lr" in failed:
         why_not = "a raise was tried and reverted"
     elif len(increases) >= cfg.max_increases:
         why_not = f"{len(increases)} raises already"
@@ -531,8 +535,8 @@ def _increase(d: Any, ctx: RunContext, hist: list[dict[str, Any]], cfg: PolicyCo
             if factor < 1.01:
                 why_not = (f"the run diverged at LR {min(diverged):.3g}: no raise within "
                            f"x{cfg.diverged_lr_margin:g} of it")
-    elif not why_not and any(h["action"] == "rollback" for h in hist) and ctx.lr is None:
-        why_not = "the run diverged before"
+    elif not why_not and any(h["action"] == "rollback" for h in hist):
+        why_not = "the run diverged before, at an LR it did not report"
     if why_not:
         notes.append(f"{d.id}: no raise: {why_not}")
         return None

@@ -53,7 +53,23 @@ def test_ingest_answers_carry_the_blowup_bound_for_the_reflex(client):
         assert r.status_code == 200, r.text
         return r.json()
 
-    assert send(0, 1, 5)["blowup_bound"] is None  # no starting level yet
-    body = send(1, 5, 200)
+    assert send(0, 1, 4)["blowup_bound"] is None  # no starting level yet (five steps)
+    body = send(1, 4, 200)
     bound = body["blowup_bound"]
     assert bound is not None and 2.3 * 5 < bound < 2.3 * 1000  # about 10x above the start bar
+
+
+def test_a_client_reports_its_own_change_as_applied(client):
+    """The local reflex reports what it did: stored as applied at once (no client applies it
+    again), then acknowledged with the LRs it set."""
+    rid = client.post("/v1/runs", json={"name": "reflex"}).json()["run_id"]
+    r = client.post(f"/v1/runs/{rid}/recommendations", json={
+        "action": "rollback", "params": {"to_step": 10, "lr_factor": 0.1, "warmup_steps": 20,
+                                         "warmup_start_factor": 0.1},
+        "author": "rhythmd-client/reflex", "reason": "non-finite loss at step 14"})
+    assert r.status_code == 201, r.text
+    rec = r.json()
+    assert rec["status"] == "pending"  # without auth every caller may steer: a plain issue
+    ack = client.post(f"/v1/runs/{rid}/recommendations/{rec['id']}/ack", json={
+        "status": "applied", "step": 10, "lr_before": [0.5], "lr_after": [0.05]})
+    assert ack.status_code == 200 and ack.json()["lr_before"] == [0.5]

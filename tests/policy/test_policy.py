@@ -56,7 +56,7 @@ def test_escalation_starts_over_in_a_new_episode():
 
 
 def test_divergence_cancels_softer_pending_and_skips_when_a_rollback_is_pending():
-    ctx = RunContext(step=300, history=[rec("reduce_lr", "pending", i=7)])
+    ctx = RunContext(lr=0.1, step=300, history=[rec("reduce_lr", "pending", i=7)])
     d = decide([event("divergence")], ctx, CFG)
     assert d.cancel == ["r7"] and d.issue[0].action == "rollback"
     ctx.history = [rec("rollback", "pending", i=8)]
@@ -64,16 +64,16 @@ def test_divergence_cancels_softer_pending_and_skips_when_a_rollback_is_pending(
 
 
 def test_without_snapshots_divergence_falls_back_to_rewarming():
-    ctx = RunContext(step=300, history=[rec("rollback", "rejected")])
+    ctx = RunContext(lr=0.1, step=300, history=[rec("rollback", "rejected")])
     r = decide([event("divergence")], ctx, CFG).issue[0]
     assert r.action == "warmup" and 0 < r.params["peak_factor"] < 1
 
 
 def test_divergence_near_warmup_gets_a_longer_warmup():
-    plain = decide([event("divergence", onset=500)], RunContext(step=510, total_steps=1000),
+    plain = decide([event("divergence", onset=500)], RunContext(lr=0.1, step=510, total_steps=1000),
                    CFG).issue[0]
     warm = decide([event("divergence", onset=110)],
-                  RunContext(step=120, total_steps=1000, warmup_end_step=100), CFG).issue[0]
+                  RunContext(lr=0.1, step=120, total_steps=1000, warmup_end_step=100), CFG).issue[0]
     assert warm.params["warmup_steps"] > plain.params["warmup_steps"]
 
 
@@ -87,20 +87,20 @@ def test_stagnation_cuts_then_leaves_the_run_alone_after_repeated_useless_cuts()
 
 
 def test_cooldown_and_one_pending_at_a_time():
-    ctx = RunContext(step=500, total_steps=1000, history=[rec("reduce_lr", "applied", 490)])
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000, history=[rec("reduce_lr", "applied", 490)])
     assert decide([event("stagnation")], ctx, CFG).issue == []
     ctx.history = [rec("increase_lr", "pending")]
     assert decide([event("stagnation")], ctx, CFG).issue == []
 
 
 def test_oscillation_only_when_the_lr_causes_it():
-    ctx = RunContext(step=500, total_steps=1000)
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000)
     assert decide([event("oscillation", cause="eval_noise")], ctx, CFG).issue == []
     assert decide([event("oscillation", cause="lr")], ctx, CFG).issue[0].action == "reduce_lr"
 
 
 def test_slow_progress_increases_a_bounded_number_of_times():
-    ctx = RunContext(step=300, total_steps=1000)
+    ctx = RunContext(lr=0.1, step=300, total_steps=1000)
     assert decide([event("slow_progress")], ctx, CFG).issue[0].action == "increase_lr"
     ctx.history = [rec("increase_lr", "applied", 10 * i, i) for i in range(CFG.max_increases)]
     assert decide([event("slow_progress")], ctx, CFG).issue == []
@@ -109,7 +109,7 @@ def test_slow_progress_increases_a_bounded_number_of_times():
 
 
 def test_updates_and_closes_do_not_trigger_unless_critical():
-    ctx = RunContext(step=300)
+    ctx = RunContext(lr=0.1, step=300)
     assert decide([event("stagnation", type_="updated")], ctx, CFG).issue == []
     assert decide([event("divergence", type_="closed")], ctx, CFG).issue == []
     crit = decide([event("divergence", type_="updated", severity="critical")], ctx, CFG)
@@ -155,13 +155,13 @@ def test_nonfinite_divergence_gets_a_deeper_cut():
 
 
 def test_oscillation_cause_named_by_the_detector_is_acted_on():
-    ctx = RunContext(step=500, total_steps=1000)
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000)
     assert decide([event("oscillation", cause="lr_too_large")], ctx,
                   CFG).issue[0].action == "reduce_lr"
 
 
 def test_divergence_from_the_start_restarts_from_the_initial_weights():
-    ctx = RunContext(step=60, total_steps=800)
+    ctx = RunContext(lr=0.1, step=60, total_steps=800)
     first = decide([event("divergence", step=60, onset=2)], ctx, CFG).issue[0]
     assert first.action == "rollback" and first.params["to_step"] == -1
     ctx.history = [rec("rollback", "applied", 50)]
@@ -175,12 +175,12 @@ def test_divergence_from_the_start_restarts_from_the_initial_weights():
 def test_stagnation_after_an_increase_is_a_plateau_not_a_call_for_more():
     # the raised run reached its floor: raising again over-shoots (a raise that was not enough
     # shows as slow progress again instead)
-    ctx = RunContext(step=500, total_steps=1000, history=[rec("increase_lr", "applied", 200)])
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000, history=[rec("increase_lr", "applied", 200)])
     assert decide([event("stagnation")], ctx, CFG).issue[0].action == "reduce_lr"
 
 
 def test_slow_progress_increase_follows_the_projected_gain():
-    ctx = RunContext(step=300, total_steps=1000)
+    ctx = RunContext(lr=0.1, step=300, total_steps=1000)
     tiny = decide([event("slow_progress", projected_total_rel_gain=0.01)], ctx, CFG).issue[0]
     assert tiny.params["factor"] == CFG.max_increase == 2.0  # at most x2 at a time
     wide = PolicyConfig(max_increase=10.0)
@@ -191,7 +191,7 @@ def test_slow_progress_increase_follows_the_projected_gain():
 
 
 def test_stagnation_with_a_rising_loss_cuts_harder():
-    ctx = RunContext(step=300, total_steps=600)
+    ctx = RunContext(lr=0.1, step=300, total_steps=600)
     flat = decide([event("stagnation", theil_sen_slope_per_step=0.0, best_value=0.5)], ctx,
                   CFG).issue[0]
     rising = decide([event("stagnation", theil_sen_slope_per_step=2e-4, best_value=0.5)], ctx,
@@ -205,13 +205,13 @@ def test_persisting_stagnation_is_cut_again_after_a_full_window():
 
     first = {**rec("reduce_lr", "applied", 300), "diagnosis_id": "stagnation-1",
              "issued_at_step": 290}
-    ctx = RunContext(step=400, total_steps=1000, history=[first])
+    ctx = RunContext(lr=0.1, step=400, total_steps=1000, history=[first])
     assert decide([flat(400)], ctx, CFG).issue == []  # the cut has had 100 < 140 steps
     ctx.step = 450
     again = decide([flat(450)], ctx, CFG).issue
     assert [r.action for r in again] == ["reduce_lr"]
     # In advise mode nothing is applied: the answer itself starts the wait.
-    ctx = RunContext(step=400, total_steps=1000, history=[
+    ctx = RunContext(lr=0.1, step=400, total_steps=1000, history=[
         {**rec("reduce_lr", "rejected"), "diagnosis_id": "stagnation-1", "issued_at_step": 350}])
     assert decide([flat(400)], ctx, CFG).issue == []
 
@@ -221,7 +221,7 @@ def test_a_run_still_too_slow_after_an_increase_is_raised_again():
         return event("slow_progress", step=step, onset=0, type_="updated", window_steps=140,
                      projected_total_rel_gain=0.05)
 
-    ctx = RunContext(step=400, total_steps=1000, history=[
+    ctx = RunContext(lr=0.1, step=400, total_steps=1000, history=[
         {**rec("increase_lr", "applied", 300), "diagnosis_id": "slow_progress-1",
          "issued_at_step": 290}])
     assert decide([slow(400)], ctx, CFG).issue == []
@@ -231,7 +231,7 @@ def test_a_run_still_too_slow_after_an_increase_is_raised_again():
 
 def test_overfitting_that_survives_a_cut_stops_early():
     rising = dict(theil_sen_slope_per_step=0.001, best_value=0.5)  # +0.2 per 1k steps
-    ctx = RunContext(step=500, total_steps=1000)
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000)
     first = decide([event("stagnation", **rising)], ctx, CFG).issue[0]
     assert first.action == "reduce_lr" and first.params["factor"] < CFG.reduce_factor
     ctx.history = [rec("reduce_lr", "applied", 300)]
@@ -278,9 +278,9 @@ def test_a_blow_up_that_turned_non_finite_in_the_same_batch_gets_the_non_finite_
     opened = event("divergence", step=11, onset=11, severity="warning", test="above_start")
     turned = event("divergence", step=23, onset=11, severity="critical", type_="updated",
                    test="nonfinite")
-    r = decide([opened, turned], RunContext(step=79, total_steps=400), CFG).issue[0]
+    r = decide([opened, turned], RunContext(lr=0.1, step=79, total_steps=400), CFG).issue[0]
     assert r.action == "rollback" and r.params["lr_factor"] == CFG.nonfinite_cut
-    assert decide([opened], RunContext(step=79, total_steps=400), CFG).issue[0] \
+    assert decide([opened], RunContext(lr=0.1, step=79, total_steps=400), CFG).issue[0] \
         .params["lr_factor"] == CFG.rollback_cut
 
 
@@ -288,17 +288,17 @@ def test_a_relapse_right_after_a_rollback_rolls_back_before_the_restored_state()
     # the last rollback restored the state of step 60 (the branch resumed at 61); the run
     # blew up again at once: that state was already damaged, go one snapshot further back
     history = [rec("rollback", "applied", 140, 0)]
-    ctx = RunContext(step=110, total_steps=400, branch_start_step=61, history=history)
+    ctx = RunContext(lr=0.1, step=110, total_steps=400, branch_start_step=61, history=history)
     r = decide([event("divergence", step=100, onset=63)], ctx, CFG).issue[0]
     assert r.action == "rollback" and r.params["to_step"] == 59
     assert "after resuming from the state of step 60" in r.reason
     # long after resuming: an ordinary divergence, rolled back to just before its onset
     later = decide([event("divergence", step=300, onset=290)],
-                   RunContext(step=300, total_steps=400, branch_start_step=61,
+                   RunContext(lr=0.1, step=300, total_steps=400, branch_start_step=61,
                               history=history), CFG).issue[0]
     assert later.params["to_step"] == 289
     # a relapse after a restart from the initial weights has nothing earlier to go to
     again = decide([event("divergence", step=30, onset=3)],
-                   RunContext(step=30, total_steps=400, branch_start_step=0,
+                   RunContext(lr=0.1, step=30, total_steps=400, branch_start_step=0,
                               history=history), CFG).issue[0]
     assert again.params["to_step"] == -1

@@ -142,3 +142,29 @@ def test_another_projects_run_id_reads_as_404(secured: Secured) -> None:
     ingest_b = bearer(secured.token("team-b", "ingest"))
     assert http.post("/v1/runs", json={"name": "other", "run_id": hidden},
                      headers=ingest_b).status_code == 409
+
+
+# a training job's own reports (the client's local reflex) -------------------------------------
+def test_an_ingest_token_may_only_report_its_clients_own_changes(secured: Secured) -> None:
+    http = secured.http
+    rid = secured.run("a")
+    job = bearer(secured.token("a", "ingest"))
+    issue = http.post(f"/v1/runs/{rid}/recommendations", headers=job,
+                      json={"action": "reduce_lr", "params": {"factor": 0.5}})
+    assert issue.status_code == 403 and "steer" in issue.text
+    report = http.post(f"/v1/runs/{rid}/recommendations", headers=job, json={
+        "action": "rollback", "params": {"to_step": 3, "lr_factor": 0.1},
+        "author": "rhythmd-client/reflex", "reason": "non-finite loss at step 9"})
+    assert report.status_code == 201, report.text
+    assert report.json()["status"] == "applied"  # a report: nobody applies it again
+    pending = http.get(f"/v1/runs/{rid}/recommendations", headers=job,
+                       params={"status": "pending"}).json()["recommendations"]
+    assert pending == []
+    ack = http.post(f"/v1/runs/{rid}/recommendations/{report.json()['id']}/ack", headers=job,
+                    json={"status": "applied", "step": 3, "lr_before": [0.5],
+                          "lr_after": [0.05]})
+    assert ack.status_code == 200 and ack.json()["lr_before"] == [0.5]
+    # another project's job cannot report into this run (it does not see it)
+    other = bearer(secured.token("b", "ingest"))
+    assert http.post(f"/v1/runs/{rid}/recommendations", headers=other, json={
+        "action": "stop", "author": "rhythmd-client/reflex"}).status_code == 404

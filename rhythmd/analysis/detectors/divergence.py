@@ -347,14 +347,14 @@ class DivergenceDetector(Stateful):
 
     def blowup_bound(self) -> float | None:
         """The train loss above which one step is a blow-up beyond doubt: ``div_extreme``
-        (about 10x) above both the start bar and the trailing baseline, in loss units; None
-        before a starting level and a baseline exist, for an objective, or on the signed
-        scale. The client's local reflex may act on it without waiting for the daemon."""
-        if (not self.watch_level or self.signed or len(self.init) < 10
-                or not math.isfinite(self.base_med)):
+        (about 10x) above both the start bar and the trailing baseline (once it exists), in
+        loss units; None before five steps, for an objective, or on the signed scale. The
+        client's local reflex may act on it without waiting for the daemon."""
+        if not self.watch_level or self.signed or len(self.init) < 5:
             return None
         bar = self.y0 + self.cfg.div_z * self._sig0()
-        bound = self._loss(max(bar, self.base_med) + self.cfg.div_extreme)
+        base = self.base_med if math.isfinite(self.base_med) else self.y0
+        bound = self._loss(max(bar, base) + self.cfg.div_extreme)
         return bound if math.isfinite(bound) and bound > 0 else None
 
     # ------------------------------------------------------------------ bulk path

@@ -207,7 +207,10 @@ class StagnationDetector(SeriesDetector):
         # from something else, e.g. a too-large LR now decaying), and slowly enough that the
         # whole budget at this rate gains little (a fast steady decay is healthy progress)
         done = math.log(start / v3) if ser.positive and v3 > 0 and start > 0 else math.inf
-        steady = (cfg.slow_steady_ratio <= ratio <= cfg.slow_steady_max_ratio
+        # (a loss's rule: a score's complement has no floor to fall towards at a steady log
+        # rate; an accuracy climbing steadily under its schedule is not a too-small LR)
+        steady = (not self.orientation.bound
+                  and cfg.slow_steady_ratio <= ratio <= cfg.slow_steady_max_ratio
                   and log_gain >= cfg.slow_steady_log_gain
                   and done + log_gain <= cfg.slow_max_total_log_gain)
         slow = judged and (gain < cfg.slow_min_total_gain or steady)
