@@ -1,46 +1,48 @@
-"""Which recommendation answers which diagnosis, and when to escalate.
+"""Which recommendation answers which diagnosis, when to escalate, and when to undo.
 
 The policy is a pure function of the diagnosis events of one batch and the run's context
-(latest step and LR, identified warmup, budget, and every recommendation issued so far with
-its outcome). It keeps no state of its own: everything it needs to escalate (rollback
-attempts, reductions that did not help, LR increases) is counted from that history, so any
-daemon process decides the same way.
+(latest step and LR, its peak, identified warmup, budget, the open diagnoses, the monitored
+series, and every recommendation issued so far with its outcome). It keeps no state of its
+own: everything it needs (rollback attempts of the current episode, changes that were
+reverted, LR increases, the LR the run diverged at) is read from that history, so any daemon
+process decides the same way. It answers only diagnoses still open when it decides, and when
+it declines to act it says why (``Decision.notes``).
 
 Rules, in order of precedence:
 
 - **divergence** (opened, or escalated to ``critical``): ``rollback`` to the step before the
-  onset with the LR cut by ``cut ** attempt`` and a linear warmup of ``warmup_steps`` (longer
-  when the blow-up came during or right after a warmup); pending softer recommendations are
-  cancelled. ``cut`` is ``nonfinite_cut`` (0.1) for a non-finite loss, the sign of an LR far
-  above the stability limit, where a 0.3 cut usually blows up again and wastes an attempt,
-  else ``rollback_cut`` (0.3). A client without snapshots rejects a rollback; the policy then
-  falls back to ``warmup`` with the same cut as its peak. A divergence that starts within the
-  first ``start_damage_steps`` steps rolls back to ``to_step=-1``, the initial weights the
-  client keeps: the first updates broke the model, and every later snapshot holds the damage.
-  A divergence that begins within ``cooldown + warmup`` steps after the state restored by the
-  previous rollback (a relapse) rolls back to before that state: it was already damaged, and
-  the same snapshot with a smaller LR fails again. After ``max_rollbacks`` attempts the run is
-  told to ``stop``.
+  onset with the LR cut by ``cut ** attempt`` and a linear warmup of ``warmup_steps`` (twice
+  as long when the evidence says ``near_warmup``); pending softer recommendations are
+  cancelled. ``cut`` is ``nonfinite_cut`` (0.1) for a non-finite loss, else ``rollback_cut``
+  (0.3). Attempts count within an *episode*: rollbacks less than ``episode_reset_steps``
+  apart; a healthy stretch longer than that starts over. A client without snapshots rejects a
+  rollback; the policy then falls back to ``warmup`` with the same cut as its peak (issued at
+  once when the rejection arrives, :func:`fallback`). A rollback the client's local reflex had
+  already superseded is no such rejection. A divergence within the first
+  ``start_damage_steps`` steps rolls back to ``to_step=-1``, the initial weights. A relapse
+  right after resuming from a restored state goes back before that state. After
+  ``max_rollbacks`` attempts in one episode the run is told to ``stop``.
+- **guarded changes**: the latest applied LR change (``reduce_lr``, ``increase_lr``,
+  ``warmup``, ``set_schedule``) is judged once its effect window (10 % of the budget, at
+  least six evaluation intervals) has passed (:mod:`rhythmd.policy.trials`); when the monitored
+  metric ended worse than the projection of its pre-change trajectory it is reverted
+  (``revert``) and that action is not tried again.
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
-  ``reduce_lr``. Evaluation noise of a small validation set is diagnosed but never acted on.
-- **stagnation** with the monitored loss rising (over-fitting) after a cut: ``stop`` early.
-- **stagnation** that never got ``never_learned_gain`` (5 %) below the first evaluation, with
-  no significant trend, past a quarter of the declared budget or after an applied rollback (the
-  model learned nothing: units killed or saturated by a far-too-large LR; a too-small LR shows
-  as slow progress instead):
-  ``rollback`` to the initial weights (``to_step=-1``) with the LR cut like a non-finite
-  divergence; it counts as a rollback attempt. Without snapshots, or after ``max_rollbacks``,
-  the plain stagnation rule below applies.
-- **stagnation**: ``reduce_lr`` by ``reduce_factor`` (a plateau-style cut); ``stop`` once
-  ``max_reductions`` cuts in a row were followed by another stagnation, or the LR is at its
-  floor; when the loss is rising while its best is flat (over-fitting), the cut is
-  ``reduce_factor ** 2`` (~0.1, as ReduceLROnPlateau). A stagnation after an ``increase_lr``
-  is answered the same way: the raised run reached its floor (a raise that was not enough
-  shows as slow progress again, judged on the evals since the raise).
-- **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain`` (progress
-  of a too-small LR is roughly proportional to it, so this brings the projected gain to
-  ``target_gain``), at least ``increase_factor`` and at most ``max_increase`` at once, at most
-  ``max_increases`` times, never after a divergence that followed an increase.
+  ``reduce_lr``. Evaluation noise is diagnosed but never acted on.
+- **stagnation** that never got ``never_learned_gain`` (5 %) below its start, with no
+  significant trend, past a quarter of the budget or after an applied rollback: ``rollback``
+  to the initial weights with the LR cut like a non-finite divergence (a rollback attempt).
+- **stagnation**: ``reduce_lr`` by ``reduce_factor`` (``reduce_factor ** 2`` when the loss is
+  rising while its best is flat; ``stop`` when it keeps rising after a cut past half the
+  budget: over-fitting). No cut when: no LR is reported; the run's own schedule has brought
+  the LR below ``schedule_decay_ratio`` of its peak now or since the peak (decay, warm
+  restarts; our own changes divided out); in the last ``final_fraction`` of the budget; a cut
+  was reverted; ``max_reductions`` cuts did not help; the LR is at its floor.
+- **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain``, at least
+  ``increase_factor`` and at most ``max_increase`` (x2) at once, at most ``max_increases``
+  times, never within ``diverged_lr_margin`` of an LR the run diverged at, never after a
+  reverted raise, not in the last ``final_fraction`` of the budget, and not without an LR
+  stream.
 - A stagnation or slow progress that persists is answered again once the last change has had
   a full detection window (the detector's ``window_steps``) to show its effect.
 - At most one pending recommendation; none in the cooldown after an applied change
