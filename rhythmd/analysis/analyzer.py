@@ -258,6 +258,8 @@ class RunAnalyzer:
         ctx: dict[str, Any] = {
             "lr_at": self._lr_at,
             "has_train_loss": "train" in self.names,
+            "monitors_train": self.monitor == "train",
+            "train_start_loss": self.div.start_loss(),
             "lr": s.current_lr(),
             "in_warmup": s.in_warmup(),
             "warmup_end_step": s.warmup_end_step,
@@ -405,6 +407,7 @@ class RunAnalyzer:
             if kind in MONITORED_KINDS:
                 d.evidence["monitored_metric"] = self.stag.metric
                 d.evidence["monitor_reason"] = self.monitor_why
+                d.evidence["monitor_source"] = self.monitoring()["source"]
             self._diags.append(d)
             self.open[kind] = len(self._diags) - 1
             self._events.append(DiagnosisEvent("opened", copy.deepcopy(d), step))

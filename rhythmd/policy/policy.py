@@ -33,8 +33,9 @@ Rules, in order of precedence:
   significant trend, past a quarter of the budget or after an applied rollback: ``rollback``
   to the initial weights with the LR cut like a non-finite divergence (a rollback attempt).
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (``reduce_factor ** 2`` when the loss is
-  rising while its best is flat; ``stop`` when it keeps rising after a cut past half the
-  budget: over-fitting). No cut when: no LR is reported; the run's own schedule has brought
+  rising while its best is flat; ``stop`` when an evaluation metric keeps rising after a cut
+  past half the budget: over-fitting; a rising train loss is no over-fitting). No cut when:
+  no LR is reported; the run's own schedule has brought
   the LR below ``schedule_decay_ratio`` of its peak now or since the peak (decay, warm
   restarts; our own changes divided out); in the last ``final_fraction`` of the budget; a cut
   was reverted; ``max_reductions`` cuts did not help; the LR is at its floor.
@@ -389,7 +390,8 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
     if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
         return None
     rising = _rising(d.evidence) >= cfg.overfit_rise_per_1k
-    if rising and cuts and ctx.total_steps and ctx.step >= 0.5 * ctx.total_steps:
+    held_out = d.evidence.get("monitor_source", "evaluation") == "evaluation"
+    if rising and held_out and cuts and ctx.total_steps and ctx.step >= 0.5 * ctx.total_steps:
         # still rising after a cut: over-fitting, which a smaller LR does not cure; stop
         # early (the classic remedy) while the run is near its best
         return RecommendationSpec(

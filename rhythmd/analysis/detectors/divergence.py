@@ -345,6 +345,15 @@ class DivergenceDetector(Stateful):
                            f"(z={zy:.1f}); not a divergence unless it persists")]
         return []
 
+    def start_loss(self) -> float | None:
+        """The level of the untrained model, in loss units: the starting level, or the very
+        first loss when lower (a blow-up in the first steps inflates the former); None
+        before the first loss."""
+        if not self.init_x or not math.isfinite(self.y0):
+            return None
+        v = min(self._loss(self.y0), self.init_x[0])
+        return v if math.isfinite(v) else None
+
     def blowup_bound(self) -> float | None:
         """The train loss above which one step is a blow-up beyond doubt: ``div_extreme``
         (about 10x) above both the start bar and the trailing baseline (once it exists), in

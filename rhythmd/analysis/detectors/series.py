@@ -58,9 +58,11 @@ class EvalSeries(Stateful):
         self.n = 0
         self.first_v = math.nan
         self.first3 = math.nan  # median of the first three points
+        self.origin3 = math.nan  # the same for the run's very first points (kept on rollback)
         self.first_step: int | None = None
         self.best_v = math.inf
         self.positive = True  # every value so far > 0: relative (log) view
+        self.n_total = 0  # points ever appended (not rewound by a rollback)
         self.blk_s: list[int] = []  # the open block
         self.blk_v: list[float] = []
         self.gap: int | None = None  # steps between the last two evaluations
@@ -101,6 +103,9 @@ class EvalSeries(Stateful):
             self.first_v, self.first_step = float(v), int(step)
         if self.n < 3:
             self.first3 = v3
+            if not math.isfinite(self.origin3) or self.n_total < 3:
+                self.origin3 = v3
+        self.n_total += 1
         self.n += 1
         if len(self.s) > 2 * self.cap:
             c = self.cap

@@ -91,8 +91,14 @@ class StagnationDetector(SeriesDetector):
         proj_gain = max(0.0, -slope) * remaining / level
         win_gain = (ser.best[-w - 1] - ser.best[-1]) / level
         noise = stats.diff_sigma(yw) / level
-        start_scale = ser.scale(np.asarray([ser.first3])) if ser.positive else level
-        gain_from_start = (ser.first3 - ser.best_v) / start_scale if start_scale > 0 else 0.0
+        # from the run's own start: after a rollback to the initial weights, a model stuck
+        # at the untrained level has gained nothing, whatever its re-warm did first
+        origin = ser.origin3 if math.isfinite(ser.origin3) else ser.first3
+        start = ctx.get("train_start_loss")  # the train loss's robust first level: a better
+        if ctx.get("monitors_train") and isinstance(start, float) and math.isfinite(start):
+            origin = start  # anchor than blocks that may already hold a first blow-up
+        start_scale = ser.scale(np.asarray([origin])) if ser.positive else level
+        gain_from_start = (origin - ser.best_v) / start_scale if start_scale > 0 else 0.0
         stagnant = win_gain < cfg.stag_min_gain and (
             p_dec > cfg.stag_alpha or proj_gain < cfg.stag_proj_gain
         )
