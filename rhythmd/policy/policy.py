@@ -38,7 +38,8 @@ Rules, in order of precedence:
   no LR is reported; the run's own schedule has brought
   the LR below ``schedule_decay_ratio`` of its peak now or since the peak (decay, warm
   restarts; our own changes divided out); in the last ``final_fraction`` of the budget; a cut
-  was reverted; ``max_reductions`` cuts did not help; the LR is at its floor.
+  was reverted; the last cut did not measurably help (judged like a trial: a plateau that a
+  cut does not move is not the LR's doing); ``max_reductions`` cuts; the LR is at its floor.
 - **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain``, at least
   ``increase_factor`` and at most ``max_increase`` (x2) at once, at most ``max_increases``
   times, never within ``diverged_lr_margin`` of an LR the run diverged at, never after a
@@ -408,6 +409,9 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
                    "flat in a decay is not an LR problem")
     elif "reduce_lr" in failed:
         why_not = "a cut was tried and reverted (it made things worse)"
+    elif cuts and (helped := _helped(ctx, cuts[-1], cfg)) is not True:
+        why_not = ("the last cut has not had its effect window yet" if helped is None else
+                   "the last cut did not measurably help: the plateau is not the LR's doing")
     elif len(cuts) >= cfg.max_reductions:
         why_not = f"{len(cuts)} cuts did not restart progress"
     elif ctx.lr is not None and ctx.lr <= floor:
@@ -421,6 +425,28 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
         return _reduce(d, ctx, cfg, cooldown, expire, "loss rising while flat at its best",
                        cfg.reduce_factor ** 2)
     return _reduce(d, ctx, cfg, cooldown, expire, "stagnation")
+
+
+def _effect_window(ctx: RunContext) -> int:
+    """Steps a change needs to show its effect: 10 % of the budget (200 without one), and at
+    least six evaluation intervals of the monitored series."""
+    window = _budget(None, ctx.total_steps, 0.10, 8, 200)
+    steps = ctx.monitored[0] if ctx.monitored is not None else []
+    if len(steps) >= 2:
+        gaps = sorted(b - c for b, c in zip(steps[1:], steps[:-1], strict=True))
+        window = max(window, 6 * gaps[len(gaps) // 2])
+    return window
+
+
+def _helped(ctx: RunContext, change: dict[str, Any], cfg: PolicyConfig) -> bool | None:
+    """Whether an applied change measurably helped (the metric ended below the projection of
+    its pre-change trend by more than the noise); None until that can be judged (no series,
+    or the effect window not over). A further plateau cut needs the last one to have helped."""
+    if ctx.monitored is None:
+        return True  # nothing to judge with (offline callers): the cut count still bounds it
+    v = trials.judge(*ctx.monitored, int(change["applied_step"]), _effect_window(ctx),
+                     z=cfg.trial_z, min_rel=cfg.trial_min_rel)
+    return None if v is None else v.verdict == "better"
 
 
 def _revert(ctx: RunContext, cfg: PolicyConfig, applied: list[dict[str, Any]],
@@ -441,10 +467,7 @@ def _revert(ctx: RunContext, cfg: PolicyConfig, applied: list[dict[str, Any]],
     if last["id"] in done or later:
         return None
     steps, values = ctx.monitored
-    window = _budget(None, ctx.total_steps, 0.10, 8, 200)
-    if len(steps) >= 2:
-        gaps = sorted(b - c for b, c in zip(steps[1:], steps[:-1], strict=True))
-        window = max(window, 6 * gaps[len(gaps) // 2])
+    window = _effect_window(ctx)
     v = trials.judge(steps, values, a, window, z=cfg.trial_z, min_rel=cfg.trial_min_rel)
     if v is None or v.verdict != "worse":
         return None

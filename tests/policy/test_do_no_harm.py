@@ -46,19 +46,23 @@ def test_judge_needs_a_complete_effect_window() -> None:
 
 
 def test_judge_scale_free_and_direction() -> None:
-    s, v = series(800, 1.10)  # 10 % worse after the change
+    s, v = series(800, 1.10)  # 10 % worse after the change: above where it stood
     for k in (1e-3, 1.0, 1e3):
         verdict = judge(s, [x * k for x in v], 800, 200)
         assert verdict is not None and verdict.verdict == "worse"
-        assert math.isclose(verdict.observed_minus_projected, math.log(1.1), rel_tol=0.3)
+        assert 0 < verdict.observed_minus_projected < math.log(1.1)  # it kept falling a bit
+    # a change that cost some progress but left the metric below where it stood is no harm
+    # beyond doubt: not reverted (a decelerating curve makes any extrapolation optimistic)
+    slower = judge(*series(800, 1.03), 800, 200)
+    assert slower is not None and slower.verdict != "worse"
     better = judge(*series(800, 0.9), 800, 200)
     same = judge(*series(800, 1.0), 800, 200)
-    assert better is not None and better.verdict == "kept"
-    assert same is not None and same.verdict == "kept"
+    assert better is not None and better.verdict == "better"
+    assert same is not None and same.verdict == "neutral"
 
 
 def test_a_change_that_hurt_is_reverted_once_and_not_tried_again() -> None:
-    s, v = series(800, 1.15, n=70)  # the effect window: 10 % of the budget, to step 1300
+    s, v = series(800, 1.3, n=70)  # the effect window: 10 % of the budget, to step 1300
     hist = [rec("reduce_lr", "applied", 800, 0, params={"factor": 0.3}, lr_before=[0.1])]
     assert decide([], RunContext(step=1200, total_steps=5000, monitored=(s[:60], v[:60]),
                                  history=hist), CFG).issue == []  # not judged yet
@@ -151,3 +155,18 @@ def test_a_rollback_superseded_by_the_local_reflex_is_no_sign_of_missing_snapsho
     assert fallback(superseded) is None
     ctx = RunContext(step=400, total_steps=1000, history=[superseded])
     assert decide([event("divergence", step=400)], ctx, CFG).issue[0].action == "rollback"
+
+
+def test_a_further_plateau_cut_needs_the_last_one_to_have_helped() -> None:
+    cut = rec("reduce_lr", "applied", 800, 0, params={"factor": 0.3}, lr_before=[0.1])
+    stag = event("stagnation", step=1400, ident="stagnation-2")
+    base = {"step": 1400, "lr": 0.03, "first_lr": 0.1, "peak_lr": 0.1, "total_steps": 5000,
+            "history": [cut]}
+    helped = RunContext(**base, monitored=series(800, 0.85, n=70))
+    assert decide([stag], helped, CFG).issue[0].action == "reduce_lr"
+    flat = RunContext(**base, monitored=series(800, 1.0, n=70))
+    d = decide([stag], flat, CFG)
+    assert d.issue == [] and "did not measurably help" in d.notes[0]
+    early = RunContext(**{**base, "step": 1200}, monitored=series(800, 0.85, n=60))
+    d = decide([event("stagnation", step=1200, ident="stagnation-2")], early, CFG)
+    assert d.issue == [] and "effect window" in d.notes[0]

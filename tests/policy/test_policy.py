@@ -175,7 +175,8 @@ def test_divergence_from_the_start_restarts_from_the_initial_weights():
 def test_stagnation_after_an_increase_is_a_plateau_not_a_call_for_more():
     # the raised run reached its floor: raising again over-shoots (a raise that was not enough
     # shows as slow progress again instead)
-    ctx = RunContext(lr=0.1, step=500, total_steps=1000, history=[rec("increase_lr", "applied", 200)])
+    ctx = RunContext(lr=0.1, step=500, total_steps=1000,
+                     history=[rec("increase_lr", "applied", 200)])
     assert decide([event("stagnation")], ctx, CFG).issue[0].action == "reduce_lr"
 
 
