@@ -25,7 +25,7 @@ Rules, in order of precedence:
 - **guarded changes**: the latest applied LR change (``reduce_lr``, ``increase_lr``,
   ``warmup``, ``set_schedule``) is judged once its effect window (10 % of the budget, at
   least six evaluation intervals) has passed (:mod:`rhythmd.policy.trials`); when the monitored
-  metric ended worse than the projection of its pre-change trajectory it is reverted
+  metric ended clearly above the level it had when the change came it is reverted
   (``revert``) and that action is not tried again.
 - **oscillation** whose cause is a too-large LR (``evidence.cause`` "lr_too_large"):
   ``reduce_lr``. Evaluation noise is diagnosed but never acted on.
