@@ -33,8 +33,8 @@ Rules, in order of precedence:
   significant trend, past a quarter of the budget or after an applied rollback: ``rollback``
   to the initial weights with the LR cut like a non-finite divergence (a rollback attempt).
 - **stagnation**: ``reduce_lr`` by ``reduce_factor`` (``reduce_factor ** 2`` when the loss is
-  rising while its best is flat; ``stop`` when an evaluation metric keeps rising after a cut
-  past half the budget: over-fitting; a rising train loss is no over-fitting). No cut when:
+  rising while its best is flat; nothing more when it keeps rising after a cut: over-fitting,
+  which no LR change cures, and a stop would freeze the run away from its best). No cut when:
   no LR is reported; the run's own schedule has brought
   the LR below ``schedule_decay_ratio`` of its peak now or since the peak (decay, warm
   restarts; our own changes divided out); in the last ``final_fraction`` of the budget; a cut
@@ -42,9 +42,9 @@ Rules, in order of precedence:
   cut does not move is not the LR's doing); ``max_reductions`` cuts; the LR is at its floor.
 - **slow_progress**: ``increase_lr`` by ``target_gain / projected_total_rel_gain``, at least
   ``increase_factor`` and at most ``max_increase`` (x2) at once, at most ``max_increases``
-  times, never within ``diverged_lr_margin`` of an LR the run diverged at, never after a
-  reverted raise, not in the last ``final_fraction`` of the budget, and not without an LR
-  stream.
+  times, a further one only after the last one measurably helped, never within
+  ``diverged_lr_margin`` of an LR the run diverged at, never after a reverted raise, not in
+  the last ``final_fraction`` of the budget, and not without an LR stream.
 - A stagnation or slow progress that persists is answered again once the last change has had
   a full detection window (the detector's ``window_steps``) to show its effect.
 - At most one pending recommendation; none in the cooldown after an applied change
@@ -391,13 +391,14 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
     if any(h["action"] == "stop" and h["status"] != "expired" for h in hist):
         return None
     rising = _rising(d.evidence) >= cfg.overfit_rise_per_1k
-    held_out = d.evidence.get("monitor_source", "evaluation") == "evaluation"
-    if rising and held_out and cuts and ctx.total_steps and ctx.step >= 0.5 * ctx.total_steps:
-        # still rising after a cut: over-fitting, which a smaller LR does not cure; stop
-        # early (the classic remedy) while the run is near its best
-        return RecommendationSpec(
-            "stop", {}, f"{d.message}; the monitored loss keeps rising after {len(cuts)} LR "
-            "cut(s): over-fitting, stop early", d.id, expire)
+    if rising and cuts:
+        # still rising after a cut: over-fitting, which a smaller LR does not cure. A stop
+        # would freeze the run where it stands (not at its best) and take away a later
+        # recovery: say so and leave the decision to the user
+        notes.append(f"{d.id}: no action: the monitored metric keeps rising after "
+                     f"{len(cuts)} cut(s): over-fitting, not an LR problem (early stopping "
+                     "with the best checkpoint is the user's call)")
+        return None
     why_not = ""
     user = _user_decayed(ctx)
     if ctx.lr is None:
@@ -549,6 +550,11 @@ def _increase(d: Any, ctx: RunContext, hist: list[dict[str, Any]], cfg: PolicyCo
         why_not = "a raise was tried and reverted"
     elif len(increases) >= cfg.max_increases:
         why_not = f"{len(increases)} raises already"
+    raises = [h for h in hist if h["action"] == "increase_lr" and h["status"] == "applied"
+              and h.get("applied_step") is not None]
+    if not why_not and raises and (helped := _helped(ctx, raises[-1], cfg)) is not True:
+        why_not = ("the last raise has not had its effect window yet" if helped is None else
+                   "the last raise did not measurably help")
     diverged = [float(h["lr_before"][0]) for h in hist
                 if h["action"] in ("rollback", "warmup") and h["status"] == "applied"
                 and isinstance(h.get("lr_before"), list) and h["lr_before"]

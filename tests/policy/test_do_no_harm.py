@@ -170,3 +170,16 @@ def test_a_further_plateau_cut_needs_the_last_one_to_have_helped() -> None:
     early = RunContext(**{**base, "step": 1200}, monitored=series(800, 0.85, n=60))
     d = decide([event("stagnation", step=1200, ident="stagnation-2")], early, CFG)
     assert d.issue == [] and "effect window" in d.notes[0]
+
+
+def test_a_further_raise_needs_the_last_one_to_have_helped() -> None:
+    raise_ = rec("increase_lr", "applied", 800, 0, params={"factor": 2.0})
+    slow = event("slow_progress", step=1400, ident="slow_progress-2",
+                 projected_total_rel_gain=0.1)
+    base = {"step": 1400, "lr": 0.02, "first_lr": 0.01, "peak_lr": 0.02, "total_steps": 5000,
+            "history": [raise_]}
+    helped = RunContext(**base, monitored=series(800, 0.85, n=70))
+    assert decide([slow], helped, CFG).issue[0].action == "increase_lr"
+    flat = RunContext(**base, monitored=series(800, 1.0, n=70))
+    d = decide([slow], flat, CFG)
+    assert d.issue == [] and "did not measurably help" in d.notes[0]
