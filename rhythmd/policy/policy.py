@@ -93,7 +93,7 @@ class PolicyConfig:
     # step -1) with the LR cut like a non-finite divergence
     start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
     # its first updates: roll back to the initial weights (to_step=-1)
-    diverged_lr_margin: float = 2.0  # never raise the LR above (LR of a divergence) / this
+    diverged_lr_margin: float = 10.0  # never raise the LR above (LR of a divergence) / this
     episode_reset_steps: int | None = None  # divergence answers further apart than this
     # (steps) start a new episode, whose escalation starts over; default max(100, 10% of
     # total_steps or 200)
@@ -507,7 +507,14 @@ def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bo
     diverged = any(h["action"] == "rollback" and h["status"] == "applied" for h in ctx.history)
     if not diverged and (not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps):
         return False
-    return float(gained) < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
+    # after a divergence the LR is known to be far too large: a model still at its untrained
+    # level is dead even if it drifts a little (a too-small LR, the other reading of a slow
+    # drift, is ruled out there); before one, a significant drift means a too-small LR
+    noise = ev.get("rel_noise")  # "nothing" is judged within the metric's own noise
+    bar = max(cfg.never_learned_gain, 3.0 * float(noise)) if isinstance(
+        noise, (int, float)) and math.isfinite(noise) else cfg.never_learned_gain
+    return float(gained) < bar and (  # type: ignore[arg-type]
+        diverged or float(p_dec) > 0.05)  # type: ignore[arg-type]
 
 
 def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyConfig,

@@ -114,15 +114,16 @@ def test_no_plateau_cut_into_a_decaying_schedule_or_late_in_the_budget() -> None
 # ---------------------------------------------------------------- raises
 def test_no_raise_near_an_lr_the_run_diverged_at() -> None:
     slow = event("slow_progress", step=3000, projected_total_rel_gain=0.05)
-    ctx = RunContext(step=3000, lr=0.01, first_lr=0.1, total_steps=10000,
+    # diverged at LR 1.0: never raised above 1.0 / diverged_lr_margin (10) = 0.1
+    ctx = RunContext(step=3000, lr=0.01, first_lr=1.0, total_steps=10000,
                      history=[rec("rollback", "applied", 200, 0, params={"lr_factor": 0.1},
-                                  lr_before=[0.1])])
+                                  lr_before=[1.0])])
     r = decide([slow], ctx, CFG).issue[0]
-    assert r.action == "increase_lr" and r.params["factor"] == 2.0  # 0.02 <= 0.1 / 2
-    ctx.lr = 0.04  # x2 would reach 0.08, above 0.1 / 2: capped at x1.25
+    assert r.action == "increase_lr" and r.params["factor"] == 2.0  # 0.02 <= 0.1
+    ctx.lr = 0.08  # x2 would reach 0.16, above 0.1: capped at x1.25
     r = decide([slow], ctx, CFG).issue[0]
     assert math.isclose(r.params["factor"], 1.25)
-    ctx.lr = 0.05  # at the ceiling already: no raise, and why
+    ctx.lr = 0.1  # at the ceiling already: no raise, and why
     d = decide([slow], ctx, CFG)
     assert d.issue == [] and "diverged at LR" in d.notes[0]
 
