@@ -510,10 +510,7 @@ def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bo
     # after a divergence the LR is known to be far too large: a model still at its untrained
     # level is dead even if it drifts a little (a too-small LR, the other reading of a slow
     # drift, is ruled out there); before one, a significant drift means a too-small LR
-    noise = ev.get("rel_noise")  # "nothing" is judged within the metric's own noise
-    bar = max(cfg.never_learned_gain, 3.0 * float(noise)) if isinstance(
-        noise, (int, float)) and math.isfinite(noise) else cfg.never_learned_gain
-    return float(gained) < bar and (  # type: ignore[arg-type]
+    return float(gained) < cfg.never_learned_gain and (  # type: ignore[arg-type]
         diverged or float(p_dec) > 0.05)  # type: ignore[arg-type]
 
 
