@@ -507,11 +507,7 @@ def _never_learned(ev: dict[str, Any], ctx: RunContext, cfg: PolicyConfig) -> bo
     diverged = any(h["action"] == "rollback" and h["status"] == "applied" for h in ctx.history)
     if not diverged and (not ctx.total_steps or ctx.step < 0.25 * ctx.total_steps):
         return False
-    # after a divergence the LR is known to be far too large: a model still at its untrained
-    # level is dead even if it drifts a little (a too-small LR, the other reading of a slow
-    # drift, is ruled out there); before one, a significant drift means a too-small LR
-    return float(gained) < cfg.never_learned_gain and (  # type: ignore[arg-type]
-        diverged or float(p_dec) > 0.05)  # type: ignore[arg-type]
+    return float(gained) < cfg.never_learned_gain and float(p_dec) > 0.05  # type: ignore[arg-type]
 
 
 def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyConfig,
