@@ -324,6 +324,7 @@ def test_lightning_logger_streams_what_the_module_logs_and_only_advises(daemon_u
             self.log("train_loss", loss)
             if i == 10:  # the logger's hook created the run by now: ask it for a change
                 rec.update(issue(logger.version))
+                time.sleep(0.3)  # a few sender rounds: the hook sees it while still running
             return loss
 
         def validation_step(self, batch: Any, _: int) -> None:
@@ -356,7 +357,11 @@ def test_lightning_logger_streams_what_the_module_logs_and_only_advises(daemon_u
                 torch.utils.data.DataLoader(data, batch_size=512))
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.05  # advice only
     run_id = logger.hook_run_id
-    (got,) = [r for r in recs_of(daemon_url, run_id) if r["id"] == rec["id"]]
+    deadline = time.monotonic() + 5  # the ack leaves with the sender, asynchronously
+    while True:
+        (got,) = [r for r in recs_of(daemon_url, run_id) if r["id"] == rec["id"]]
+        if got["status"] != "pending" or time.monotonic() > deadline:
+            break
     assert got["status"] == "rejected" and got["note"] == "advise mode"
     assert series(daemon_url, run_id, "loss")[0] == list(range(60))
     config = httpx.get(f"{daemon_url}/v1/runs/{run_id}").json()["config"]
