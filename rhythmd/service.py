@@ -423,12 +423,9 @@ class Service:
             next_seq = points_q.write_series(conn, run_id, batch.series, seq_start, branch,
                                              reads.series_ids, created)
             if self.analysis:
-                health, change = self._analyze(conn, run, batch, seq_start, next_seq,
-                                               start, replay, reads.cold_start,
-                                               reads.recs if reads.history else None)
-                with self._cache_lock:
-                    live = self._cache.get(run_id)
-                bound = live.analyzer.blowup_bound() if live is not None else None
+                health, change, bound = self._analyze(conn, run, batch, seq_start, next_seq,
+                                                      start, replay, reads.cold_start,
+                                                      reads.recs if reads.history else None)
         now = time.time()
         interval = run["interval_s"]
         if run["n_batches"]:
@@ -569,10 +566,11 @@ class Service:
                  replay: tuple[int, Deferred] | None,
                  cold_start: tuple[Deferred, Deferred] | None = None,
                  history: Deferred | None = None,
-                 ) -> tuple[str | None, _PolicyChange | None]:
+                 ) -> tuple[str | None, _PolicyChange | None, float | None]:
         """Feed the batch to the run's analyzer and persist what changed; return the run's new
-        health when diagnoses changed (else None), and what the policy issued or cancelled
-        (None if nothing; ``history``: the run's recommendations, already sent for).
+        health when diagnoses changed (else None), what the policy issued or cancelled (None if
+        nothing; ``history``: the run's recommendations, already sent for), and the run's
+        blow-up bound for the client's reflex.
         An analysis error is logged and counted; it never loses the batch."""
         run_id = run["run_id"]
         started = time.perf_counter()
@@ -590,7 +588,7 @@ class Service:
             log.exception("analysis failed; the batch is stored", extra={"run_id": run_id})
             with self._cache_lock:
                 self._cache.pop(run_id, None)
-            return None, None
+            return None, None, None
         ANALYSIS_SECONDS.observe(time.perf_counter() - started)
         live.analyzed_seq = next_seq
         live.unsaved_batches += 1
@@ -635,11 +633,12 @@ class Service:
             self._cache.move_to_end(run_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        bound = live.analyzer.blowup_bound()
         if not events:
-            return None, None
+            return None, None, bound
         open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
         return (next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy"),
-                change)
+                change, bound)
 
     def _alert_diagnosis(self, conn: Any, run: Any, ev: DiagnosisEvent,
                          old_severity: str | None) -> None:

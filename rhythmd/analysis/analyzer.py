@@ -253,13 +253,19 @@ class RunAnalyzer:
                                       * (step - s0) / (s1 - s0)))
         return float(pts[-1][1])
 
+    def _monitor_ctx(self) -> dict[str, Any]:
+        """:meth:`_ctx` plus what the monitored-series detectors read (not built for the
+        divergence detector's per-step updates)."""
+        ctx = self._ctx()
+        ctx.update({"lr_at": self._lr_at, "has_train_loss": "train" in self.names,
+                    "monitors_train": self.monitor == "train",
+                    "train_start_loss": self.div.start_loss()})
+        return ctx
+
     def _ctx(self) -> dict[str, Any]:
+        """The LR phase at the current point."""
         s = self.sched
         ctx: dict[str, Any] = {
-            "lr_at": self._lr_at,
-            "has_train_loss": "train" in self.names,
-            "monitors_train": self.monitor == "train",
-            "train_start_loss": self.div.start_loss(),
             "lr": s.current_lr(),
             "in_warmup": s.in_warmup(),
             "warmup_end_step": s.warmup_end_step,
@@ -321,13 +327,15 @@ class RunAnalyzer:
             if fin:
                 step = int(st[i0 + b - 1])
                 self._sched_to(step)
-                ctx = self._ctx()
+                ctx = self._monitor_ctx()
                 for sig in self.stag.update(step, stats.median(fin), ctx):
                     self._apply(sig)
         self.pseudo_buf.extend(vals[pos:])
 
     def _train(self, step: int, v: float) -> None:
-        ctx = self._ctx()
+        pseudo = (self.monitor == "train" and self.div.watch_level
+                  and len(self.pseudo_buf) + 1 >= self.pseudo_every)
+        ctx = self._monitor_ctx() if pseudo else self._ctx()  # before the update, as ever
         for sig in self.div.update(step, v, ctx):
             self._apply(sig)
         if math.isfinite(v):
@@ -343,7 +351,7 @@ class RunAnalyzer:
                         self._apply(sig)
 
     def _eval(self, step: int, v: float, role: str) -> None:
-        ctx = self._ctx()
+        ctx = self._monitor_ctx()
         ctx["train_mean"] = self.blk_sum / self.blk_n if self.blk_n else math.nan
         self.blk_sum, self.blk_n = 0.0, 0
         if self.osc is not None:

@@ -11,7 +11,7 @@ from .. import stats
 from ..metrics import is_error_rate_name
 from ..types import AnalysisConfig
 from .base import Signal, signal
-from .series import EvalSeries, Orientation, SeriesDetector
+from .series import SeriesDetector
 
 
 class OscillationDetector(SeriesDetector):
@@ -28,11 +28,7 @@ class OscillationDetector(SeriesDetector):
     """
 
     def __init__(self, cfg: AnalysisConfig, metric: str, mode: str) -> None:
-        self.cfg = cfg
-        self.metric = metric
-        self.mode = mode
-        self.orientation = Orientation(mode)
-        self.series = EvalSeries(total_steps=cfg.total_steps)
+        super().__init__(cfg, metric, mode)
         self.train_blocks: list[float] = []  # mean train loss over each block of the series
         self.tb_sum = 0.0
         self.tb_n = 0

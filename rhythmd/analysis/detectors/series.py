@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import stats
+from ..types import AnalysisConfig
 from .base import Stateful
 
 BLOCK_MAX_EVALS = 1024  # a block closes after this many evaluations whatever its span
@@ -145,8 +146,12 @@ class EvalSeries(Stateful):
 class SeriesDetector(Stateful):
     """A detector over the monitored series: its orientation and series are part of its state."""
 
-    orientation: Orientation
-    series: EvalSeries
+    def __init__(self, cfg: AnalysisConfig, metric: str, mode: str) -> None:
+        self.cfg = cfg
+        self.metric = metric
+        self.mode = mode  # "min" | "max"
+        self.orientation = Orientation(mode)
+        self.series = EvalSeries(total_steps=cfg.total_steps)
 
     def state_dict(self) -> dict[str, Any]:
         d = super().state_dict()

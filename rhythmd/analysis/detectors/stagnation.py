@@ -10,7 +10,7 @@ import numpy as np
 from .. import stats
 from ..types import AnalysisConfig
 from .base import Signal, signal
-from .series import EvalSeries, Orientation, SeriesDetector
+from .series import SeriesDetector
 
 
 class StagnationDetector(SeriesDetector):
@@ -32,11 +32,7 @@ class StagnationDetector(SeriesDetector):
     """
 
     def __init__(self, cfg: AnalysisConfig, metric: str, mode: str) -> None:
-        self.cfg = cfg
-        self.metric = metric
-        self.mode = mode
-        self.orientation = Orientation(mode)
-        self.series = EvalSeries(total_steps=cfg.total_steps)
+        super().__init__(cfg, metric, mode)
         self.last_improve_step: int | None = None
         self.ref_best = math.inf
         self.active = False
