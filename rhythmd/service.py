@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
-from rhythmd.analysis.metrics import is_eval_name
+from rhythmd.analysis.metrics import is_eval_name, with_aliases
 from rhythmd.auth import Principal
 from rhythmd.batch import MetricBatch, check_metric_name
 from rhythmd.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
@@ -126,24 +126,9 @@ class _LiveAnalyzer:
     was_behind: bool = False  # the last batch found batches stored by another process
 
 
-METRIC_ALIASES = {"train_loss": ("loss", "train/loss"), "val_loss": ("val/loss", "eval_loss"),
-                  "lr": ("learning_rate", "lr-pg0")}
-"""Names people (and the trainers' integrations) give the standard streams; used for analysis
-when the run's configuration keeps the default name and the batch has no such series."""
-
-
 def _with_aliases(series: dict[str, Any], cfg: AnalysisConfig) -> dict[str, Any]:
-    defaults = {"train_loss": cfg.train_metric, "val_loss": cfg.val_metric, "lr": cfg.lr_metric}
-    out = series
-    for standard, aliases in METRIC_ALIASES.items():
-        if defaults[standard] != standard or standard in series:
-            continue
-        for alias in aliases:
-            if alias in series:
-                out = dict(out) if out is series else out
-                out[standard] = out.pop(alias)
-                break
-    return out
+    return with_aliases(series, {"train_loss": cfg.train_metric, "val_loss": cfg.val_metric,
+                                 "lr": cfg.lr_metric})
 
 
 def _evaluates(batch: MetricBatch, cfg: AnalysisConfig) -> bool:

@@ -31,6 +31,34 @@ VAL_LOSS_NAMES = ("val_loss", "val/loss", "eval_loss", "eval/loss", "validation_
 LR_NAMES = ("lr", "learning_rate", "train/learning_rate", "lr-pg0", "lr/pg0", "lr_pg0")
 _LR_PREFIX = re.compile(r"^lr[-_/]")  # Lightning's LearningRateMonitor: "lr-Adam", "lr-SGD/pg1"
 
+METRIC_ALIASES: dict[str, tuple[str, ...]] = {
+    "train_loss": ("loss", "train/loss"),
+    "val_loss": ("val/loss", "eval_loss"),
+    "lr": ("learning_rate", "lr-pg0"),
+}
+"""Standard stream -> the other names people (and the trainers' integrations) give it, in the
+order tried. The daemon analyses a series under its standard name when the run keeps the default
+name and the batch has no series of that name."""
+
+
+def with_aliases(series: dict[str, Any], configured: dict[str, str]) -> dict[str, Any]:
+    """``series`` with the first alias of each standard stream renamed to the standard name.
+
+    ``configured`` maps each standard name to the name the run's analysis reads; a stream whose
+    configured name is not the standard one, or that the batch already has, is left alone. The
+    input is not modified (a copy is returned when anything is renamed).
+    """
+    out = series
+    for standard, aliases in METRIC_ALIASES.items():
+        if configured.get(standard, standard) != standard or standard in series:
+            continue
+        for alias in aliases:
+            if alias in series:
+                out = dict(out) if out is series else out
+                out[standard] = out.pop(alias)
+                break
+    return out
+
 _EVAL_WORDS = {"val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"}
 _SCORE_WORDS = {"acc", "accuracy", "top1", "top5", "f1", "bleu", "rouge", "rouge1", "rouge2",
                 "rougel", "auc", "auroc", "roc", "map", "map50", "dice", "iou", "miou",
