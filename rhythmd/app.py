@@ -208,8 +208,8 @@ def _start_service(app: FastAPI, settings: Settings, store: Store) -> WebhookDis
     gc.collect()
     gc.freeze()
     if settings.gc_threshold:
-        # 700 (the default) meant a young collection every few requests and a full one
-        # (20-70 ms, the whole process stopped) every second or so at 400 batches/s
+        # the default (700) means a young collection every few requests and, under a
+        # sustained load, frequent full ones that stop the whole process
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(settings.gc_threshold, gen1, gen2)
     log.info("rhythmd %s serving on %s (schema v%s)", __version__,

@@ -37,6 +37,7 @@ from rhythmd.policy import (
     run_context,
 )
 from rhythmd.recommendations import validate_action
+from rhythmd.run_status import ENDINGS, health_of
 from rhythmd.store import Store
 from rhythmd.store import analysis as analysis_q
 from rhythmd.store import outbox as outbox_q
@@ -53,11 +54,7 @@ from rhythmd.webhooks import SEVERITY_RANK, diagnosis_message, recommendation_me
 log = logging.getLogger("rhythmd.service")
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-RUN_STATUSES = ("running", "finished", "failed", "stopped")
 BranchSelector = int | Literal["latest", "all"]
-HEALTH_OF = (("divergence", "diverging"), ("oscillation", "oscillating"),
-             ("stagnation", "stagnating"), ("slow_progress", "slow"))
-"""Open diagnosis kind -> run health, most urgent first."""
 
 
 @dataclass(slots=True)
@@ -188,7 +185,6 @@ class Service:
         self._cache: OrderedDict[str, _LiveAnalyzer] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-        self.analysis_errors = 0
         # At most this many batches are being stored at once; more requests wait their turn.
         # With a shared database (PostgreSQL) every transaction waits on a few round trips,
         # and dozens of threads interleaving them on the GIL cost more CPU per batch than
@@ -236,9 +232,9 @@ class Service:
             return [self._run_dict(r) for r in rows], total
 
     def finish_run(self, run_id: str, status: str, step: int | None) -> dict[str, Any]:
-        if status not in RUN_STATUSES[1:]:
+        if status not in ENDINGS:
             raise InvalidInputError(("body", "status"),
-                                    f"status must be one of {', '.join(RUN_STATUSES[1:])}", status)
+                                    f"status must be one of {', '.join(ENDINGS)}", status)
         with self.store.write(run_id) as conn:
             self._run_row(conn, run_id)
             runs_q.set_status(conn, run_id, status, step)
@@ -568,7 +564,6 @@ class Service:
                               live.analyzer.cfg),
                                         batch.branch, branch_start)
         except Exception:
-            self.analysis_errors += 1
             ANALYSIS_ERRORS.inc()
             log.exception("analysis failed; the batch is stored", extra={"run_id": run_id})
             with self._cache_lock:
@@ -622,8 +617,7 @@ class Service:
         if not events:
             return None, None, bound
         open_kinds = {d.kind for d in live.analyzer.diagnoses if d.status == "open"}
-        return (next((health for kind, health in HEALTH_OF if kind in open_kinds), "healthy"),
-                change, bound)
+        return health_of(open_kinds), change, bound
 
     def _alert_diagnosis(self, conn: Any, run: Any, ev: DiagnosisEvent,
                          old_severity: str | None) -> None:

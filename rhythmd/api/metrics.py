@@ -11,7 +11,7 @@ from starlette.responses import Response
 from rhythmd.api.deps import INVALID, NOT_FOUND, UNAVAILABLE, ServiceDep
 from rhythmd.api.encoding import RhythmdJSONResponse, float_array_json, raw_json_response
 from rhythmd.api.jsonbody import JSONRoute, parse_json_body
-from rhythmd.api.schemas import BranchList, IngestResponse, MetricBatchIn, MetricList, SeriesOut
+from rhythmd.api.schemas import BranchList, IngestResponse, MetricList, SeriesOut
 from rhythmd.api.security import requires
 from rhythmd.batch import MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE, parse_metric_batch
 from rhythmd.config import Settings
@@ -22,8 +22,6 @@ router = APIRouter(route_class=JSONRoute,
                    prefix="/v1/runs/{run_id}", tags=["metrics"], responses={**UNAVAILABLE})
 
 _REF = "#/components/schemas/{model}"
-INGEST_BODY_SCHEMA = MetricBatchIn.model_json_schema(ref_template=_REF)
-"""The request body schema; the body itself is parsed by ``rhythmd.batch`` (fast path)."""
 
 
 @router.post(

@@ -1,12 +1,13 @@
 """Hot-path statements: Core statements compiled once per dialect, run on the DBAPI cursor.
 
 The ingest transaction runs a handful of small statements per batch. Through
-``Connection.execute`` each costs 25-35 µs of SQLAlchemy bookkeeping (execution context,
-result proxy, event dispatch) around a 3-10 µs statement; at hundreds of batches per second that
-bookkeeping is most of the daemon's CPU. A :class:`FastStatement` keeps the statement defined
-in SQLAlchemy Core (same tables, same dialect-specific SQL, casts included), compiles it once per
-dialect, and executes the compiled text on the cursor of the connection's own DBAPI
-connection, so it takes part in the surrounding transaction exactly like ``conn.execute``.
+``Connection.execute`` each pays SQLAlchemy's bookkeeping (execution context, result proxy,
+event dispatch), which costs several times the statement itself; at hundreds of batches per
+second that bookkeeping is most of the daemon's CPU. A :class:`FastStatement` keeps the
+statement defined in SQLAlchemy Core (same tables, same dialect-specific SQL, casts included),
+compiles it once per dialect, and executes the compiled text on the cursor of the
+connection's own DBAPI connection, so it takes part in the surrounding transaction exactly
+like ``conn.execute``.
 
 DBAPI errors are raised as ``Connection.execute`` raises them (``sqlalchemy.exc.DBAPIError``
 subclasses; a lost connection is invalidated), so ``store.translate_db_errors`` sees no

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
+from rhythmd.run_status import LIFECYCLE, LOST
 from rhythmd.store.fast import Deferred, FastStatement, unnest_insert, unnest_rows
 from rhythmd.store.schema import batches, branches, runs
 
@@ -35,10 +36,6 @@ def run_to_dict(row: Any) -> dict[str, Any]:
     }
 
 
-LIFECYCLE = ("running", "finished", "failed", "stopped")
-HEALTH = ("healthy", "diverging", "stagnating", "oscillating", "slow")
-
-
 @dataclass(frozen=True, slots=True)
 class LostRule:
     """A running run is ``lost`` when silent for ``multiple`` times its usual interval between
@@ -62,7 +59,7 @@ def display_status(row: Any, rule: LostRule, now: float) -> str:
     if row["status"] == "stopped":
         return "stopped"
     if rule.is_lost(row, now):
-        return "lost"
+        return LOST
     return str(row["health"])
 
 
@@ -119,7 +116,7 @@ def _status_condition(status: str, rule: LostRule, now: float) -> Any:
         (runs.c.interval_s * rule.multiple > rule.min_seconds, runs.c.interval_s * rule.multiple),
         else_=rule.min_seconds)
     lost = and_(runs.c.status == "running", runs.c.n_batches > 0, silent)
-    if status == "lost":
+    if status == LOST:
         return lost
     if status in LIFECYCLE:
         return runs.c.status == status
@@ -146,18 +143,14 @@ def list_runs(
     return list(rows), int(total)
 
 
-def find_batch(conn: Connection, run_id: str, batch_id: str) -> dict[str, Any] | None:
-    """The stored batch's row as a dict, or None."""
-    return _FIND_BATCH.first(conn, {"run_id": run_id, "batch_id": batch_id})
-
-
 def submit_get_run(conn: Connection, run_id: str) -> Deferred:
     """:func:`get_run`, sent now and read later (see ``fast.pipeline``)."""
     return _GET_RUN.submit(conn, {"run_id": run_id})
 
 
 def submit_find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
-    """:func:`find_batch`, sent now and read later."""
+    """The stored batch's row (None when the run has no such batch), sent now and read
+    later."""
     return _FIND_BATCH.submit(conn, {"run_id": run_id, "batch_id": batch_id})
 
 
