@@ -12,12 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from rhythmd.analysis import AnalysisConfig
+from rhythmd.analysis import AnalysisConfig, metrics
 
 log = logging.getLogger("rhythmd.web")
-
-LR_NAMES = ("lr", "learning_rate", "train/lr", "lr-0", "lr/group0")
-
 
 @dataclass
 class SeriesData:
@@ -63,26 +60,32 @@ def run_state(run: dict[str, Any]) -> str:
 
 
 def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
-    """Metric roles from the run's analysis config; guesses by name when those are absent."""
+    """Metric roles from the run's analysis config; otherwise the conventional names and the
+    name-based roles of :mod:`rhythmd.analysis.metrics` (the analysis' own rules)."""
     cfg = AnalysisConfig.from_run_config(run.get("config") or None)
     have = set(names)
 
-    def pick(configured: str | None, guess: Any) -> str | None:
+    def pick(configured: str | None, known: tuple[str, ...], guess: Any) -> str | None:
         if configured and configured in have:
             return configured
-        return next((n for n in names if guess(n.lower())), None)
+        return next((n for n in known if n in have), None) or next(
+            (n for n in names if guess(n)), None)
 
-    def is_val(n: str) -> bool:
-        return "val" in n or "eval" in n or "test" in n
+    def loss(n: str) -> bool:
+        return metrics.infer_role(n) == "min"
 
-    lr = pick(cfg.lr_metric, lambda n: n in LR_NAMES or n.endswith("/lr"))
-    train = pick(cfg.train_metric, lambda n: "loss" in n and not is_val(n))
-    val = pick(cfg.val_metric, lambda n: "loss" in n and is_val(n))
-    aux = pick(cfg.aux_val_metric, lambda n: is_val(n) and "loss" not in n)
-    used = {train, val, lr}
-    if aux in used:
+    lr = pick(cfg.lr_metric, metrics.LR_NAMES, metrics.is_lr_name)
+    train = pick(cfg.train_metric, metrics.TRAIN_LOSS_NAMES,
+                 lambda n: loss(n) and not metrics.is_eval_name(n) and n != lr)
+    val = pick(cfg.val_metric, metrics.VAL_LOSS_NAMES,
+               lambda n: metrics.is_eval_name(n) and loss(n))
+    aux = pick(cfg.aux_val_metric, (),
+               lambda n: metrics.is_eval_name(n) and metrics.infer_role(n) == "max")
+    if aux in {train, val, lr}:
         aux = None
-    return Roles(train, val, cfg.val_mode, aux, cfg.aux_val_mode, lr)
+    val_role = metrics.infer_role(val) if val else None
+    val_mode = cfg.val_mode or (val_role if val_role in ("min", "max") else "min")
+    return Roles(train, val, val_mode, aux, cfg.aux_val_mode, lr)
 
 
 def read_series(service: Any, run_id: str, name: str, max_points: int, *,
@@ -92,15 +95,6 @@ def read_series(service: Any, run_id: str, name: str, max_points: int, *,
     return SeriesData(name, np.asarray(view.steps, dtype=np.int64),
                       np.asarray(view.values, dtype=np.float64), int(view.total_points),
                       bool(view.downsampled))
-
-
-def best_of(values: np.ndarray, steps: np.ndarray, mode: str) -> tuple[float, int] | None:
-    ok = np.isfinite(values)
-    if not ok.any():
-        return None
-    v, s = values[ok], steps[ok]
-    i = int(np.argmax(v) if mode == "max" else np.argmin(v))
-    return float(v[i]), int(s[i])
 
 
 def load_run(service: Any, run_id: str, max_points: int, max_extra: int = 6) -> RunData:
