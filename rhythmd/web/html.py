@@ -5,7 +5,6 @@ Every user string goes through :func:`e` (``html.escape`` with quotes).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import datetime, timezone
@@ -20,8 +19,7 @@ from fastapi import Query
 from fastapi.responses import HTMLResponse
 
 from rhythmd import __version__
-from rhythmd.api.encoding import encode_nonfinite
-from rhythmd.web.svg import fmt_num
+from rhythmd.web import fmt
 
 DEFAULT_MAX_POINTS = 2000
 REFRESH_MS = 5000
@@ -67,22 +65,8 @@ def fmt_time(ts: float | None) -> str:
     return f'<time data-ts="{ts:.3f}" title="{e(iso)}">{e(iso)}</time>'
 
 
-def fmt_value(v: Any) -> str:
-    """Plain text of a JSON-like value (floats shortened, non-finite named)."""
-    if isinstance(v, bool) or v is None:
-        return json.dumps(v)
-    if isinstance(v, float):
-        return fmt_num(v)
-    if isinstance(v, str) and v in ("NaN", "Infinity", "-Infinity"):
-        return {"NaN": "NaN", "Infinity": "+Inf", "-Infinity": "-Inf"}[v]
-    if isinstance(v, (dict, list, tuple)):
-        text = json.dumps(encode_nonfinite(v), ensure_ascii=False)
-        return text if len(text) <= 300 else text[:299] + "…"
-    return str(v)
-
-
 def kv_table(d: dict[str, Any], cls: str = "kv") -> str:
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt_value(v))}</td></tr>" for k, v in d.items())
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt.value(v))}</td></tr>" for k, v in d.items())
     return f'<table class="{cls}">{rows}</table>'
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from rhythmd.web import data as webdata
-from rhythmd.web.html import KIND_LABELS, e, fmt_value
-from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Region, Series, fmt_num
+from rhythmd.web import fmt
+from rhythmd.web.html import KIND_LABELS, e
+from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Region, Series
 
 
 def regions(d: webdata.RunData) -> list[Region]:
@@ -36,7 +37,7 @@ def regions(d: webdata.RunData) -> list[Region]:
         out.append(Region(int(start), int(end), str(g.get("kind")), str(g["id"]),
                           KIND_LABELS.get(str(g.get("kind")), str(g.get("kind"))),
                           f"{g.get('kind')} ({g.get('severity')}, {g.get('status')}): "
-                          f"{g.get('message', '')} — click for evidence", is_open))
+                          f"{fmt.text(str(g.get('message', '')))} — click for evidence", is_open))
     return out
 
 
@@ -44,7 +45,7 @@ def _markers(d: webdata.RunData) -> list[Marker]:
     out = []
     for r in d.recommendations:
         params = r.get("params") or {}
-        args = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+        args = ", ".join(f"{k}={fmt.value(v)}" for k, v in params.items())
         extra = {"action": str(r.get("action")), "status": str(r.get("status"))}
         if r.get("issued_at_step") is not None:
             out.append(Marker(int(r["issued_at_step"]), "recommendation",
@@ -54,7 +55,7 @@ def _markers(d: webdata.RunData) -> list[Marker]:
         if r.get("status") in ("applied", "rejected") and r.get("applied_step") is not None:
             lr = ""
             if r.get("lr_before") is not None:
-                lr = f" lr {fmt_value(r.get('lr_before'))} → {fmt_value(r.get('lr_after'))}"
+                lr = f" lr {fmt.value(r.get('lr_before'))} → {fmt.value(r.get('lr_after'))}"
             kind = "applied" if r["status"] == "applied" else "rejected"
             out.append(Marker(int(r["applied_step"]), kind, f"✓ {r.get('action')}"
                               if kind == "applied" else f"✗ {r.get('action')}",
@@ -104,8 +105,8 @@ def _schedule_overlays(segments: list[dict[str, Any]]) -> list[Overlay]:
                 values = l1 + (l0 - l1) * (1 + np.cos(np.pi * u)) / 2
         else:
             values = l0 + (l1 - l0) * u
-        title = (f"identified {kind}: steps {s0}–{s1}, lr {fmt_num(l0)} → {fmt_num(l1)}"
-                 + (f" {fmt_value(params)}" if params else ""))
+        title = (f"identified {kind}: steps {s0}–{s1}, lr {fmt.num(l0)} → {fmt.num(l1)}"
+                 + (f" {fmt.value(params)}" if params else ""))
         out.append(Overlay(steps, values, kind, kind, title))
     return out
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from rhythmd.errors import NotFoundError
 from rhythmd.web import data as webdata
+from rhythmd.web import fmt
 from rhythmd.web.access import Denied, covers, viewer
 from rhythmd.web.html import (
     DEFAULT_MAX_POINTS,
@@ -18,13 +19,11 @@ from rhythmd.web.html import (
     badge,
     e,
     fmt_time,
-    fmt_value,
     kv_table,
     page,
     token,
 )
 from rhythmd.web.run_charts import charts, regions
-from rhythmd.web.svg import fmt_num
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,14 +70,14 @@ def _run_header(d: webdata.RunData, name: str) -> str:
     }
     lr = d.series.get(d.roles.lr) if d.roles.lr else None
     if lr is not None and lr.values.size:
-        facts["current lr"] = e(fmt_num(float(lr.values[-1])))
+        facts["current lr"] = e(fmt.num(float(lr.values[-1])))
     if d.schedule:
         facts["schedule"] = e(" → ".join(str(s.get("kind")) for s in d.schedule))
     dl = "".join(f"<div><dt>{e(k)}</dt><dd>{v}</dd></div>" for k, v in facts.items())
     tag_html = ""
     if isinstance(tags, dict) and tags:
         tag_html = '<div class="tags" id="run-tags">' + "".join(
-            f'<span class="tag">{e(k)}={e(fmt_value(v))}</span>' for k, v in tags.items()
+            f'<span class="tag">{e(k)}={e(fmt.value(v))}</span>' for k, v in tags.items()
         ) + "</div>"
     config = run.get("config")
     cfg_html = ""
@@ -112,7 +111,7 @@ def _diagnoses(d: webdata.RunData) -> str:
             f'<td><span class="kind-dot diag-{token(kind)}"></span>'
             f'{e(KIND_LABELS.get(kind, kind))}</td><td>{e(span)}</td>'
             f'<td>{e(g.get("severity"))}</td><td>{e(status)}</td>'
-            f'<td>{e(g.get("message"))}</td></tr>')
+            f'<td>{e(fmt.text(str(g.get("message"))))}</td></tr>')
     return ('<section id="diagnoses-section"><h2>Diagnoses</h2>'
             '<p class="hint">Click a row or a shaded region for its evidence.</p>'
             '<table id="diagnoses" class="data clickable"><thead><tr><th>Kind</th>'
@@ -135,11 +134,11 @@ def _evidence(d: webdata.RunData) -> str:
         rec_html = ""
         if recs:
             rec_html = "<h4>Recommendations</h4><ul>" + "".join(
-                f'<li>{e(r.get("action"))} {e(fmt_value(r.get("params") or {}))} — '
+                f'<li>{e(r.get("action"))} {e(fmt.value(r.get("params") or {}))} — '
                 f'{e(r.get("status"))}</li>' for r in recs) + "</ul>"
         parts.append(
             f'<div class="evidence" data-evidence-for="{e(g["id"])}" hidden>'
-            f'<h3>{e(g["id"])}</h3><p class="message">{e(g.get("message"))}</p>'
+            f'<h3>{e(g["id"])}</h3><p class="message">{e(fmt.text(str(g.get("message"))))}</p>'
             f'{kv_table({k: v for k, v in facts.items() if v is not None}, "kv facts")}'
             f'<h4>Evidence</h4>{kv_table(ev, "kv evidence-table") if ev else "<p>none</p>"}'
             f'{rec_html}</div>')
@@ -155,11 +154,11 @@ def _recommendations(d: webdata.RunData) -> str:
     for r in d.recommendations:
         lr = ""
         if r.get("lr_before") is not None or r.get("lr_after") is not None:
-            lr = f"{fmt_value(r.get('lr_before'))} → {fmt_value(r.get('lr_after'))}"
+            lr = f"{fmt.value(r.get('lr_before'))} → {fmt.value(r.get('lr_after'))}"
         rows.append(
             f'<tr class="rec-row" data-rec-id="{e(r["id"])}" data-action="{e(r.get("action"))}" '
             f'data-status="{e(r.get("status"))}"><td>{e(r.get("action"))}</td>'
-            f'<td>{e(fmt_value(r.get("params") or {}))}</td>'
+            f'<td>{e(fmt.value(r.get("params") or {}))}</td>'
             f'<td>{badge(str(r.get("status")))}</td><td>{e(r.get("issued_at_step"))}</td>'
             f'<td>{e(r.get("applied_step"))}</td><td>{e(lr)}</td><td>{e(r.get("author"))}</td>'
             f'<td>{e(r.get("reason"))}{" — " + e(r.get("note")) if r.get("note") else ""}</td>'
@@ -194,7 +193,7 @@ def _timeline(d: webdata.RunData) -> str:
             f'<span class="tl-step">{"step " + e(step) if step is not None else ""}</span>'
             f'<span class="tl-time">{fmt_time(wt) if wt else ""}</span>'
             f'<span class="tl-kind">{e(kind.replace("_", " "))}</span>'
-            f'<span class="tl-title">{e(it.get("title"))}</span>{det}</li>')
+            f'<span class="tl-title">{e(fmt.text(str(it.get("title"))))}</span>{det}</li>')
     return ('<section id="timeline-section"><h2>Timeline</h2><ol id="timeline">'
             + "".join(items) + "</ol></section>")
 

@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse
 
 from rhythmd.errors import InvalidInputError
 from rhythmd.web import data as webdata
+from rhythmd.web import fmt
 from rhythmd.web.access import Denied, viewer
-from rhythmd.web.html import RefreshQuery, badge, e, fmt_time, fmt_value, page, run_href
-from rhythmd.web.svg import fmt_num
+from rhythmd.web.html import RefreshQuery, badge, e, fmt_time, page, run_href
 
 router = APIRouter(include_in_schema=False)
 
@@ -83,12 +83,12 @@ def _run_row(r: webdata.RunRow) -> str:
     rid = str(run["run_id"])
     name = str(run.get("name") or rid)
     tags = run.get("tags") or {}
-    tag_html = "".join(f'<span class="tag">{e(k)}={e(fmt_value(v))}</span>'
+    tag_html = "".join(f'<span class="tag">{e(k)}={e(fmt.value(v))}</span>'
                        for k, v in list(tags.items())[:6]) if isinstance(tags, dict) else ""
     if r.best_val is not None:
         metric, value, step = r.best_val
         at = f" @ {step}" if step is not None else ""
-        best = (f'<td data-value="{value!r}" title="{e(metric)}">{e(fmt_num(value))}'
+        best = (f'<td data-value="{value!r}" title="{e(metric)}">{e(fmt.num(value))}'
                 f'<span class="muted">{e(at)}</span></td>')
     else:
         best = '<td data-value="" class="muted">—</td>'

@@ -16,6 +16,8 @@ from html import escape
 
 import numpy as np
 
+from rhythmd.web import fmt
+
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#db2777", "#ca8a04",
            "#4b5563", "#dc2626", "#65a30d", "#7c3aed", "#0f766e")
 """Series colours (compare page: one per run)."""
@@ -29,20 +31,6 @@ DOTS_BELOW = 80
 def attr(value: object) -> str:
     """An attribute value, escaped (quotes included)."""
     return escape(str(value), quote=True)
-
-
-def fmt_num(v: float) -> str:
-    """A short human form of a float (``NaN``, ``+Inf``, ``-Inf`` for non-finite values)."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1e5 or a < 1e-3:
-        return f"{v:.3g}"
-    return f"{v:.4g}"
 
 
 def nonfinite_label(v: float) -> str:
@@ -253,7 +241,7 @@ class Chart:
             out.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{MARGIN_LEFT + self.pw}" '
                        f'y1="{y:.1f}" y2="{y:.1f}"/>'
                        f'<text class="tick ytick" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}">'
-                       f'{attr(fmt_num(t))}</text>')
+                       f'{attr(fmt.num(t))}</text>')
         xt = [t for t in nice_ticks(self.x0, self.x1, 10) if self.x0 <= t <= self.x1]
         for t, x in zip(xt, self.px(np.array(xt)), strict=True):
             out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
