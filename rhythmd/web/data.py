@@ -6,7 +6,6 @@ The pages draw what the API serves: the same service calls behind ``/v1``.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,33 +139,6 @@ def _abandoned(service: Any, run_id: str, name: str, branches: list[dict[str, An
         if seg.steps.size:
             out.append((int(b["branch"]), seg))
     return out
-
-
-@dataclass
-class RunRow:
-    run: dict[str, Any]
-    state: str
-    best_val: tuple[str, float, int | None] | None  # (metric, value, step)
-
-
-def list_rows(service: Any, project: str | None, status: str | None, limit: int,
-              offset: int) -> tuple[list[RunRow], int]:
-    runs, total = service.list_runs(project, status, limit, offset)
-    rows = []
-    for run in runs:
-        rows.append(RunRow(run, run_state(run), _best_val(service, run)))
-    return rows, total
-
-
-def _best_val(service: Any, run: dict[str, Any]) -> tuple[str, float, int | None] | None:
-    """The best validation loss (or the validation metric when no loss) of a run."""
-    metrics = service.summary(run["run_id"])["metrics"]
-    roles = roles_for(run, list(metrics))
-    for name in (roles.val, roles.aux):
-        best = metrics[name]["best"] if name in metrics else None
-        if isinstance(best, (int, float)) and math.isfinite(best):
-            return str(name), float(best), metrics[name]["best_step"]
-    return None
 
 
 def load_compare(service: Any, run_ids: list[str], max_points: int,

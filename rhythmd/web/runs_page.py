@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from rhythmd.errors import InvalidInputError
-from rhythmd.web import data as webdata
 from rhythmd.web import fmt
 from rhythmd.web.access import Denied, viewer
-from rhythmd.web.html import RefreshQuery, badge, e, fmt_time, page, run_href
+from rhythmd.web.html import KIND_LABELS, RefreshQuery, badge, e, fmt_time, page, run_href, token
+from rhythmd.web.overview import Overview, overviews, severity_rank
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,10 +41,11 @@ def runs_page(
     status = status if status in STATUS_FILTERS else None
     limit = min(limit, request.app.state.settings.max_page_size)
     try:
-        rows, total = webdata.list_rows(service, project, status, limit, offset)
+        rows, total = service.list_runs(project, status, limit, offset)
     except InvalidInputError as exc:
         return page("Runs", "runs", f'<p class="error">{e(exc)}</p>', status_code=422)
-    live = any(r.state in LIVE_STATES or r.run.get("status") == "running" for r in rows)
+    seen = overviews(service, rows)
+    live = any(r["state"] in LIVE_STATES or r.get("status") == "running" for r in rows)
     body = [_filters(project, status)]
     body.append('<form id="compare-form" action="/compare" method="get">'
                 '<div class="toolbar"><button type="submit" id="compare-button" disabled>'
@@ -53,14 +54,17 @@ def runs_page(
     body.append('<table id="runs-table" class="sortable data"><thead><tr>'
                 '<th class="select"><span class="sr">select</span></th>'
                 '<th data-sort="text">Name</th><th data-sort="text">Project</th>'
-                '<th data-sort="text">Status</th><th data-sort="num">Last step</th>'
-                '<th data-sort="num">Best val loss</th><th data-sort="num">Points</th>'
+                '<th data-sort="text">Status</th>'
+                '<th data-sort="num" title="the worst diagnosis">Trouble</th>'
+                '<th data-sort="num" title="changes applied to the training">Changes</th>'
+                '<th data-sort="num">Last step</th>'
+                '<th data-sort="num">Best val</th><th data-sort="num">Points</th>'
                 '<th data-sort="num" aria-sort="descending">Last update</th></tr></thead>'
                 '<tbody id="runs-body" data-live-region>')
     for r in rows:
-        body.append(_run_row(r))
+        body.append(_run_row(r, seen[str(r["run_id"])]))
     if not rows:
-        body.append('<tr class="empty"><td colspan="8">No runs yet. Start one with '
+        body.append('<tr class="empty"><td colspan="10">No runs yet. Start one with '
                     '<code>POST /v1/runs</code> or the Python hook.</td></tr>')
     body.append("</tbody></table></form>")
     body.append(_pager(project, status, limit, offset, total, len(rows)))
@@ -78,33 +82,54 @@ def _filters(project: str | None, status: str | None) -> str:
             '<button type="submit">Filter</button></form>')
 
 
-def _run_row(r: webdata.RunRow) -> str:
-    run = r.run
+def _run_row(run: dict[str, Any], o: Overview) -> str:
     rid = str(run["run_id"])
     name = str(run.get("name") or rid)
+    state = str(run["state"])
     tags = run.get("tags") or {}
     tag_html = "".join(f'<span class="tag">{e(k)}={e(fmt.value(v))}</span>'
                        for k, v in list(tags.items())[:6]) if isinstance(tags, dict) else ""
-    if r.best_val is not None:
-        metric, value, step = r.best_val
+    if o.best_val is not None:
+        metric, value, step = o.best_val
         at = f" @ {step}" if step is not None else ""
-        best = (f'<td data-value="{value!r}" title="{e(metric)}">{e(fmt.num(value))}'
-                f'<span class="muted">{e(at)}</span></td>')
+        best = (f'<td class="best-val" data-value="{value!r}" title="{e(metric)}">'
+                f'{e(fmt.num(value))}<span class="muted">{e(at)}</span></td>')
     else:
-        best = '<td data-value="" class="muted">—</td>'
+        best = '<td class="best-val muted" data-value="">—</td>'
+    marks = "".join(f' <span class="badge mark-{m}" data-badge="{m}">{m}</span>'
+                    for m in o.badges(run))
     last = run.get("last_step")
     updated = run.get("updated_at") or 0.0
-    return (f'<tr class="run-row" data-run-id="{e(rid)}" data-state="{e(r.state)}">'
+    return (f'<tr class="run-row" data-run-id="{e(rid)}" data-state="{e(state)}">'
             f'<td class="select"><input type="checkbox" name="runs" value="{e(rid)}" '
             f'class="run-select" aria-label="select {e(name)}"></td>'
             f'<td data-value="{e(name.lower())}"><a class="run-link" href="{e(run_href(rid))}">'
-            f'{e(name)}</a><div class="tags">{tag_html}</div></td>'
+            f'{e(name)}</a> <code class="run-id muted">{e(rid)}</code>'
+            f'<div class="tags">{tag_html}</div></td>'
             f'<td data-value="{e(run.get("project") or "")}">{e(run.get("project") or "—")}</td>'
-            f'<td data-value="{e(r.state)}">{badge(r.state)}</td>'
-            f'<td data-value="{"" if last is None else last}">'
+            f'<td class="status" data-value="{e(state)}">{badge(state)}{marks}</td>'
+            f'{_trouble(o)}'
+            f'<td class="changes" data-value="{o.changes}">{o.changes or "—"}</td>'
+            f'<td class="last-step" data-value="{"" if last is None else last}">'
             f'{"—" if last is None else e(last)}</td>{best}'
             f'<td data-value="{e(run.get("n_points", 0))}">{e(run.get("n_points", 0))}</td>'
             f'<td data-value="{updated:.3f}">{fmt_time(updated)}</td></tr>')
+
+
+def _trouble(o: Overview) -> str:
+    """The worst diagnosis: kind and severity, open or closed, and how many there were."""
+    if o.worst is None:
+        return '<td class="trouble muted" data-value="-1">—</td>'
+    d = o.worst
+    kind, sev = str(d.get("kind")), str(d.get("severity"))
+    rank = severity_rank(d)
+    more = f" (+{o.diagnoses - 1})" if o.diagnoses > 1 else ""
+    return (f'<td class="trouble" data-value="{rank[0] * 2 + rank[1]}" data-kind="{e(kind)}" '
+            f'data-severity="{e(sev)}" data-status="{e(d.get("status"))}" '
+            f'title="{e(fmt.text(str(d.get("message") or "")))}">'
+            f'<span class="kind-dot diag-{token(kind)}"></span>'
+            f'{e(KIND_LABELS.get(kind, kind))} <span class="sev sev-{token(sev)}">{e(sev)}</span>'
+            f'<span class="muted">{e(more)}</span></td>')
 
 
 def _pager(project: str | None, status: str | None, limit: int, offset: int, total: int,

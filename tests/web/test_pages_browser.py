@@ -158,7 +158,7 @@ def test_runs_list_refreshes_while_live(browser: Any, web_daemon: Daemon, http: 
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#live-indicator").is_visible()
     page.locator(f"input.run-select[value='{rid}']").check()
-    cell = page.locator(f"tr[data-run-id='{rid}'] td:nth-child(5)")
+    cell = page.locator(f"tr[data-run-id='{rid}'] td.last-step")
     assert cell.text_content() == "9"
     send(10)
     expect(cell).to_have_text("19", timeout=TIMEOUT_MS)
