@@ -34,7 +34,8 @@ def _figure_class() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise CommandError("--plot needs matplotlib: pip install rhythmd[plot]", 2) from None
+        raise CommandError("--plot needs matplotlib: pip install 'rhythmd[plot]' "
+                           "(in a checkout: pip install -e '.[plot]')", 2) from None
     return Figure
 
 

@@ -149,7 +149,7 @@ def test_plot_without_matplotlib(cli: Any, tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(builtins, "__import__", no_mpl)
     r = cli("analyze", DIABETES, "--plot", tmp_path / "x.png")
-    assert r.code == 2 and "pip install rhythmd[plot]" in r.err
+    assert r.code == 2 and "pip install 'rhythmd[plot]'" in r.err and "-e '.[plot]'" in r.err
 
 
 def test_tensorboard_without_package(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
