@@ -1,10 +1,9 @@
-"""Helpers shared by the benchmarks: ports, throwaway PostgreSQL databases, comparisons."""
+"""Helpers shared by the benchmarks: ports and throwaway PostgreSQL databases."""
 
 from __future__ import annotations
 
 import socket
 import uuid
-from typing import Any
 
 
 def free_port() -> int:
@@ -34,14 +33,3 @@ def drop_pg_database(admin_url: str, url: str) -> None:
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
     engine.dispose()
-
-
-def strip_wall_times(obj: Any) -> Any:
-    """A copy without wall-clock fields (``*_at`` that are not steps, ``wall_time*``), to
-    compare diagnoses produced at different times."""
-    if isinstance(obj, dict):
-        return {k: strip_wall_times(v) for k, v in obj.items()
-                if not (k.startswith("wall_time") or (k.endswith("_at") and "step" not in k))}
-    if isinstance(obj, list):
-        return [strip_wall_times(v) for v in obj]
-    return obj

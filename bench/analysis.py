@@ -7,8 +7,8 @@ prints the mean time per batch over the 100 batches (5,000 steps) just before th
 state stays bounded. Then the per-point cost on per-step streams: microseconds per point
 (train_loss + lr, two points per step, no val stream) for batches of 12, 50 and 1,000 steps,
 with and without a declared budget (without one, the train loss is judged as pseudo-evals every
-50 steps), for the vectorised analyzer and, when the tests are importable, the frozen
-per-point reference (``tests/analysis/reference``) on the same stream.
+50 steps), for the vectorised analyzer and its per-point path (``bulk=False``, the
+specification the equivalence tests hold it to) on the same stream.
 Usage: python bench/analysis.py [--max-steps 1000000] [--skip-growth]
 """
 
@@ -27,19 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rhythmd.analysis import AnalysisConfig, RunAnalyzer
-
-
-def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 1..n, train loss (power-law decay, 5 % noise, rare one-step spikes), lr."""
-    rng = np.random.default_rng(seed)
-    s = np.arange(1, n + 1, dtype=np.int64)
-    loss = 0.5 + 2.0 * (1 + s / 500.0) ** -0.5
-    loss = loss * np.exp(rng.normal(0, 0.05, n))
-    spikes = rng.random(n) < 2e-4
-    loss[spikes] *= 3.0
-    warm = max(1, n // 100)
-    lr = np.where(s <= warm, s / warm, 0.5 * (1 + np.cos(math.pi * (s - warm) / (n - warm))))
-    return s, loss, 1e-3 * np.maximum(lr, 0.01)
+from rhythmd.eval.streams import synthetic
 
 
 def main(argv: list[str] | None = None) -> int:

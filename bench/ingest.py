@@ -1,23 +1,39 @@
 """Ingest throughput of a real rhythmd daemon against the floor, measured in the same run.
 
-    python bench/ingest.py                       # 1,000,000 points, 1 client, batches of 1,000
-    python bench/ingest.py --clients 4 --batch 500 --backends sqlite,postgresql
+    python bench/ingest.py                     # 500,000 points per stream, SQLite
+    python bench/ingest.py --postgresql        # also PostgreSQL
+    python bench/ingest.py --streams realistic --clients 4 --batch 500
+    python bench/ingest.py --profile realistic # in-process cProfile of the same stream
 
-For each backend it starts ``uvicorn rhythmd.app:app`` (one worker) on a fresh database, streams
-N points from C concurrent clients (threads with persistent HTTP connections; bodies are
-encoded before the clock starts, so the client costs little), verifies that every point was
+Three named streams (``rhythmd.eval.streams``), each measured against its own floor in the
+same run, with analysis on and off:
+
+- ``healthy``: ``train_loss`` only, one run per client, ``total_steps`` declared;
+- ``divergent``: the same with a NaN loss every 1,000 steps (with analysis on every batch
+  opens and closes a critical divergence the policy answers: the analysis path's worst case);
+- ``realistic``: what a training hook sends: train loss and LR every step, a validation loss
+  every 50 steps, ``total_steps`` declared, ten runs round robin, one in ten diverging.
+
+For each setup it starts ``uvicorn rhythmd.app:app`` (one worker) on a fresh database, streams
+the bodies from C concurrent clients (threads with persistent HTTP connections; bodies are
+encoded before the clock starts), verifies that every point (and every non-finite one) was
 stored, and prints points/s and p50/p99 request latency. The floor is a bare FastAPI endpoint
 that parses the same bodies and does one ``executemany`` into a SQLite file
-(``bench/_floor_app.py``); our throughput is printed as a ratio of it.
+(``bench/_floor_app.py``); throughput is printed as a ratio of the floor of the same stream.
+
+``--profile STREAM`` runs the stream through ``Service.ingest`` in this process (no HTTP, a
+fresh SQLite file, analysis on) under cProfile and prints the top entries by cumulative and by
+own time, plus the call counts of the analysis and store entry points.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import http.client
 import json
-import math
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -27,11 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (
-    create_pg_database,
-    drop_pg_database,
-    free_port,
-)
+from bench._common import create_pg_database, drop_pg_database, free_port
+from rhythmd.eval.streams import STREAMS, Stream, ingest_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -66,36 +79,21 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body: byte
     return r.status, r.read()
 
 
-NONFINITE_EVERY = 1000
-"""One point in this many is NaN (0: none); set by --nonfinite-every."""
-
-
-def _is_nan_step(s: int) -> bool:
-    return NONFINITE_EVERY > 0 and s % NONFINITE_EVERY == NONFINITE_EVERY - 1
-
-
-def make_bodies(n_points: int, batch: int, clients: int, run_ids: list[str]) -> list[list]:
-    """Per client, its (path, body) list: train_loss with 1 non-finite value in 1,000."""
-    per_client: list[list] = [[] for _ in range(clients)]
-    n_batches = math.ceil(n_points / batch)
-    for b in range(n_batches):
-        c = b % clients
-        start = (b // clients) * batch
-        size = min(batch, n_points - b * batch)
-        steps = list(range(start, start + size))
-        values = [float("nan") if _is_nan_step(s) else 2.0 / (1 + 0.01 * s) for s in steps]
-        body = json.dumps({"batch_id": f"c{c}-b{b}", "series": [
-            {"name": "train_loss", "steps": steps, "values": values}]}).encode()
-        per_client[c].append((f"/v1/runs/{run_ids[c]}/metrics", body))
+def encode(stream: Stream, run_ids: list[str], clients: int) -> list[list[tuple[str, bytes]]]:
+    """Per client, its (path, body) list in stream order; run ``i`` goes to client i % C."""
+    per_client: list[list[tuple[str, bytes]]] = [[] for _ in range(clients)]
+    for i, j in stream.order:
+        body = json.dumps(stream.runs[i].bodies[j]).encode()
+        per_client[i % clients].append((f"/v1/runs/{run_ids[i]}/metrics", body))
     return per_client
 
 
-def drive(port: int, per_client: list[list]) -> tuple[float, list[float]]:
+def drive(port: int, per_client: list[list[tuple[str, bytes]]]) -> tuple[float, list[float]]:
     latencies: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
 
-    def worker(items: list) -> None:
+    def worker(items: list[tuple[str, bytes]]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine = []
         for path, body in items:
@@ -125,90 +123,146 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def run_floor(args: argparse.Namespace, tmp: Path) -> dict:
-    db = tmp / "floor.db"
+def run_floor(stream: Stream, clients: int, tmp: Path) -> dict:
+    db = tmp / f"floor-{stream.name}.db"
     proc, port = start("bench._floor_app:app", {"FLOOR_DB": str(db)})
     try:
-        bodies = make_bodies(args.points, args.batch, args.clients, ["floor"] * args.clients)
-        elapsed, lat = drive(port, bodies)
+        elapsed, lat = drive(port, encode(stream, ["floor"] * len(stream.runs), clients))
         conn = http.client.HTTPConnection("127.0.0.1", port)
         stored = json.loads(request(conn, "GET", "/count")[1])["points"]
-        assert stored == args.points, (stored, args.points)
+        assert stored == stream.n_points, (stored, stream.n_points)
     finally:
         proc.terminate()
         proc.wait()
-    return {"name": "floor (bare executemany, SQLite)", "pps": args.points / elapsed,
+    return {"setup": "floor (bare executemany, SQLite)", "pps": stream.n_points / elapsed,
             "p50": pct(lat, 0.5), "p99": pct(lat, 0.99)}
 
 
-def run_rhythmd(args: argparse.Namespace, url: str, label: str, env: dict[str, str]) -> dict:
+def _verify(conn: http.client.HTTPConnection, stream: Stream, run_ids: list[str]) -> None:
+    """Every point of every series stored, the non-finite ones as non-finite."""
+    for rid, run in zip(run_ids, stream.runs, strict=True):
+        _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics")
+        got = {m["name"]: m["points"] for m in json.loads(text)["metrics"]}
+        assert got == run.points, (rid, got, run.points)
+        for name, bad in run.nonfinite.items():
+            _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics/{name}")
+            series = json.loads(text)
+            assert series["total_points"] == len(series["steps"]) == run.points[name]
+            assert sum(isinstance(v, str) for v in series["values"]) == bad, (rid, name)
+
+
+def run_rhythmd(stream: Stream, clients: int, url: str, label: str, env: dict[str, str]
+                ) -> dict:
     proc, port = start("rhythmd.app:app", {"RHYTHMD_DATABASE_URL": url, **env})
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
         run_ids = []
-        for c in range(args.clients):
-            status, text = request(conn, "POST", "/v1/runs",
-                                   json.dumps({"name": f"bench-{c}", "config": {
-                                       # the planned length, as the client hook sends it
-                                       "total_steps": args.points // args.clients}}).encode())
+        for i, run in enumerate(stream.runs):
+            status, text = request(conn, "POST", "/v1/runs", json.dumps({
+                "name": f"bench-{stream.name}-{i}",
+                # the planned length, as the client hook sends it
+                "config": {"total_steps": run.total_steps}}).encode())
             assert status == 201, text
             run_ids.append(json.loads(text)["run_id"])
-        bodies = make_bodies(args.points, args.batch, args.clients, run_ids)
-        elapsed, lat = drive(port, bodies)
-        stored = 0
-        conn = http.client.HTTPConnection("127.0.0.1", port)  # the first one idled out
-        for rid in run_ids:
-            _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics")
-            stored += sum(m["points"] for m in json.loads(text)["metrics"])
-            _, text = request(conn, "GET", f"/v1/runs/{rid}/metrics/train_loss")
-            got = json.loads(text)
-            assert got["total_points"] == len(got["steps"])
-            assert got["values"].count("NaN") == sum(1 for s in got["steps"] if _is_nan_step(s))
-        assert stored == args.points, (stored, args.points)
+        elapsed, lat = drive(port, encode(stream, run_ids, clients))
+        _verify(http.client.HTTPConnection("127.0.0.1", port), stream, run_ids)
     finally:
         proc.terminate()
         proc.wait()
-    return {"name": label, "pps": args.points / elapsed, "p50": pct(lat, 0.5),
+    return {"setup": label, "pps": stream.n_points / elapsed, "p50": pct(lat, 0.5),
             "p99": pct(lat, 0.99)}
+
+
+def measure(stream: Stream, args: argparse.Namespace, tmp: Path) -> list[dict]:
+    """The stream's floor, then rhythmd per backend with analysis on and off."""
+    out = [run_floor(stream, args.clients, tmp)]
+    backends = ["sqlite"] + (["postgresql"] if args.postgresql else [])
+    for backend in backends:
+        for analysis in ("1", "0"):
+            label = f"rhythmd, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, " \
+                    f"analysis {'on' if analysis == '1' else 'off'}"
+            env = {"RHYTHMD_ANALYSIS": analysis}
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp / f'{stream.name}-{analysis}.db'}"
+                out.append(run_rhythmd(stream, args.clients, url, label, env))
+            else:
+                url = create_pg_database(args.pg_url)
+                try:
+                    out.append(run_rhythmd(stream, args.clients, url, label, env))
+                finally:
+                    drop_pg_database(args.pg_url, url)
+    return out
+
+
+def profile(stream: Stream, top: int, cprofile: bool = True) -> None:
+    """The stream through ``Service.ingest`` in this process, under cProfile (or bare, for a
+    sampling profiler: ``py-spy record -- python bench/ingest.py --inprocess STREAM``)."""
+    from rhythmd.batch import parse_metric_batch
+    from rhythmd.service import Service
+    from rhythmd.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/p.db")
+        store.open()
+        service = Service(store)
+        ids = [service.create_run(f"p{i}", config={"total_steps": r.total_steps})[0]["run_id"]
+               for i, r in enumerate(stream.runs)]
+        batches = [(ids[i], parse_metric_batch(stream.runs[i].bodies[j])) for i, j in stream.order]
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        if cprofile:
+            prof.enable()
+        for rid, b in batches:
+            service.ingest(rid, b)
+        prof.disable()
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        service.close()
+    print(f"in-process {stream.name}: {stream.n_points:,} points in {len(batches):,} batches, "
+          f"{elapsed:.2f} s ({cpu:.2f} s CPU){' under cProfile' if cprofile else ''}: "
+          f"{stream.n_points / cpu:,.0f} points per CPU second")
+    if not cprofile:
+        return
+    st = pstats.Stats(prof)
+    st.sort_stats("cumulative").print_stats(top)
+    st.sort_stats("tottime").print_stats(top)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--points", type=int, default=1_000_000, help="points per measurement")
-    p.add_argument("--clients", type=int, default=1, help="concurrent clients (one run each)")
-    p.add_argument("--batch", type=int, default=1_000, help="points per request")
-    p.add_argument("--nonfinite-every", type=int, default=NONFINITE_EVERY,
-                   help="one NaN loss every N points (default 1000: with analysis on, every "
-                        "batch then opens a divergence, the analysis path's worst case; 0 for "
-                        "a healthy stream)")
-    p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--points", type=int, default=500_000, help="points per stream (500,000)")
+    p.add_argument("--clients", type=int, default=1, help="concurrent clients (1)")
+    p.add_argument("--batch", type=int, default=1_000, help="points per request (1,000)")
+    p.add_argument("--streams", default=",".join(STREAMS),
+                   help=f"comma-separated, of {', '.join(STREAMS)} (all)")
+    p.add_argument("--postgresql", action="store_true", help="also measure PostgreSQL")
     p.add_argument("--pg-url", default=os.environ.get("RHYTHMD_TEST_POSTGRES_URL", DEFAULT_PG))
+    p.add_argument("--profile", metavar="STREAM", choices=STREAMS,
+                   help="in-process cProfile of one stream instead of the table")
+    p.add_argument("--inprocess", metavar="STREAM", choices=STREAMS,
+                   help="the same without cProfile (its CPU time; for py-spy)")
+    p.add_argument("--top", type=int, default=30, help="entries per profile table (30)")
     args = p.parse_args()
-    globals()["NONFINITE_EVERY"] = args.nonfinite_every
-    print(f"ingest: {args.points:,} points, {args.clients} client(s), batches of {args.batch:,}; "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    results = []
+    if args.profile or args.inprocess:
+        profile(ingest_stream(args.profile or args.inprocess, args.points, args.batch,
+                              args.clients), args.top, cprofile=bool(args.profile))
+        return 0
+    names = [s.strip() for s in args.streams.split(",") if s.strip()]
+    for n in names:
+        if n not in STREAMS:
+            p.error(f"unknown stream {n!r}")
+    print(f"ingest: {args.points:,} points per stream, {args.clients} client(s), batches of "
+          f"{args.batch:,}; python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    rows: list[tuple[str, dict, float]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        floor = run_floor(args, tmp)
-        results.append(floor)
-        for backend in args.backends.split(","):
-            for analysis in ("1", "0"):
-                label = "analysis on" if analysis == "1" else "analysis off"
-                env = {"RHYTHMD_ANALYSIS": analysis}
-                if backend == "sqlite":
-                    results.append(run_rhythmd(args, f"sqlite:///{tmp / f'r{analysis}.db'}",
-                                               f"rhythmd, SQLite, {label}", env))
-                elif backend == "postgresql":
-                    url = create_pg_database(args.pg_url)
-                    try:
-                        results.append(run_rhythmd(args, url, f"rhythmd, PostgreSQL, {label}",
-                                                   env))
-                    finally:
-                        drop_pg_database(args.pg_url, url)
-    print(f"{'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in results:
-        print(f"{r['name']:36} {r['pps']:12,.0f} {r['pps'] / floor['pps']:8.2f} "
+        for n in names:
+            stream = ingest_stream(n, args.points, args.batch, args.clients)
+            res = measure(stream, args, Path(tmpdir))
+            rows.extend((n, r, res[0]["pps"]) for r in res)
+    print(f"{'stream':10} {'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for n, r, floor in rows:
+        print(f"{n:10} {r['setup']:36} {r['pps']:12,.0f} {r['pps'] / floor:8.2f} "
               f"{r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f}")
     return 0
 

@@ -49,12 +49,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (
-    create_pg_database,
-    drop_pg_database,
-    free_port,
-    strip_wall_times,
-)
+from bench._common import create_pg_database, drop_pg_database, free_port
+from rhythmd.eval.compare import strip_wall_times
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = os.environ.get("RHYTHMD_TEST_POSTGRES_URL",

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.analysis import synthetic
 from rhythmd.analysis.offline import read_csv_columns
+from rhythmd.eval.streams import synthetic
 
 from .analysis_helpers import CURVES
 from .equivalence import BATCHES, compare, variants

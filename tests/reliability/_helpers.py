@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from bench._common import strip_wall_times
+from rhythmd.eval.compare import strip_wall_times
 from tests.daemon.test_analysis_ingest import batches as curve_batches
 from tests.daemon.test_analysis_ingest import read_curve
 
