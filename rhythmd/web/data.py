@@ -6,6 +6,7 @@ The pages draw what the API serves: the same service calls behind ``/v1``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ class RunData:
     state: str
     x_domain: tuple[int, int]
     extra: list[str] = field(default_factory=list)  # other metric names, charted below
+    configured_lr: tuple[float, str] | None = None  # (value, where it comes from)
 
 
 def run_state(run: dict[str, Any]) -> str:
@@ -118,8 +120,50 @@ def load_run(service: Any, run_id: str, max_points: int, max_extra: int = 6) -> 
     ends += [int(s.steps.max()) for _, s in abandoned if s.steps.size]
     x0 = min(steps) if steps else 0
     x1 = max(ends) if ends else (run.get("last_step") or 1)
+    lr_series = series.get(roles.lr) if roles.lr else None
     return RunData(run, metrics, roles, series, abandoned, diagnoses, recs, branches, schedule,
-                   timeline, run_state(run), (x0, max(x1, x0 + 1)), extra)
+                   timeline, run_state(run), (x0, max(x1, x0 + 1)), extra,
+                   configured_lr(run, lr_series, recs, branches))
+
+
+CONFIG_LR_KEYS = ("lr", "learning_rate", "base_lr")
+
+
+def configured_lr(run: dict[str, Any], lr: SeriesData | None, recs: list[dict[str, Any]],
+                  branches: list[dict[str, Any]]) -> tuple[float, str] | None:
+    """The run's LR before any change: the run config's ``lr`` (``learning_rate``,
+    ``base_lr``) when it has one, else the highest LR logged before the first applied change
+    or rollback (the peak of a warmup, the start of a decay)."""
+    config = run.get("config") or {}
+    for key in CONFIG_LR_KEYS:
+        v = config.get(key) if isinstance(config, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+            return float(v), f"run config {key}"
+    if lr is None or not lr.steps.size:
+        return None
+    changed = [int(r["applied_step"]) for r in recs
+               if r.get("status") == "applied" and r.get("applied_step") is not None]
+    changed += [int(b["start_step"]) for b in branches
+                if b.get("branch") and b.get("start_step") is not None]
+    before = lr.steps < min(changed) if changed else np.ones(lr.steps.size, dtype=bool)
+    vals = lr.values[before & np.isfinite(lr.values)]
+    if not vals.size:
+        return None
+    where = f"before step {min(changed)}" if changed else "so far"
+    return float(vals.max()), f"the highest logged LR {where}"
+
+
+def branch_of(branches: list[dict[str, Any]], step: int, when: float | None) -> tuple[int, bool]:
+    """The branch an event at ``step`` and wall time ``when`` happened on (the last one
+    created by then), and whether a later rollback abandoned it there (a branch created after
+    the event resumed at or before ``step``)."""
+    if when is None:
+        return (max((int(b["branch"]) for b in branches), default=0), False)
+    made = [b for b in branches if float(b.get("created_at") or 0.0) <= when]
+    on = max((int(b["branch"]) for b in made), default=0)
+    later = [b for b in branches if float(b.get("created_at") or 0.0) > when
+             and b.get("start_step") is not None and int(b["start_step"]) <= step]
+    return on, bool(later)
 
 
 def _abandoned(service: Any, run_id: str, name: str, branches: list[dict[str, Any]],

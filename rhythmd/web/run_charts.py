@@ -11,7 +11,7 @@ import numpy as np
 from rhythmd.web import data as webdata
 from rhythmd.web import fmt
 from rhythmd.web.html import KIND_LABELS, e
-from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Region, Series
+from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Reference, Region, Series
 
 
 def regions(d: webdata.RunData) -> list[Region]:
@@ -42,39 +42,47 @@ def regions(d: webdata.RunData) -> list[Region]:
 
 
 def _markers(d: webdata.RunData) -> list[Marker]:
+    """Recommendations issued, changes applied or rejected, rollbacks; each on its branch."""
     out = []
     for r in d.recommendations:
         params = r.get("params") or {}
         args = ", ".join(f"{k}={fmt.value(v)}" for k, v in params.items())
         extra = {"action": str(r.get("action")), "status": str(r.get("status"))}
         if r.get("issued_at_step") is not None:
-            out.append(Marker(int(r["issued_at_step"]), "recommendation",
-                              f"▲ {r.get('action')}",
+            step = int(r["issued_at_step"])
+            on, gone = webdata.branch_of(d.branches, step, r.get("created_at"))
+            out.append(Marker(step, "recommendation", f"▲ {r.get('action')}",
                               f"recommended {r.get('action')}({args}) by {r.get('author')} "
-                              f"[{r.get('status')}]: {r.get('reason', '')}", str(r["id"]), extra))
+                              f"[{r.get('status')}] on branch {on}: {r.get('reason', '')}",
+                              str(r["id"]), {**extra, "on-branch": str(on)}, gone))
         if r.get("status") in ("applied", "rejected") and r.get("applied_step") is not None:
+            step = int(r["applied_step"])
+            on, gone = webdata.branch_of(d.branches, step, r.get("updated_at"))
             lr = ""
             if r.get("lr_before") is not None:
                 lr = f" lr {fmt.value(r.get('lr_before'))} → {fmt.value(r.get('lr_after'))}"
             kind = "applied" if r["status"] == "applied" else "rejected"
-            out.append(Marker(int(r["applied_step"]), kind, f"✓ {r.get('action')}"
+            out.append(Marker(step, kind, f"✓ {r.get('action')}"
                               if kind == "applied" else f"✗ {r.get('action')}",
-                              f"{r.get('action')} {r['status']} at step {r['applied_step']}{lr}",
-                              str(r["id"]), extra))
+                              f"{r.get('action')} {r['status']} at step {step} on branch "
+                              f"{on}{lr}", str(r["id"]), {**extra, "on-branch": str(on)}, gone))
     # a branch that resumes right after an applied revert is that revert, not a rollback
     reverts = {int(r["applied_step"]) + 1: r for r in d.recommendations
                if r.get("action") == "revert" and r.get("status") == "applied"
                and r.get("applied_step") is not None}
+    left_at = {br: int(seg.steps.max()) for br, seg in d.abandoned if seg.steps.size}
     for b in d.branches:
         if b.get("branch", 0) == 0 or b.get("start_step") is None:
             continue
         rev = reverts.get(int(b["start_step"]))
         what = "revert" if rev is not None else "rollback"
         why = f": {rev.get('reason')}" if rev is not None else ""
+        frm = left_at.get(int(b["branch"]))
+        left = f", leaving step {frm}" if frm is not None else ""
         out.append(Marker(int(b["start_step"]), "rollback", f"↺ {what} → branch {b['branch']}",
                           f"{what}: branch {b['branch']} resumed at step {b['start_step']} "
-                          f"(from branch {b.get('parent_branch')}){why}", str(b["branch"]),
-                          {"branch": str(b["branch"])}))
+                          f"(from branch {b.get('parent_branch')}{left}){why}",
+                          str(b["branch"]), {"branch": str(b["branch"])}, from_step=frm))
     return out
 
 
@@ -132,7 +140,7 @@ def charts(d: webdata.RunData) -> str:
             c.series.append(_series(d.series[n], n, PALETTE[i]))
         for br, seg in d.abandoned:
             c.series.append(_series(seg, f"{seg.name} before rollback → branch {br}", "#9ca3af",
-                                    css="series abandoned-series", dashed=True))
+                                    css="series abandoned-series", dashed=True, scaled=False))
         panels.append(("panel-loss", "Loss", c, [d.series[n] for n in loss_names]))
     val_names = [n for n in (r.val if r.val_mode == "max" else None, r.aux) if n]
     if val_names:
@@ -144,6 +152,10 @@ def charts(d: webdata.RunData) -> str:
         c = chart("chart-lr", "learning rate", log_ratio=10.0, height=200)
         c.series.append(_series(d.series[r.lr], r.lr, PALETTE[3]))
         c.overlays = _schedule_overlays(d.schedule)
+        if d.configured_lr is not None:
+            value, source = d.configured_lr
+            c.references.append(Reference(value, f"configured lr {fmt.num(value)}",
+                                          f"the LR before any change: {source}", "configured-lr"))
         panels.append(("panel-lr", "Learning rate", c, [d.series[r.lr]]))
     for i, n in enumerate(d.extra):
         c = chart(f"chart-extra-{i}", n, height=170)

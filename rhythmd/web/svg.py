@@ -17,6 +17,7 @@ from html import escape
 import numpy as np
 
 from rhythmd.web import fmt
+from rhythmd.web import svg_marks as marks
 
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#db2777", "#ca8a04",
            "#4b5563", "#dc2626", "#65a30d", "#7c3aed", "#0f766e")
@@ -47,6 +48,7 @@ class Series:
     css: str = "series"
     dashed: bool = False
     dots: bool | None = None  # None: automatic (sparse series get dots)
+    scaled: bool = True  # False: drawn on the others' scale, off-scale points clipped and marked
 
 
 @dataclass
@@ -72,6 +74,18 @@ class Marker:
     title: str
     ref_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    abandoned: bool = False  # happened on a branch a rollback later abandoned: pinned to it
+    from_step: int | None = None  # a rollback: the last step of the branch it left
+
+
+@dataclass
+class Reference:
+    """A horizontal reference line (the configured learning rate)."""
+
+    value: float
+    label: str
+    title: str
+    kind: str = "reference"
 
 
 @dataclass
@@ -189,6 +203,7 @@ class Chart:
         self.regions: list[Region] = []
         self.markers: list[Marker] = []
         self.overlays: list[Overlay] = []
+        self.references: list[Reference] = []
         self.pw = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
         self.ph = height - MARGIN_TOP - MARGIN_BOTTOM
 
@@ -198,18 +213,15 @@ class Chart:
         return MARGIN_LEFT + (s - self.x0) / (self.x1 - self.x0) * self.pw
 
     def py(self, values: np.ndarray, scale: Scale) -> np.ndarray:
-        """Pixel rows; values beyond the scale (only ever past ±1e300) are drawn at its edge."""
-        v = np.asarray(values, dtype=float)
-        if not scale.log:
-            v = np.clip(v, scale.lo, scale.hi)
+        """Pixel rows; values beyond the scale are drawn at its edge."""
+        v = np.clip(np.asarray(values, dtype=float), scale.lo, scale.hi)
         v = scale.fwd(v)
         span = (scale.fhi - scale.flo) or 1.0
         return MARGIN_TOP + (1.0 - (v - scale.flo) / span) * self.ph
 
     # rendering ------------------------------------------------------------------------------
     def render(self) -> str:
-        arrays = [s.values for s in self.series] + [o.values for o in self.overlays]
-        scale = choose_scale(arrays, self.y_mode, self.log_ratio)
+        scale = choose_scale(self._scaled_arrays(), self.y_mode, self.log_ratio)
         top, bottom = MARGIN_TOP, MARGIN_TOP + self.ph
         out = [f'<svg class="chart" id="{attr(self.chart_id)}" viewBox="0 0 {WIDTH} '
                f'{self.height}" width="{WIDTH}" height="{self.height}" role="img" '
@@ -222,16 +234,53 @@ class Chart:
         out.extend(self._regions(top))
         out.extend(self._axes(scale, top, bottom))
         out.extend(self._overlays(scale))
+        out.extend(self._references(scale))
         for s in self.series:
             out.extend(self._series(s, scale))
-        out.extend(self._markers(top, bottom))
+        out.extend(marks.markers(self, scale, top, bottom))
         for s in self.series:
             out.extend(self._nonfinite(s, top, bottom))
+            if not s.scaled:
+                out.extend(marks.offscale(self, s, scale, top, bottom))
         if self.legend:
             out.extend(self._legend())
         out.append(f'<line class="crosshair" x1="0" x2="0" y1="{top}" y2="{bottom}"/>')
         out.append("</svg>")
         return "".join(out)
+
+    def _scaled_arrays(self) -> list[np.ndarray]:
+        """What the y scale covers: the scaled series (the surviving branch), overlays and
+        references; every series when none of those has a finite value."""
+        arrays = ([s.values for s in self.series if s.scaled]
+                  + [o.values for o in self.overlays]
+                  + [np.array([r.value]) for r in self.references])
+        if not any(np.isfinite(a).any() for a in arrays if a.size):
+            arrays = [s.values for s in self.series]
+        return arrays
+
+    def y_at(self, series: Series, step: float, scale: Scale) -> float | None:
+        """The pixel row of ``series`` at ``step`` (its last finite point at or before it)."""
+        ok = np.isfinite(series.values) & (series.steps <= step)
+        if scale.log:
+            ok &= series.values > 0
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return None
+        return float(self.py(np.array([series.values[idx[-1]]]), scale)[0])
+
+    def _references(self, scale: Scale) -> list[str]:
+        out = []
+        x0, x1 = MARGIN_LEFT, MARGIN_LEFT + self.pw
+        for r in self.references:
+            if not math.isfinite(r.value) or (scale.log and r.value <= 0):
+                continue
+            y = float(self.py(np.array([r.value]), scale)[0])
+            out.append(f'<g class="reference-line {attr(r.kind)}" data-value="{r.value!r}">'
+                       f'<title>{attr(r.title)}</title><line x1="{x0}" x2="{x1}" '
+                       f'y1="{y:.1f}" y2="{y:.1f}"/><text x="{x1 - 4}" y="{y - 4:.1f}" '
+                       f'text-anchor="end">'
+                       f'{attr(r.label)}</text></g>')
+        return out
 
     def _axes(self, scale: Scale, top: int, bottom: int) -> list[str]:
         out = ['<g class="axes">']
@@ -350,29 +399,6 @@ class Chart:
                 f'<title>{attr(f"{s.label}: {label} at {span}")}</title>'
                 f'<line x1="{xa:.1f}" x2="{max(xb, xa):.1f}" y1="{y}" y2="{y}"/>'
                 f'<path d="{tri}"/><text x="{xa + 6:.1f}" y="{ty}">{attr(text)}</text></g>')
-        return out
-
-    def _markers(self, top: int, bottom: int) -> list[str]:
-        out = []
-        label_slots: list[tuple[float, float]] = []
-        for m in self.markers:
-            x = float(self.px(m.step))
-            if not MARGIN_LEFT - 1 <= x <= MARGIN_LEFT + self.pw + 1:
-                continue
-            extra = "".join(f' data-{attr(k)}="{attr(v)}"' for k, v in m.extra.items())
-            out.append(f'<g class="marker {attr(m.kind)}-marker" data-step="{m.step}" '
-                       f'data-ref-id="{attr(m.ref_id)}"{extra}><title>{attr(m.title)}</title>'
-                       f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}"/>'
-                       f'<path d="M{x - 5:.1f},{bottom} L{x + 5:.1f},{bottom} '
-                       f'L{x:.1f},{bottom - 8}Z"/>')
-            if self.show_labels and m.label:
-                # below the region labels; stack the ones that would overlap
-                width = 6.5 * len(m.label) + 8
-                row = sum(1 for a, b in label_slots if a < x + width and x < b)
-                label_slots.append((x, x + width))
-                ly = top + 50 + 12 * (row % 4)
-                out.append(f'<text x="{x + 4:.1f}" y="{ly}">{attr(m.label)}</text>')
-            out.append("</g>")
         return out
 
     def _legend(self) -> list[str]:

@@ -95,3 +95,41 @@ def healthy_run(http: HttpClient, *, name: str = "healthy-baseline", run_id: str
     if finish:
         _post(http, f"/v1/runs/{rid}/finish", {"status": "finished", "step": steps_n - 1})
     return rid
+
+
+BLOWUP_FROM, BLOWUP_PEAK = 150, 1e26  # branch 0's loss climbs from step 150 to 1e26 at 199
+RESCUE_TO = 100  # the rollback resumes branch 1 at this step
+CUT_AT = 250  # a reduce_lr applied on the surviving branch
+WARM_LR = 0.05
+
+
+def rescued_run(http: HttpClient, *, run_id: str = "rescued-1") -> str:
+    """No LR in the config; warmup to 0.05; branch 0 blows up to 1e26 by step 199, a rollback
+    resumes branch 1 at step 100 with LR 0.015, a reduce_lr is applied at step 250."""
+    rid = _post(http, "/v1/runs", {"name": "rescued", "run_id": run_id,
+                                   "config": {"total_steps": 320}})["run_id"]
+    steps = np.arange(0, 200)
+    loss = 1.0 * np.exp(-steps / 40.0) + 0.02
+    climb = np.geomspace(loss[BLOWUP_FROM], BLOWUP_PEAK, 200 - BLOWUP_FROM)
+    loss[BLOWUP_FROM:] = climb
+    lr = WARM_LR * np.minimum(1.0, (steps + 1) / 20.0)
+    _batches(http, rid, steps, [float(v) for v in loss], lr, 50, "r")
+    rec = _post(http, f"/v1/runs/{rid}/recommendations", {
+        "action": "rollback", "params": {"to_step": RESCUE_TO, "lr_factor": 0.3},
+        "author": "test", "reason": "blow-up"})
+    _post(http, f"/v1/runs/{rid}/recommendations/{rec['id']}/ack", {
+        "status": "applied", "step": 199, "lr_before": [WARM_LR], "lr_after": [0.015]})
+    steps2 = np.arange(RESCUE_TO, CUT_AT + 1)
+    loss2 = 0.5 * np.exp(-steps2 / 60.0) + 0.01
+    _batches(http, rid, steps2, [float(v) for v in loss2], np.full(steps2.size, 0.015), 50,
+             "s", branch=1, branch_start=RESCUE_TO)
+    rec = _post(http, f"/v1/runs/{rid}/recommendations", {
+        "action": "reduce_lr", "params": {"factor": 0.5}, "author": "test", "reason": "plateau"})
+    _post(http, f"/v1/runs/{rid}/recommendations/{rec['id']}/ack", {
+        "status": "applied", "step": CUT_AT, "lr_before": [0.015], "lr_after": [0.0075]})
+    steps3 = np.arange(CUT_AT + 1, 320)
+    loss3 = 0.5 * np.exp(-steps3 / 60.0) + 0.01
+    _batches(http, rid, steps3, [float(v) for v in loss3], np.full(steps3.size, 0.0075), 50,
+             "t", branch=1)
+    _post(http, f"/v1/runs/{rid}/finish", {"status": "finished", "step": 319})
+    return rid

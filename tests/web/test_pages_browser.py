@@ -57,7 +57,9 @@ def test_run_page(browser: Any, web_daemon: Daemon, http: httpx.Client, tmp_path
     for chart in ("#chart-loss", "#chart-lr"):
         assert page.locator(chart).is_visible()
         assert page.locator(f"{chart} .series path").first.get_attribute("d")
-    assert page.locator("#chart-loss").get_attribute("data-yscale") == "log"
+    # scaled to the resumed branch (0.5-3): linear; the abandoned climb is clipped and marked
+    assert page.locator("#chart-loss").get_attribute("data-yscale") == "linear"
+    assert page.locator("#chart-loss .offscale-marker").count() >= 1
     # diagnosis shading, markers, NaN on the edge, schedule, timeline
     region = page.locator("#chart-loss .diag-region[data-kind='divergence'] rect")
     assert region.count() == 1 and region.is_visible()
