@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.optim import lr_scheduler as L  # noqa: E402
 
+from rhythmd_client import _lr_tensors as lr_tensors  # noqa: E402
+from rhythmd_client import _schedulers as schedulers  # noqa: E402
 from rhythmd_client import apply as apply_mod  # noqa: E402
 from rhythmd_client.apply import LRController, RecommendationRejected  # noqa: E402
 
@@ -409,7 +411,8 @@ def test_device_tensor_lrs_are_never_read(
     sched: str, exact: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Treat CPU tensors as device tensors: the controller must model, never read them.
-    monkeypatch.setattr(apply_mod, "_is_device_tensor", apply_mod._is_tensor)
+    monkeypatch.setattr(apply_mod, "is_device_tensor", lr_tensors.is_tensor)
+    monkeypatch.setattr(lr_tensors, "is_device_tensor", lr_tensors.is_tensor)
     opt = make_opt("adam_fused")
     s = SCHEDS[sched](opt)
     ctrl = LRController(opt, s)
@@ -433,9 +436,10 @@ def test_device_tensor_lrs_are_never_read(
     assert ctrl.lrs_exact
 
 
-def test_imports_without_torch_names() -> None:
-    # The module never imports torch itself; it only sees objects handed to it.
-    with open(apply_mod.__file__) as fh:
+@pytest.mark.parametrize("module", [apply_mod, lr_tensors, schedulers])
+def test_imports_without_torch_names(module: Any) -> None:
+    # The LR modules never import torch themselves; they only see objects handed to them.
+    with open(module.__file__) as fh:
         assert "import torch" not in fh.read()
 
 

@@ -18,27 +18,39 @@ The module imports without torch; torch is only touched through the objects pass
 
 from __future__ import annotations
 
-import bisect
-import math
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from rhythmd_client._lr_params import (
+    RecommendationRejected,
+    bounds,
+    cut_factors,
+    hi_of,
+    integer,
+    lo_of,
+    num,
+    raise_factors,
+)
+from rhythmd_client._lr_records import (
+    advance_ramps,
+    copy_change,
+    copy_override,
+    copy_ramp,
+    factors_note,
+    new_ramp,
+    ramp_value,
+)
+from rhythmd_client._lr_tensors import is_device_tensor, mul_key, mul_list, read_host, set_val
+from rhythmd_client._schedule_override import override_values, parse_schedule
+from rhythmd_client._schedulers import model_node, reset_plateau, scheduler_nodes
+from rhythmd_client.actions import ACTION_NAMES, LR_CHANGES
 
 __all__ = ["LR_CHANGES", "Applied", "LRController", "RecommendationRejected"]
 
 _MAX_RAMPS = 16
 _MAX_CHANGES = 64
-LR_CHANGES = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule"})
-"""Actions recorded as change points (revertible with ``revert``)."""
 _UNCHANGED_TOL = 1e-12
-
-
-class RecommendationRejected(Exception):
-    """A recommendation that cannot or must not be applied; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -51,109 +63,6 @@ class Applied:
     note: str = ""
     restored: bool = False
     """True when model/optimizer/scheduler were restored to a snapshot at ``step``."""
-
-
-# --------------------------------------------------------------------------- tensor helpers
-
-
-def _is_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _is_device_tensor(x: Any) -> bool:
-    """True for a tensor whose value cannot be read without a device sync (non-CPU)."""
-    return _is_tensor(x) and x.device.type != "cpu"
-
-
-def _read_host(x: Any) -> float | None:
-    """Value of a float or CPU tensor; None for a device tensor (reading it would sync)."""
-    if not _is_tensor(x):
-        return float(x)
-    if _is_device_tensor(x):
-        return None
-    return float(x)  # CPU tensor: a memory read, no device sync
-
-
-def _mul_key(d: dict[str, Any], key: str, f: float) -> None:
-    v = d[key]
-    if _is_tensor(v):
-        v.mul_(f)
-    else:
-        d[key] = v * f
-
-
-def _mul_list(lst: list[Any], fs: list[float]) -> None:
-    for i in range(min(len(lst), len(fs))):
-        v = lst[i]
-        if _is_tensor(v):
-            v.mul_(fs[i])
-        else:
-            lst[i] = v * fs[i]
-
-
-def _set_val(d: Any, key: Any, value: float) -> None:
-    """Set ``d[key]`` to ``value``; a tensor is filled in place (no sync, no new tensor)."""
-    if _is_tensor(d[key]):
-        d[key].fill_(value)
-    else:
-        d[key] = value
-
-
-# --------------------------------------------------------------------------- param checks
-
-
-def _num(params: dict[str, Any], key: str, default: float | None = None) -> float:
-    v = params.get(key, default)
-    if v is None:
-        raise RecommendationRejected(f"missing parameter {key!r}")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise RecommendationRejected(f"parameter {key!r} must be a number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise RecommendationRejected(f"parameter {key!r} must be finite, got {v!r}")
-    return v
-
-
-def _int(params: dict[str, Any], key: str, default: int | None = None, lo: int = 0) -> int:
-    v = params.get(key, default)
-    if v is None:
-        raise RecommendationRejected(f"missing parameter {key!r}")
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise RecommendationRejected(f"parameter {key!r} must be an integer, got {v!r}")
-    if v < lo:
-        raise RecommendationRejected(f"parameter {key!r} must be >= {lo}, got {v}")
-    return v
-
-
-def _bounds(value: Any, n: int, name: str) -> list[float] | None:
-    """Normalise a float / per-group list clamp to a list of n floats (None: no clamp)."""
-    if value is None:
-        return None
-    vals = list(value) if isinstance(value, (list, tuple)) else [value] * n
-    if len(vals) != n:
-        raise RecommendationRejected(f"{name} has {len(vals)} values for {n} param groups")
-    out = []
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise RecommendationRejected(f"{name} must hold finite numbers, got {v!r}")
-        if v < 0:
-            raise RecommendationRejected(f"{name} must be >= 0, got {v!r}")
-        out.append(float(v))
-    return out
-
-
-def _lo_of(*bounds: list[float] | None, n: int) -> list[float]:
-    return [max([b[i] for b in bounds if b is not None], default=0.0) for i in range(n)]
-
-
-def _hi_of(*bounds: list[float] | None, n: int) -> list[float]:
-    return [min([b[i] for b in bounds if b is not None], default=math.inf) for i in range(n)]
-
-
-# --------------------------------------------------------------------------- controller
 
 
 class LRController:
@@ -182,11 +91,11 @@ class LRController:
             self._roots = [scheduler]
         n = len(optimizer.param_groups)
         try:
-            self._min = _bounds(min_lr, n, "min_lr")
-            self._max = _bounds(max_lr, n, "max_lr")
+            self._min = bounds(min_lr, n, "min_lr")
+            self._max = bounds(max_lr, n, "max_lr")
         except RecommendationRejected as e:
             raise ValueError(e.reason) from None
-        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
+        lo, hi = lo_of(self._min, n=n), hi_of(self._max, n=n)
         if any(a > b for a, b in zip(lo, hi, strict=True)):
             raise ValueError("min_lr exceeds max_lr")
         self._step = 0
@@ -204,11 +113,11 @@ class LRController:
         # Host-side LR copies. Reading a device-tensor LR here, once, is the only sync.
         self._host = [float(g["lr"]) for g in optimizer.param_groups]
         self._exact = True
-        self._has_device = any(_is_device_tensor(g["lr"]) for g in optimizer.param_groups)
+        self._has_device = any(is_device_tensor(g["lr"]) for g in optimizer.param_groups)
         self._mirror: dict[int, list[float]] = {}
         self._mirror_ref: dict[int, Any] = {}
         if self._has_device:
-            for node in self._nodes():
+            for node in scheduler_nodes(self._roots):
                 base = getattr(node, "base_lrs", None)
                 if isinstance(base, list):
                     self._mirror[id(node)] = [float(b) for b in base]
@@ -238,7 +147,7 @@ class LRController:
         """Re-read every group's LR (syncs on device tensors: call only at flush points)."""
         self._host = [float(g["lr"]) for g in self.optimizer.param_groups]
         self._exact = True
-        for node in self._nodes():
+        for node in scheduler_nodes(self._roots):
             if id(node) in self._mirror or (self._has_device and hasattr(node, "base_lrs")):
                 self._mirror[id(node)] = [float(b) for b in node.base_lrs]
                 self._mirror_ref[id(node)] = node.base_lrs
@@ -257,18 +166,9 @@ class LRController:
             raise RecommendationRejected("params must be a dict")
         if isinstance(step, bool) or not isinstance(step, int):
             raise RecommendationRejected(f"step must be an integer, got {step!r}")
-        handlers = {
-            "reduce_lr": self._reduce_lr,
-            "increase_lr": self._increase_lr,
-            "warmup": self._warmup,
-            "set_schedule": self._set_schedule,
-            "rollback": self._rollback,
-            "revert": self._revert,
-            "stop": self._stop,
-        }
-        handler = handlers.get(action)
-        if handler is None:
+        if action not in ACTION_NAMES:
             raise RecommendationRejected(f"unknown action {action!r}")
+        handler = getattr(self, f"_{action}")
         before = list(self._host)
         record = None
         if change_id is not None and action in LR_CHANGES:
@@ -292,7 +192,7 @@ class LRController:
     def changes(self) -> list[dict[str, Any]]:
         """Recorded change points, oldest first (copies): ``id``, ``action``, ``step``,
         ``lrs`` (absolute LRs before), ``snap`` (snapshot number or None)."""
-        return [_copy_change(c) for c in self._changes]
+        return [copy_change(c) for c in self._changes]
 
     def _change_point(self, change_id: str, action: str, step: int,
                       snapshot: bool) -> dict[str, Any]:
@@ -314,7 +214,7 @@ class LRController:
                 self.snapshot_errors += 1
         return {"id": change_id, "action": action, "step": step, "lrs": list(self._host),
                 "snap": seq, "cooldown_until": self._cooldown_until,
-                "override": _copy_override(self._override), "fs": None, "ramp": None,
+                "override": copy_override(self._override), "fs": None, "ramp": None,
                 "peak": None}
 
     def on_step(self, step: int) -> None:
@@ -326,18 +226,7 @@ class LRController:
         dt = step - self._step
         self._step = step
         if dt > 0 and self._ramps:
-            n = len(self._host)
-            total = [1.0] * n
-            alive = []
-            for r in self._ramps:
-                k0 = r["k"]
-                k1 = min(k0 + dt, r["steps"])
-                r["k"] = k1
-                for i in range(n):
-                    total[i] *= _ramp_value(r, i, k1) / _ramp_value(r, i, k0)
-                if k1 < r["steps"]:
-                    alive.append(r)
-            self._ramps = alive
+            total, self._ramps = advance_ramps(self._ramps, dt, len(self._host))
             self._rescale(total, refresh=False)
         if self._override is not None:
             self._write_override(step)
@@ -346,14 +235,14 @@ class LRController:
 
     def state_dict(self) -> dict[str, Any]:
         """Host-only, JSON-friendly state of the controller (not of the optimizer)."""
-        nodes = self._nodes()
+        nodes = scheduler_nodes(self._roots)
         return {
             "version": 1,
             "step": self._step,
             "cooldown_until": self._cooldown_until,
-            "ramps": [_copy_ramp(r) for r in self._ramps],
-            "override": _copy_override(self._override),
-            "changes": [_copy_change(c) for c in self._changes],
+            "ramps": [copy_ramp(r) for r in self._ramps],
+            "override": copy_override(self._override),
+            "changes": [copy_change(c) for c in self._changes],
             "ramp_seq": self._ramp_seq,
             "host": list(self._host),
             "exact": self._exact,
@@ -367,15 +256,15 @@ class LRController:
             raise ValueError(f"unsupported LRController state version {d.get('version')!r}")
         self._step = int(d["step"])
         self._cooldown_until = int(d["cooldown_until"])
-        self._ramps = [_copy_ramp(r) for r in d["ramps"]]
-        self._override = _copy_override(d["override"])
-        self._changes = [_copy_change(c) for c in d.get("changes", [])]
+        self._ramps = [copy_ramp(r) for r in d["ramps"]]
+        self._override = copy_override(d["override"])
+        self._changes = [copy_change(c) for c in d.get("changes", [])]
         self._ramp_seq = max(self._ramp_seq, int(d.get("ramp_seq", 0)))
         self._host = [float(x) for x in d["host"]]
         self._exact = bool(d["exact"])
         self.stop_requested = bool(d.get("stop_requested", False))
         self._mirror, self._mirror_ref = {}, {}
-        for node, m in zip(self._nodes(), d.get("mirror", []), strict=False):
+        for node, m in zip(scheduler_nodes(self._roots), d.get("mirror", []), strict=False):
             if m is not None:
                 self._mirror[id(node)] = [float(x) for x in m]
                 self._mirror_ref[id(node)] = getattr(node, "base_lrs", None)
@@ -384,93 +273,57 @@ class LRController:
     # ------------------------------------------------------------------ actions
 
     def _reduce_lr(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        f = _num(params, "factor")
+        f = num(params, "factor")
         if not 0.0 < f < 1.0:
             raise RecommendationRejected(f"reduce_lr factor must be in (0, 1), got {f}")
-        cooldown = _int(params, "cooldown", 0)
+        cooldown = integer(params, "cooldown", 0)
         if step < self._cooldown_until:
             raise RecommendationRejected(f"reduce_lr in cooldown until step {self._cooldown_until}")
         n = len(self._host)
-        lo = _lo_of(self._min, _bounds(params.get("min_lr"), n, "min_lr"), n=n)
-        fs = []
-        for cur, low in zip(self._host, lo, strict=True):
-            new = cur if cur <= low else max(cur * f, low)
-            fs.append(new / cur if cur > 0 else 1.0)
+        fs = cut_factors(self._host, f,
+                         lo_of(self._min, bounds(params.get("min_lr"), n, "min_lr"), n=n))
         if all(abs(x - 1.0) <= _UNCHANGED_TOL for x in fs):
             raise RecommendationRejected("every param group is already at min_lr")
         self._rescale(fs)
-        self._reset_plateau(cut=True)
+        reset_plateau(self._roots, cut=True)
         self._cooldown_until = step + cooldown
-        return step, _factors_note(fs)
+        return step, factors_note(fs)
 
     def _increase_lr(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        f = _num(params, "factor")
+        f = num(params, "factor")
         if not f > 1.0:
             raise RecommendationRejected(f"increase_lr factor must be > 1, got {f}")
         n = len(self._host)
-        hi = _hi_of(self._max, _bounds(params.get("max_lr"), n, "max_lr"), n=n)
-        fs = []
-        for cur, high in zip(self._host, hi, strict=True):
-            new = cur if cur >= high else min(cur * f, high)
-            fs.append(new / cur if cur > 0 else 1.0)
+        fs = raise_factors(self._host, f,
+                           hi_of(self._max, bounds(params.get("max_lr"), n, "max_lr"), n=n))
         if all(abs(x - 1.0) <= _UNCHANGED_TOL for x in fs):
             raise RecommendationRejected("every param group is already at max_lr (or at 0)")
         self._rescale(fs)
-        self._reset_plateau(cut=False)
-        return step, _factors_note(fs)
+        reset_plateau(self._roots, cut=False)
+        return step, factors_note(fs)
 
     def _warmup(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        steps = _int(params, "warmup_steps", lo=1)
-        start = _num(params, "start_factor", 0.1)
-        peak = _num(params, "peak_factor", 1.0)
+        steps = integer(params, "warmup_steps", lo=1)
+        start = num(params, "start_factor", 0.1)
+        peak = num(params, "peak_factor", 1.0)
         if start <= 0 or peak <= 0:
             raise RecommendationRejected("warmup start_factor and peak_factor must be > 0")
         self._add_ramp(steps, start, peak)
         return step, f"warmup over {steps} steps from x{start:g} to x{peak:g}"
 
     def _set_schedule(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        kind = params.get("kind")
-        n = len(self._host)
-        lo = _lo_of(self._min, n=n)
-        base = list(self._host)
-        if kind == "cosine":
-            t_max = _int(params, "T_max", lo=1)
-            if "eta_min" in params and "eta_min_factor" in params:
-                raise RecommendationRejected("give eta_min or eta_min_factor, not both")
-            if "eta_min_factor" in params:
-                ef = _num(params, "eta_min_factor")
-                if not 0.0 <= ef <= 1.0:
-                    raise RecommendationRejected("eta_min_factor must be in [0, 1]")
-                eta = [b * ef for b in base]
-            else:
-                eta = _bounds(params.get("eta_min", 0.0), n, "eta_min") or [0.0] * n
-            eta = [max(min(e, b), low) for e, b, low in zip(eta, base, lo, strict=True)]
-            ov: dict[str, Any] = {"kind": "cosine", "T_max": t_max, "eta": eta}
-            note = f"cosine over {t_max} steps"
-        elif kind == "multistep":
-            ms = params.get("milestones")
-            if not isinstance(ms, (list, tuple)) or not ms:
-                raise RecommendationRejected("multistep needs a non-empty milestones list")
-            marks = sorted({_int({"m": m}, "m", lo=1) for m in ms})
-            gamma = _num(params, "gamma", 0.1)
-            if not 0.0 < gamma <= 1.0:
-                raise RecommendationRejected(f"multistep gamma must be in (0, 1], got {gamma}")
-            ov = {"kind": "multistep", "milestones": marks, "gamma": gamma}
-            note = f"multistep at +{marks} steps, gamma {gamma:g}"
-        else:
-            raise RecommendationRejected(f"unknown schedule kind {kind!r}")
-        ov.update(t0=step, base=base)
-        self._override = ov
+        self._override, note = parse_schedule(params, step, list(self._host),
+                                              lo_of(self._min, n=len(self._host)))
         self._write_override(step)
         return step, note
 
     def _rollback(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        to_step = _int(params, "to_step", lo=-1)  # -1: the initial weights
-        lr_factor = _num(params, "lr_factor", 1.0)
+        to_step = integer(params, "to_step", lo=-1)  # -1: the initial weights
+        lr_factor = num(params, "lr_factor", 1.0)
         if not 0.0 < lr_factor <= 1.0:
             raise RecommendationRejected(f"rollback lr_factor must be in (0, 1], got {lr_factor}")
-        warm = _int(params, "warmup_steps", 0)
-        warm_start = _num(params, "warmup_start_factor", 0.1)
+        warm = integer(params, "warmup_steps", 0)
+        warm_start = num(params, "warmup_start_factor", 0.1)
         if warm_start <= 0:
             raise RecommendationRejected("warmup_start_factor must be > 0")
         if self.snapshots is None:
@@ -481,22 +334,17 @@ class LRController:
         self._cooldown_until = -1
         note = f"restored step {restored}"
         if lr_factor < 1.0:
-            n = len(self._host)
-            lo = _lo_of(self._min, n=n)
-            fs = []
-            for cur, low in zip(self._host, lo, strict=True):
-                new = cur if cur <= low else max(cur * lr_factor, low)
-                fs.append(new / cur if cur > 0 else 1.0)
+            fs = cut_factors(self._host, lr_factor, lo_of(self._min, n=len(self._host)))
             self._rescale(fs)
-            note += "; " + _factors_note(fs)
-        self._reset_plateau(cut=True)
+            note += "; " + factors_note(fs)
+        reset_plateau(self._roots, cut=True)
         if warm > 0:
             self._add_ramp(warm, warm_start, 1.0)
             note += f"; warmup over {warm} steps from x{warm_start:g}"
         return restored, note
 
     def _revert(self, params: dict[str, Any], step: int) -> tuple[int, str]:
-        to_step = _int(params, "to_step", lo=-1)
+        to_step = integer(params, "to_step", lo=-1)
         cid = params.get("change_id")
         if not isinstance(cid, str) or not cid:
             raise RecommendationRejected(f"parameter 'change_id' must be a non-empty string, "
@@ -525,21 +373,21 @@ class LRController:
             self._rescale(inv)
             if action == "reduce_lr":
                 self._cooldown_until = int(rec["cooldown_until"])
-            self._reset_plateau(cut=False)
-            return _factors_note(inv)
+            reset_plateau(self._roots, cut=False)
+            return factors_note(inv)
         if action == "warmup":
             ramp = next((r for r in self._ramps if r.get("id") == rec["ramp"]), None)
             n = len(self._host)
             if ramp is not None:
-                inv = [1.0 / _ramp_value(ramp, i, ramp["k"]) for i in range(n)]
+                inv = [1.0 / ramp_value(ramp, i, ramp["k"]) for i in range(n)]
                 self._ramps.remove(ramp)
             else:  # finished: what stays of it is its peak factor
                 inv = [1.0 / p if p > 0 else 1.0 for p in rec["peak"] or [1.0] * n]
             self._rescale(inv)
             return ("ramp cancelled; " if ramp is not None else "ramp had ended; ") \
-                + _factors_note(inv)
+                + factors_note(inv)
         # set_schedule: back to the override before it (usually none) and the LRs of then
-        self._override = _copy_override(rec["override"])
+        self._override = copy_override(rec["override"])
         if self._override is not None:
             self._write_override(self._step)
             return "schedule override dropped; the previous one resumes"
@@ -552,36 +400,14 @@ class LRController:
 
     # ------------------------------------------------------------------ machinery
 
-    def _nodes(self) -> list[Any]:
-        """Every scheduler object reachable from the roots (composites included), once."""
-        out: list[Any] = []
-        seen: set[int] = set()
-        stack = list(reversed(self._roots))
-        while stack:
-            s = stack.pop()
-            if id(s) in seen:
-                continue
-            seen.add(id(s))
-            out.append(s)
-            stack.extend(reversed(list(getattr(s, "_schedulers", None) or [])))
-        return out
-
     def _add_ramp(self, steps: int, start: float, peak: float) -> None:
         if len(self._ramps) >= _MAX_RAMPS:
             raise RecommendationRejected(f"too many concurrent warmups ({_MAX_RAMPS})")
         n = len(self._host)
-        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
-        starts, peaks = [], []
-        for cur, low, high in zip(self._host, lo, hi, strict=True):
-            if cur > 0:
-                starts.append(min(max(cur * start, low), high) / cur)
-                peaks.append(min(max(cur * peak, low), high) / cur)
-            else:
-                starts.append(1.0)
-                peaks.append(1.0)
         self._ramp_seq += 1
-        ramp = {"steps": steps, "k": 0, "start": starts, "peak": peaks, "id": self._ramp_seq}
-        self._rescale(starts)
+        ramp = new_ramp(self._ramp_seq, steps, self._host, start, peak, lo_of(self._min, n=n),
+                        hi_of(self._max, n=n))
+        self._rescale(ramp["start"])
         self._ramps.append(ramp)
 
     def _rescale(self, fs: list[float], refresh: bool = True) -> None:
@@ -591,19 +417,19 @@ class LRController:
                 self._refresh_host()
             return
         groups = self.optimizer.param_groups
-        nodes = [] if self._override is not None else self._nodes()
+        nodes = [] if self._override is not None else scheduler_nodes(self._roots)
         lr_mod = sys.modules.get("torch.optim.lr_scheduler")
         onecycle = lr_mod is not None and any(isinstance(s, lr_mod.OneCycleLR) for s in nodes)
         for g, f in zip(groups, fs, strict=True):
             if f == 1.0:
                 continue
-            _mul_key(g, "lr", f)
+            mul_key(g, "lr", f)
             if self._override is None and "initial_lr" in g:
-                _mul_key(g, "initial_lr", f)
+                mul_key(g, "initial_lr", f)
             if onecycle:
                 for key in ("max_lr", "min_lr"):
                     if key in g:
-                        _mul_key(g, key, f)
+                        mul_key(g, key, f)
         if self._override is not None:
             ov = self._override
             ov["base"] = [b * f for b, f in zip(ov["base"], fs, strict=True)]
@@ -615,7 +441,7 @@ class LRController:
                 lst = getattr(s, attr, None)
                 if isinstance(lst, list) and id(lst) not in seen:
                     seen.add(id(lst))
-                    _mul_list(lst, fs)
+                    mul_list(lst, fs)
             if id(s) in self._mirror:
                 self._mirror[id(s)] = [b * f for b, f in zip(self._mirror[id(s)], fs, strict=False)]
             if isinstance(getattr(s, "eta_min", None), (int, float)) and s.eta_min:
@@ -625,43 +451,23 @@ class LRController:
         if refresh or self._override is None:
             self._refresh_host(keep_device=True)
 
-    def _reset_plateau(self, cut: bool) -> None:
-        """Stop ReduceLROnPlateau from cutting again at once after our change."""
-        for s in self._nodes():
-            if hasattr(s, "num_bad_epochs") and hasattr(s, "cooldown_counter"):
-                s.num_bad_epochs = 0
-                if cut:
-                    s.cooldown_counter = max(int(getattr(s, "cooldown", 0)), s.cooldown_counter)
-
-    def _override_values(self, step: int) -> list[float]:
-        ov = self._override
-        assert ov is not None
-        k = max(0, step - ov["t0"])
-        n = len(ov["base"])
-        lo, hi = _lo_of(self._min, n=n), _hi_of(self._max, n=n)
-        if ov["kind"] == "cosine":
-            t = min(k, ov["T_max"])
-            c = (1.0 + math.cos(math.pi * t / ov["T_max"])) / 2.0
-            vals = [e + (b - e) * c for b, e in zip(ov["base"], ov["eta"], strict=True)]
-        else:
-            p = ov["gamma"] ** bisect.bisect_right(ov["milestones"], k)
-            vals = [b * p for b in ov["base"]]
-        return [min(max(v, low), high) for v, low, high in zip(vals, lo, hi, strict=True)]
-
     def _write_override(self, step: int) -> None:
-        self._write_lrs(self._override_values(step))
+        assert self._override is not None
+        n = len(self._host)
+        self._write_lrs(override_values(self._override, step, lo_of(self._min, n=n),
+                                        hi_of(self._max, n=n)))
 
     def _write_lrs(self, vals: list[float]) -> None:
         """Set every group's LR (and the schedulers' ``_last_lr``) to ``vals``, in place."""
         for g, v in zip(self.optimizer.param_groups, vals, strict=True):
-            _set_val(g, "lr", v)
+            set_val(g, "lr", v)
         seen: set[int] = set()
-        for s in self._nodes():
+        for s in scheduler_nodes(self._roots):
             lst = getattr(s, "_last_lr", None)
             if isinstance(lst, list) and id(lst) not in seen and len(lst) == len(vals):
                 seen.add(id(lst))
                 for i, v in enumerate(vals):
-                    _set_val(lst, i, v)
+                    set_val(lst, i, v)
         self._host = vals
         self._exact = True
 
@@ -670,7 +476,7 @@ class LRController:
         model: list[float] | None = None
         modelled = False
         for i, g in enumerate(self.optimizer.param_groups):
-            v = _read_host(g["lr"])
+            v = read_host(g["lr"])
             if v is not None:
                 self._host[i] = v
                 continue
@@ -689,67 +495,4 @@ class LRController:
             return list(self._host)
         if len(self._roots) != 1:
             return None
-        return self._model_node(self._roots[0])
-
-    def _model_node(self, s: Any) -> list[float] | None:
-        milestones = getattr(s, "_milestones", None)
-        if milestones is not None and hasattr(s, "_schedulers"):  # SequentialLR
-            idx = bisect.bisect_right(milestones, s.last_epoch)
-            return self._model_node(s._schedulers[idx])
-        mirror = self._mirror.get(id(s))
-        if mirror is None or getattr(s, "base_lrs", None) is not self._mirror_ref.get(id(s)):
-            return None
-        lr_mod = sys.modules.get("torch.optim.lr_scheduler")
-        closed = getattr(s, "_get_closed_form_lr", None)
-        is_lambda = lr_mod is not None and type(s) is lr_mod.LambdaLR
-        if closed is None and not is_lambda:
-            return None
-        saved = s.base_lrs
-        s.base_lrs = mirror
-        s._get_lr_called_within_step = True
-        try:
-            vals = closed() if closed is not None else s.get_lr()
-        finally:
-            s.base_lrs = saved
-            s._get_lr_called_within_step = False
-        if any(_is_tensor(v) for v in vals):
-            return None
-        return [float(v) for v in vals]
-
-
-def _ramp_value(r: dict[str, Any], i: int, k: int) -> float:
-    a, b = r["start"][i], r["peak"][i]
-    return a + (b - a) * min(k, r["steps"]) / r["steps"]
-
-
-def _copy_ramp(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "steps": int(r["steps"]),
-        "k": int(r["k"]),
-        "start": [float(x) for x in r["start"]],
-        "peak": [float(x) for x in r["peak"]],
-        "id": int(r.get("id", 0)),
-    }
-
-
-def _copy_change(c: dict[str, Any]) -> dict[str, Any]:
-    out = dict(c)
-    for key in ("lrs", "fs", "peak"):
-        if out.get(key) is not None:
-            out[key] = [float(x) for x in out[key]]
-    out["override"] = _copy_override(c.get("override"))
-    return out
-
-
-def _copy_override(ov: dict[str, Any] | None) -> dict[str, Any] | None:
-    if ov is None:
-        return None
-    out = dict(ov)
-    for key in ("base", "eta", "milestones"):
-        if key in out:
-            out[key] = list(out[key])
-    return out
-
-
-def _factors_note(fs: list[float]) -> str:
-    return "factors " + ", ".join(f"x{f:.6g}" for f in fs)
+        return model_node(self._roots[0], self._mirror, self._mirror_ref)
