@@ -9,8 +9,9 @@ from importlib import import_module
 
 from rhythmd import __version__
 from rhythmd.errors import ConfigurationError
+from rhythmd.interop.types import SourceError
 
-COMMANDS = ["serve", "analyze", "replay", "schedule", "query", "eval", "token"]
+COMMANDS = ["serve", "analyze", "replay", "export", "schedule", "query", "eval", "token"]
 """Modules of this package, in help order; each registers one subcommand."""
 
 
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"rhythmd: error: {exc}", file=sys.stderr)
         return 2
+    except SourceError as exc:
+        print(f"rhythmd: error: {exc}", file=sys.stderr)
+        return 1
     except CommandError as exc:
         print(f"rhythmd: error: {exc}", file=sys.stderr)
         return exc.code

@@ -1,6 +1,7 @@
-"""``rhythmd replay FILE --url URL``: stream a recorded run into a daemon.
+"""``rhythmd replay SOURCE --url URL``: stream a recorded run into a daemon.
 
-Inputs: whatever ``rhythmd analyze`` reads (CSV, JSONL, TensorBoard), cut into batches of
+Inputs: whatever ``rhythmd analyze`` reads (CSV, JSONL, TensorBoard, MLflow and W&B runs), cut
+into batches of
 ``--batch-steps`` steps, or a client spool file (JSONL of metric batches, as the client hook
 writes them when the daemon is unreachable), sent batch by batch as recorded. Every batch
 carries a ``batch_id`` and the run id is derived from the content, so replaying the same file
@@ -32,31 +33,42 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Stream a recorded run into a daemon at a chosen speed, as a training job "
                     "would, then print the run id and the daemon's diagnoses and "
                     "recommendations.\n\n"
-                    "FILE is a CSV, JSONL or TensorBoard log (as for `rhythmd analyze`), cut "
-                    "into batches of --batch-steps steps, or a client spool file (JSONL of "
+                    "SOURCE is a CSV, JSONL or TensorBoard log, an MLflow run (runs:/RUN_ID) or "
+                    "a W&B offline run (as for `rhythmd analyze`), cut into batches of "
+                    "--batch-steps steps, or a client spool file (JSONL of "
                     "metric batches {\"batch_id\", \"branch\", \"series\": [...]}, optionally "
                     "wrapped as {\"run_id\", \"body\": {...}}), sent as recorded, detected by "
                     "content.\n\n"
                     "Idempotent: each batch has a batch_id and the run id is derived from the "
                     "file's content, --name, --project and --batch-steps (a spool file names its "
                     "own run), so replaying again re-attaches to the same run and the daemon "
-                    "answers every batch as a duplicate.",
+                    "answers every batch as a duplicate.\n\n"
+                    "An MLflow or W&B run's id is kept in the run's config (mlflow_run_id, "
+                    "wandb_run_id): `rhythmd export RUN --to-mlflow` writes back to it.",
         epilog="examples:\n"
                "  rhythmd replay run.csv --url http://127.0.0.1:8000\n"
                "  rhythmd replay run.csv --speed 200 --batch-steps 20 --name resnet-a "
                "--project demo\n"
-               "  rhythmd replay spool.jsonl --token $TOKEN\n\n" + EXIT_CODES)
-    p.add_argument("file", type=Path, metavar="FILE")
+               "  rhythmd replay spool.jsonl --token $TOKEN\n"
+               "  MLFLOW_TRACKING_URI=http://mlflow:5000 rhythmd replay runs:/0f3c...\n"
+               "  rhythmd replay wandb/offline-run-20250101_120000-abc123 --project demo\n\n"
+               + EXIT_CODES)
+    p.add_argument("source", metavar="SOURCE")
     p.add_argument("--speed", type=float, default=0.0,
                    help="steps per second; 0 sends as fast as possible (default 0)")
     p.add_argument("--batch-steps", type=int, default=50,
                    help="steps per batch for CSV/JSONL/TensorBoard input (default 50)")
-    p.add_argument("--name", help="run name (default: the file name without suffix)")
+    p.add_argument("--name", help="run name (default: the MLflow or W&B run name, else the file "
+                                  "name without suffix)")
     p.add_argument("--project", help="project of the run")
     p.add_argument("--run-id", help="run id to create or attach to (default: derived from the "
                                     "content, or the spool file's own)")
     p.add_argument("--total-steps", type=int,
-                   help="planned run length for the daemon's analysis (default: last step)")
+                   help="planned run length for the daemon's analysis (default: the run's "
+                        "max_steps or similar parameter, else its last step)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking store or server for runs:/ sources (default: "
+                        "MLFLOW_TRACKING_URI, else MLflow's default)")
     p.add_argument("--train-metric", help="train loss metric name (default: guessed)")
     p.add_argument("--val-metric", help="validation loss metric name (default: guessed)")
     p.add_argument("--lr-metric", help="learning-rate metric name (default: guessed)")
@@ -89,6 +101,7 @@ class Recording:
     last_step: int
     run_id: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # the source's own run name
 
 
 # ------------------------------------------------------------------------------ input
@@ -163,73 +176,63 @@ def batches_from_columns(columns: dict[str, tuple[np.ndarray, np.ndarray]],
 
 def read_recording(args: argparse.Namespace) -> Recording:
     from rhythmd.cli import CommandError
-    from rhythmd.cli.analyze import read_columns, resolve_metric_names
+    from rhythmd.interop import read_run
+    from rhythmd.interop.conventions import DEFAULT_NAMES, resolve_metric_names
 
-    path: Path = args.file
-    if not path.exists():
-        raise CommandError(f"{path}: no such file or directory")
+    path = Path(args.source)
     if is_spool(path):
         return read_spool(path)
     if args.batch_steps < 1:
         raise CommandError("--batch-steps must be at least 1", 2)
-    columns = read_columns(path)
+    data = read_run(args.source, args.tracking_uri)
+    columns = data.columns
     if not columns:
-        raise CommandError(f"{path} has no data points (expected step and metric columns)")
+        raise CommandError(f"{data.label} has no data points (expected step and metric columns)")
     names = resolve_metric_names(columns, args.train_metric, args.val_metric, args.lr_metric)
-    defaults = {"train_metric": "train_loss", "val_metric": "val_loss",
-                "aux_val_metric": "val_acc", "lr_metric": "lr"}
-    config: dict[str, Any] = {k: v for k, v in names.items() if defaults.get(k) != v}
+    config: dict[str, Any] = {k: v for k, v in names.items() if DEFAULT_NAMES.get(k) != v}
     batches = list(batches_from_columns(columns, args.batch_steps))
     last = max(int(s.max()) for s, _ in columns.values() if s.size)
-    config = {"total_steps": args.total_steps or last, **config,
-              "source": f"rhythmd replay {path.name}"}
-    rid = args.run_id or content_run_id(columns, args.name or path.stem, args.project,
+    shown = path.name if path.exists() else data.label
+    config = {"total_steps": args.total_steps or data.total_steps or last, **config,
+              **data.origin, "source": f"rhythmd replay {shown}"}
+    rid = args.run_id or content_run_id(columns, args.name or data.name, args.project,
                                         args.batch_steps, sorted(config.items()))
     return Recording("columns", batches, batches[-1].progress if batches else 0, last, rid,
-                     config)
+                     config, data.name)
 
 
 def read_spool(path: Path) -> Recording:
     """Batches of a client spool file, as recorded (branches and batch ids included)."""
     from rhythmd.cli import CommandError
+    from rhythmd.interop.files import json_lines
 
     batches: list[OutBatch] = []
     run_ids: set[str] = set()
     progress = 0
     last = 0
     seen_steps: dict[int, int] = {}  # branch -> highest step sent
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as exc:
-                raise CommandError(f"{path}:{lineno}: not JSON ({exc})") from None
-            if not isinstance(rec, dict):
-                raise CommandError(f"{path}:{lineno}: expected a metric batch object")
-            body = rec.get("body") if isinstance(rec.get("body"), dict) else rec
-            if isinstance(rec.get("run_id"), str) and rec["run_id"]:
-                run_ids.add(rec["run_id"])
-            series = body.get("series")
-            if not isinstance(series, list):
-                raise CommandError(f"{path}:{lineno}: a metric batch needs a \"series\" list")
-            body = {k: v for k, v in body.items() if k != "run_id"}
-            if not body.get("batch_id"):
-                body["batch_id"] = f"spool-{lineno}"
-            steps = [int(x) for s in series if isinstance(s, dict)
-                     for x in (s.get("steps") or []) if isinstance(x, (int, float))]
-            points = len(steps)
-            if steps:
-                branch = int(body.get("branch") or 0)
-                top = max(steps)
-                prev = seen_steps.get(branch)
-                # pace by new steps covered (a rollback branch revisits earlier steps)
-                progress += len({x for x in steps if prev is None or x > prev})
-                seen_steps[branch] = top if prev is None else max(prev, top)
-                last = max(last, top)
-            batches.append(OutBatch(body, progress, points))
+    for lineno, rec in json_lines(path):
+        body = rec.get("body") if isinstance(rec.get("body"), dict) else rec
+        if isinstance(rec.get("run_id"), str) and rec["run_id"]:
+            run_ids.add(rec["run_id"])
+        series = body.get("series")
+        if not isinstance(series, list):
+            raise CommandError(f"{path}:{lineno}: a metric batch needs a \"series\" list")
+        body = {k: v for k, v in body.items() if k != "run_id"}
+        if not body.get("batch_id"):
+            body["batch_id"] = f"spool-{lineno}"
+        steps = [int(x) for s in series if isinstance(s, dict)
+                 for x in (s.get("steps") or []) if isinstance(x, (int, float))]
+        points = len(steps)
+        if steps:
+            branch = int(body.get("branch") or 0)
+            top = max(steps)
+            prev = seen_steps.get(branch)
+            # pace by new steps covered (a rollback branch revisits earlier steps)
+            progress += len({x for x in steps if prev is None or x > prev})
+            seen_steps[branch] = top if prev is None else max(prev, top)
+            last = max(last, top)
+        batches.append(OutBatch(body, progress, points))
     if not batches:
         raise CommandError(f"{path}: the spool file holds no metric batches")
     if len(run_ids) > 1:
@@ -333,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--speed must be >= 0 (0: as fast as possible)", 2)
     rec = read_recording(args)
     client = client_from_args(args)
-    name = args.name or args.file.stem or "replay"
+    name = args.name or rec.name or Path(args.source).stem or "replay"
     run_id = create_run(client, rec, name, args.project, args.run_id or rec.run_id, args.json)
     show = not args.no_progress and not args.json
     t0 = time.monotonic()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,18 @@ from tests.conftest import Daemon
 DATA = Path(__file__).resolve().parent.parent / "data" / "e2e"
 DIABETES = DATA / "diabetes_mlp__sgd__lr0.3__warmup_cosine__bs32__s0.csv"  # diverges (NaN/inf)
 DIGITS = DATA / "digits_mlp__adam__lr0.001__cosine__bs64__s0.csv"  # stagnates
+
+
+def hide_package(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """Make ``import prefix…`` fail, as where that package is not installed."""
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *a: Any, **kw: Any) -> Any:
+        if name.startswith(prefix):
+            raise ImportError(f"no {prefix}")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
 
 
 class Result:

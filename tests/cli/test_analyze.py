@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import csv
 import json
 import math
@@ -11,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from rhythmd.cli.analyze import analyze_file, read_columns, resolve_metric_names
-from tests.cli.conftest import DIABETES, DIGITS
+from rhythmd.cli.analyze import analyze_file
+from rhythmd.interop.conventions import resolve_metric_names
+from rhythmd.interop.files import read_columns
+from tests.cli.conftest import DIABETES, DIGITS, hide_package
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
@@ -140,32 +141,18 @@ def test_plot_bad_suffix_fails_before_work(cli: Any, tmp_path: Path) -> None:
 
 def test_plot_without_matplotlib(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                  ) -> None:
-    real_import = builtins.__import__
-
-    def no_mpl(name: str, *a: Any, **kw: Any) -> Any:
-        if name.startswith("matplotlib"):
-            raise ImportError("no matplotlib")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    hide_package(monkeypatch, "matplotlib")
     r = cli("analyze", DIABETES, "--plot", tmp_path / "x.png")
     assert r.code == 2 and "pip install 'rhythmd[plot]'" in r.err and "-e '.[plot]'" in r.err
 
 
 def test_tensorboard_without_package(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                      ) -> None:
-    real_import = builtins.__import__
-
-    def no_tb(name: str, *a: Any, **kw: Any) -> Any:
-        if name.startswith("tensorboard"):
-            raise ImportError("no tensorboard")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_tb)
+    hide_package(monkeypatch, "tensorboard")
     f = tmp_path / "events.out.tfevents.123.host"
     f.write_bytes(b"\0" * 16)
     r = cli("analyze", f)
-    assert r.code == 2 and "pip install rhythmd[tensorboard]" in r.err
+    assert r.code == 2 and "pip install 'rhythmd[tensorboard]'" in r.err
 
 
 def test_tensorboard_event_files(cli: Any, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_replay_progress_bar_on_stderr(cli: Any, sqlite_daemon: Daemon) -> None:
 
 
 def test_batches_carry_stable_ids() -> None:
-    from rhythmd.cli.analyze import read_columns
+    from rhythmd.interop.files import read_columns
 
     cols = read_columns(DIABETES)
     a = [b.body["batch_id"] for b in batches_from_columns(cols, 20)]
