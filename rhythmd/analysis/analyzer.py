@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from typing import Any
 
 import numpy as np
 
-from . import metrics, stats
+from . import metrics, persistence, stats
+from .context import LazyContext, lr_at, lr_phase
 from .detectors import DivergenceDetector, OscillationDetector, Signal, StagnationDetector
+from .persistence import STATE_VERSION
 from .schedule import ScheduleTracker
 from .types import AnalysisConfig, Diagnosis, DiagnosisEvent, ScheduleSegment
 
-STATE_VERSION = 2
+__all__ = ["STATE_VERSION", "RunAnalyzer"]
 MONITORED_KINDS = ("stagnation", "slow_progress", "oscillation")
 MAX_OBJECTIVES = 8  # objective streams watched for non-finite values (bounded state)
 MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
@@ -54,6 +55,7 @@ class RunAnalyzer:
         self.blk_sum = 0.0
         self.blk_n = 0
         self._diags: list[Diagnosis] = []
+        self._encoded: dict[str, str] = {}  # id -> JSON of a closed diagnosis (never changes)
         self.counts: dict[str, int] = {}
         self.open: dict[str, int] = {}  # kind -> index into _diags
         self._events: list[DiagnosisEvent] = []
@@ -130,15 +132,8 @@ class RunAnalyzer:
         self._lr_s, self._lr_v = kept.get("lr", empty)
         self._lr_i = 0
         tr_s, tr_v = kept.get("train", empty)
-        ti = 0
         with np.errstate(all="ignore"):  # huge values may overflow inside numpy reductions
-            for step, _, role, v in evals:
-                tj = int(np.searchsorted(tr_s, step, side="right"))
-                self._train_range(tr_s, tr_v, ti, tj)
-                ti = tj
-                self._sched_to(step)
-                self._eval(step, v, role)
-            self._train_range(tr_s, tr_v, ti, tr_s.size)
+            self._train_and_evals(tr_s, tr_v, evals)
             self._sched_to(None)
         for role, (st, va) in kept.items():
             if role.startswith("obj:"):
@@ -240,45 +235,26 @@ class RunAnalyzer:
         return None
 
     def _lr_at(self, step: int) -> float | None:
-        """The LR at a past ``step`` from the schedule tracker's polyline (None if unknown)."""
-        pts = [(float(k[0]), float(k[1])) for k in
-               (*self.sched.knots, *([self.sched.last] if self.sched.last else []))]
-        if not pts or step < pts[0][0]:
-            return None
-        for (s0, l0), (s1, l1) in itertools.pairwise(pts):
-            if s0 <= step <= s1:
-                if s1 <= s0 or l0 <= 0 or l1 <= 0:
-                    return float(l1)
-                return float(math.exp(math.log(l0) + (math.log(l1) - math.log(l0))
-                                      * (step - s0) / (s1 - s0)))
-        return float(pts[-1][1])
+        """The LR at a past ``step`` (the tracker as it stands when called)."""
+        return lr_at(self.sched, step)
 
-    def _monitor_ctx(self) -> dict[str, Any]:
+    def _monitor_ctx(self, step: int) -> dict[str, Any]:
         """:meth:`_ctx` plus what the monitored-series detectors read (not built for the
         divergence detector's per-step updates)."""
-        ctx = self._ctx()
+        ctx = self._ctx(step)
         ctx.update({"lr_at": self._lr_at, "has_train_loss": "train" in self.names,
                     "monitors_train": self.monitor == "train",
                     "train_start_loss": self.div.start_loss()})
         return ctx
 
-    def _ctx(self) -> dict[str, Any]:
-        """The LR phase at the current point."""
-        s = self.sched
-        ctx: dict[str, Any] = {
-            "lr": s.current_lr(),
-            "in_warmup": s.in_warmup(),
-            "warmup_end_step": s.warmup_end_step,
-        }
-        if s.last is not None:
-            ctx["lr_constant_since"] = (
-                s.last_change_step
-                if s.last_change_step
-                else int(s.knots[0][0])
-                if s.knots
-                else None
-            )
-        return ctx
+    def _ctx(self, step: int) -> dict[str, Any]:
+        """The LR phase at ``step``, read from the tracker fed up to it on the first read."""
+
+        def fill(ctx: dict[str, Any]) -> None:
+            self._sched_to(step)
+            ctx.update(lr_phase(self.sched))
+
+        return LazyContext(fill)
 
     def _sched_to(self, step: int | None) -> None:
         """Feed the batch's lr points up to ``step`` (inclusive; None: all) to the tracker."""
@@ -289,19 +265,32 @@ class RunAnalyzer:
             self.sched.update_many(s[i0:i1], self._lr_v[i0:i1])
             self._lr_i = i1
 
-    def _train_range(self, st: np.ndarray, va: np.ndarray, i0: int, i1: int) -> None:
-        """Train points ``i0:i1`` of the batch, in bulk where nothing can fire: the divergence
-        detector fast-forwards; the points it stops at go through the per-point path."""
-        i = i0
-        while i < i1:
-            k = i + self.div.fast_forward(st[i:i1], va[i:i1]) if self.bulk else i
-            if k > i:
-                self._blocks(st, va, i, k)
-            if k < i1:
-                step, v = int(st[k]), float(va[k])
-                self._sched_to(step)
-                self._train(step, v)
-                k += 1
+    def _train_and_evals(self, st: np.ndarray, va: np.ndarray,
+                         evals: list[tuple[int, int, str, float]]) -> None:
+        """The batch's train points and evaluations in step order (a train point before an
+        evaluation at the same step). The divergence detector fast-forwards across the
+        evaluations (they never read its running state), so a validation stream does not cut
+        the train points into short runs; the points it stops at go through the per-point
+        path, after the evaluations before them."""
+        n = int(st.size)
+        i = done = e = 0  # detector consumed [0, i); blocks and evaluations applied to done
+        while i < n or e < len(evals):
+            k = i + self.div.fast_forward(st[i:], va[i:]) if i < n and self.bulk else i
+            stop = int(st[k]) if k < n else None
+            while e < len(evals) and (stop is None or evals[e][0] < stop):
+                step, _, role, v = evals[e]
+                j = min(k, max(done, int(np.searchsorted(st, step, side="right"))))
+                if j > done:
+                    self._blocks(st, va, done, j)
+                    done = j
+                self._eval(step, v, role)
+                e += 1
+            if k > done:
+                self._blocks(st, va, done, k)
+                done = k
+            if k < n:
+                self._train(int(st[k]), float(va[k]))
+                done = k = k + 1
             i = k
 
     def _blocks(self, st: np.ndarray, va: np.ndarray, i0: int, i1: int) -> None:
@@ -326,8 +315,7 @@ class RunAnalyzer:
             fin = [x for x in block if math.isfinite(x)]
             if fin:
                 step = int(st[i0 + b - 1])
-                self._sched_to(step)
-                ctx = self._monitor_ctx()
+                ctx = self._monitor_ctx(step)
                 for sig in self.stag.update(step, stats.median(fin), ctx):
                     self._apply(sig)
         self.pseudo_buf.extend(vals[pos:])
@@ -335,7 +323,7 @@ class RunAnalyzer:
     def _train(self, step: int, v: float) -> None:
         pseudo = (self.monitor == "train" and self.div.watch_level
                   and len(self.pseudo_buf) + 1 >= self.pseudo_every)
-        ctx = self._monitor_ctx() if pseudo else self._ctx()  # before the update, as ever
+        ctx = self._monitor_ctx(step) if pseudo else self._ctx(step)  # before the update
         for sig in self.div.update(step, v, ctx):
             self._apply(sig)
         if math.isfinite(v):
@@ -351,7 +339,7 @@ class RunAnalyzer:
                         self._apply(sig)
 
     def _eval(self, step: int, v: float, role: str) -> None:
-        ctx = self._monitor_ctx()
+        ctx = self._monitor_ctx(step)
         ctx["train_mean"] = self.blk_sum / self.blk_n if self.blk_n else math.nan
         self.blk_sum, self.blk_n = 0.0, 0
         if self.osc is not None:
@@ -448,73 +436,20 @@ class RunAnalyzer:
             return
         drop = set(closed[: len(closed) - MAX_CLOSED])
         keep = [d for i, d in enumerate(self._diags) if i not in drop]
+        for i in drop:
+            self._encoded.pop(self._diags[i].id, None)
         self._diags = keep
         self.open = {d.kind: i for i, d in enumerate(keep) if d.status == "open"}
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (floats may be non-finite), bounded in size."""
-        return {
-            "version": STATE_VERSION,
-            "cfg": self.cfg.to_dict(),
-            "branch": self.branch,
-            "branch_start": self.branch_start,
-            "last_step": dict(self.last_step),
-            "names": dict(self.names),
-            "objectives": dict(self.objectives),
-            "sched": self.sched.state_dict(),
-            "div": self.div.state_dict(),
-            "monitor": self.monitor,
-            "monitor_rank": self.monitor_rank,
-            "monitor_why": self.monitor_why,
-            "stag": {"metric": self.stag.metric, "mode": self.stag.mode,
-                     "state": self.stag.state_dict()},
-            "osc": None if self.osc is None else {
-                "metric": self.osc.metric, "mode": self.osc.mode,
-                "state": self.osc.state_dict()},
-            "pseudo_every": self.pseudo_every,
-            "pseudo_buf": list(self.pseudo_buf),
-            "blk_sum": self.blk_sum,
-            "blk_n": self.blk_n,
-            "diags": [d.to_dict() for d in self._diags],
-            "counts": dict(self.counts),
-            "open": dict(self.open),
-        }
+        return persistence.analyzer_state(self)
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; ``ValueError`` for a state of another version (the
-        caller replays the run instead)."""
-        if d.get("version") != STATE_VERSION:
-            raise ValueError(f"analyzer state version {d.get('version')!r}, "
-                             f"expected {STATE_VERSION}")
-        self.cfg = AnalysisConfig.from_dict(d["cfg"])
-        c = self.cfg
-        self.branch = int(d["branch"])
-        bs = d.get("branch_start")
-        self.branch_start = int(bs) if bs is not None else None
-        self.last_step = {k: int(v) for k, v in d["last_step"].items()}
-        self.names = dict(d.get("names") or {})
-        self.objectives = {k: int(v) for k, v in (d.get("objectives") or {}).items()}
-        self.sched = ScheduleTracker()
-        self.sched.load_state_dict(d["sched"])
-        self.div = DivergenceDetector(c, c.train_metric)
-        self.div.load_state_dict(d["div"])
-        self.monitor = d["monitor"]
-        self.monitor_rank = int(d["monitor_rank"])
-        self.monitor_why = str(d["monitor_why"])
-        st = d["stag"]
-        self.stag = StagnationDetector(c, st["metric"], st["mode"])
-        self.stag.load_state_dict(st["state"])
-        self.osc = None
-        if d["osc"] is not None:
-            self.osc = OscillationDetector(c, d["osc"]["metric"], d["osc"]["mode"])
-            self.osc.load_state_dict(d["osc"]["state"])
-        self.pseudo_every = int(d["pseudo_every"])
-        self.pseudo_buf = list(d["pseudo_buf"])
-        self.blk_sum, self.blk_n = float(d["blk_sum"]), int(d["blk_n"])
-        self._diags = [Diagnosis.from_dict(x) for x in d["diags"]]
-        self.counts = dict(d["counts"])
-        self.open = {k: int(v) for k, v in d["open"].items()}
+        """Restore :meth:`state_dict` (or a version 2 one); ``ValueError`` for a state of
+        another version (the caller replays the run instead)."""
+        persistence.restore_analyzer(self, d)
 
 
 def _arrays(pair: Any) -> tuple[np.ndarray, np.ndarray]:

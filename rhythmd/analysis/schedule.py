@@ -73,6 +73,10 @@ class ScheduleTracker:
         """Bulk ``update`` for points in step order: exactly the state that calling
         ``update`` per point gives (same floats), at a cost of a few numpy passes per batch
         plus one Python step per closed knot."""
+        if lrs.size < 24:  # a few points (an evaluation's or a per-point step's): no numpy
+            for st, lr in zip(steps.tolist(), lrs.tolist(), strict=True):
+                self.update(st, lr)
+            return
         with np.errstate(all="ignore"):
             ok = np.isfinite(lrs) & (lrs > 1e-100) & (lrs < 1e100)
         if not ok.all():

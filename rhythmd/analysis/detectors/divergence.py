@@ -366,6 +366,19 @@ class DivergenceDetector(Stateful):
         bound = self._loss(max(bar, base) + self.cfg.div_extreme)
         return bound if math.isfinite(bound) and bound > 0 else None
 
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """The attributes, less ``ys``: the window on the detector's scale is ``_y`` of
+        ``xs``, point for point, and is rebuilt on load (a quarter less state to encode)."""
+        d = super().state_dict()
+        del d["ys"]
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        super().load_state_dict(d)
+        if "ys" not in d:  # (older states carry it)
+            self.ys = [self._y(x) for x in self.xs]
+
     # ------------------------------------------------------------------ bulk path
     def fast_forward(self, steps: np.ndarray, xs: np.ndarray) -> int:
         """Consume a prefix of losses in bulk while nothing can fire; return its length.
