@@ -4,8 +4,10 @@
     python bench/load.py --backends sqlite --runs 100 --duration 20
     python bench/load.py --short                        # CI smoke: 20 runs, 5 s
 
-Each run streams ``train_loss`` at a fixed rate (``--rate`` steps/s, one point per step) plus
-a ``val_loss`` point every ``--val-every`` steps, and flushes every ``--flush-ms`` (one
+Each run streams what the client hook sends: ``train_loss`` and ``lr`` at every step (a fixed
+rate, ``--rate`` steps/s; warmup then cosine decay over the run's declared ``total_steps``) and a
+``val_loss`` point at its own cadence and phase (every 50, 100 or 200 steps, drawn per run;
+``--val-every N`` gives every run the same cadence), and flushes every ``--flush-ms`` (one
 ``POST /v1/runs/{id}/metrics`` per flush, with a ``batch_id``). One run in ten blows up at 40%
 of the duration, so the daemon has divergences to diagnose. The driver is one process: asyncio
 with a minimal keep-alive HTTP/1.1 client (one connection per run and daemon), so it costs
@@ -190,11 +192,25 @@ def val_loss_value(step: int) -> float:
     return round(2.2 * math.exp(-step / 500) + 0.35, 6)
 
 
+def lr_value(step: int, total_steps: int) -> float:
+    """The LR a run's scheduler reports: linear warmup over 2 % of the run, then cosine."""
+    warm = max(1, total_steps // 50)
+    if step < warm:
+        return 1e-3 * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return max(1e-3 * 0.5 * (1 + math.cos(math.pi * t)), 1e-6)
+
+
+VAL_CADENCES = (50, 100, 200)
+"""Validation cadences (steps) drawn per run unless ``--val-every`` fixes one."""
+
+
 @dataclass
 class RunStats:
     run_id: str
     blow_step: int | None
     config: dict[str, Any]
+    val_every: int = 100  # this run's validation cadence (steps)
     val_phase: int = 0  # this run evaluates at steps s with (s + val_phase) % val_every == last
     bodies: list[bytes] = field(default_factory=list)
     send_times: list[float] = field(default_factory=list)
@@ -239,10 +255,12 @@ async def stream_run(rs: RunStats, conns: list[HttpConn], t0: float, args: argpa
             continue
         steps = list(range(next_step, due))
         next_step = due
-        series: list[dict[str, Any]] = [{"name": "train_loss", "steps": steps, "values": [
-            loss_value(s, rs.blow_step, rng) for s in steps]}]
-        val = [s for s in steps
-               if (s + rs.val_phase) % args.val_every == args.val_every - 1]
+        total = int(rs.config["total_steps"])
+        series: list[dict[str, Any]] = [
+            {"name": "train_loss", "steps": steps,
+             "values": [loss_value(s, rs.blow_step, rng) for s in steps]},
+            {"name": "lr", "steps": steps, "values": [lr_value(s, total) for s in steps]}]
+        val = [s for s in steps if (s + rs.val_phase) % rs.val_every == rs.val_every - 1]
         if val:
             series.append({"name": "val_loss", "steps": val, "values": [
                 val_loss_value(s) for s in val]})
@@ -307,8 +325,10 @@ async def run_load(ports: list[int], args: argparse.Namespace, tag: str,
         if status not in (200, 201):
             raise RuntimeError(f"create run: {status} {data[:200]!r}")
         blow = int(0.4 * total_steps) if i % 10 == 0 else None
-        phase = random.Random(rid).randrange(args.val_every) if args.val_phase == "random" else 0
-        runs.append(RunStats(rid, blow, config, phase))
+        draw = random.Random(rid)
+        every = args.val_every or draw.choice(VAL_CADENCES)
+        phase = draw.randrange(every) if args.val_phase == "random" else 0
+        runs.append(RunStats(rid, blow, config, every, phase))
     conns = [[HttpConn(p) for p in ports] for _ in runs]
     cpu0 = cpu_probe()
     driver0 = time.process_time()
@@ -479,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=200, help="concurrent runs (200)")
     ap.add_argument("--rate", type=float, default=50.0, help="train_loss points/s per run (50)")
     ap.add_argument("--flush-ms", type=float, default=250.0, help="flush interval, ms (250)")
-    ap.add_argument("--val-every", type=int, default=100,
-                    help="a val_loss point every N steps (100)")
+    ap.add_argument("--val-every", type=int, default=0,
+                    help="a val_loss point every N steps for every run (default: each run's "
+                         f"own cadence, one of {', '.join(map(str, VAL_CADENCES))})")
     ap.add_argument("--duration", type=float, default=30.0,
                     help=f"streaming seconds, at most {MAX_DURATION_S:.0f} (30)")
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -500,15 +521,17 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.duration = min(args.runs, 20), min(args.duration, 5.0)
     if not 0 < args.duration <= MAX_DURATION_S:
         ap.error(f"--duration must be in (0, {MAX_DURATION_S:.0f}]")
-    if args.runs < 1 or args.rate <= 0 or args.flush_ms <= 0 or args.val_every < 1:
-        ap.error("--runs, --rate, --flush-ms and --val-every must be positive")
+    if args.runs < 1 or args.rate <= 0 or args.flush_ms <= 0 or args.val_every < 0:
+        ap.error("--runs, --rate and --flush-ms must be positive, --val-every not negative")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b not in ("sqlite", "postgresql"):
             ap.error(f"unknown backend {b!r}")
 
-    print(f"rhythmd load: {args.runs} runs x {args.rate:g} train_loss points/s (+ val_loss "
-          f"every {args.val_every} steps, {args.val_phase} phases), flush every "
+    cadence = f"every {args.val_every}" if args.val_every else \
+        f"each run's own cadence ({'/'.join(map(str, VAL_CADENCES))})"
+    print(f"rhythmd load: {args.runs} runs x {args.rate:g} steps/s (train_loss + lr per step, "
+          f"val_loss {cadence} steps, {args.val_phase} phases), flush every "
           f"{args.flush_ms:g} ms, "
           f"{args.duration:g} s per backend; {os.cpu_count()} CPUs")
     results = []
