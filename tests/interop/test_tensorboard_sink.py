@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from rhythmd.interop.tensorboard_sink import open_counts
+from tests.cli.conftest import hide_package
 from tests.interop.conftest import DIABETES
 
 pytest.importorskip("tensorboard")
@@ -72,9 +73,15 @@ def test_analyze_writes_beside_a_tensorboard_source(cli: Any, tmp_path: Path) ->
     assert again["diagnoses"] == rep["diagnoses"]
 
 
-def test_to_tensorboard_needs_a_directory_for_other_sources(cli: Any) -> None:
+def test_usage_errors(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = cli("analyze", DIABETES, "--to-tensorboard")
     assert r.code == 2 and "needs a directory" in r.err
+    r = cli("analyze", DIABETES, DIABETES, "--to-tensorboard", tmp_path)
+    assert r.code == 2 and "one SOURCE" in r.err
+    hide_package(monkeypatch, "tensorboard")
+    r = cli("analyze", DIABETES, "--to-tensorboard", tmp_path / "tb")
+    assert r.code == 2 and "pip install 'rhythmd[tensorboard]'" in r.err
+    assert not (tmp_path / "tb").exists()
 
 
 def test_open_counts() -> None:
