@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg2" and find_spec("psycopg") is None:
+            raise ConfigurationError("a postgresql URL needs psycopg: pip install "
+                                     "'rhythmd[postgres]' (in a checkout: pip install -e "
+                                     "'.[postgres]')")
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         engine = create_engine(
