@@ -16,7 +16,7 @@ def add_writeback_args(p: argparse.ArgumentParser, tensorboard_source: bool) -> 
     """The sink flags. ``--to-mlflow`` given bare means the MLflow run the data came from;
     with ``tensorboard_source``, a bare ``--to-tensorboard`` means the TensorBoard source."""
     bare = {"nargs": "?", "const": FROM_SOURCE}
-    g = p.add_argument_group("write-back")
+    g = p.add_argument_group("other tools (docs/interop.md)")
     if tensorboard_source:
         g.add_argument("--to-tensorboard", metavar="DIR", **bare,
                        help="write diagnoses and recommendations as text and scalars "
