@@ -16,7 +16,8 @@ class LazyContext(dict):  # type: ignore[type-arg]
     ``fill`` feeds the schedule tracker up to the point and adds the entries. Most points
     never have their context read (a train step the divergence detector passes, an
     evaluation that does not close a block), so the LR stream reaches the tracker in longer
-    runs; the tracker ends in the same state either way. Entries set directly are eager.
+    runs; the tracker ends in the same state either way. Entries set directly are eager, and
+    reading one does not fill the others.
     """
 
     __slots__ = ("_fill",)
@@ -25,22 +26,23 @@ class LazyContext(dict):  # type: ignore[type-arg]
         super().__init__()
         self._fill: Callable[[dict[str, Any]], None] | None = fill
 
-    def _ready(self) -> None:
+    def _ready(self, key: object) -> None:
+        """Fill before reading ``key`` unless it is an eager entry (the two never overlap)."""
         fill = self._fill
-        if fill is not None:
+        if fill is not None and not dict.__contains__(self, key):
             self._fill = None
             fill(self)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self._ready()
+        self._ready(key)
         return dict.get(self, key, default)
 
     def __getitem__(self, key: Any) -> Any:
-        self._ready()
+        self._ready(key)
         return dict.__getitem__(self, key)
 
     def __contains__(self, key: object) -> bool:
-        self._ready()
+        self._ready(key)
         return dict.__contains__(self, key)
 
 
