@@ -2,7 +2,8 @@
 
 - :mod:`.policy`: which recommendation answers which diagnosis, and when to escalate;
 - :mod:`.trials`: judging an applied change against the projection of what came before;
-- :mod:`.context`: the one builder of a :class:`RunContext` from an analyzer and a history.
+- :mod:`.context`: the one builder of a :class:`RunContext` from an analyzer and a history;
+- :mod:`.types`: the policy's parameters, its view of the run and its decisions.
 """
 
 from rhythmd.policy.context import history_entry, run_context

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from rhythmd.analysis import RunAnalyzer
-from rhythmd.policy.policy import RunContext
+from rhythmd.policy.types import RunContext
 
 HISTORY_KEYS = ("id", "action", "status", "issued_at_step", "applied_step", "note",
                 "diagnosis_id", "params", "lr_before", "lr_after", "author")

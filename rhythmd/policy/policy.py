@@ -54,114 +54,27 @@ Rules, in order of precedence:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rhythmd.analysis import DiagnosisEvent
 from rhythmd.policy import trials
+from rhythmd.policy.history import (
+    episode_rollbacks,
+    failed_changes,
+    rejected_no_snapshot,
+    user_decayed,
+)
+from rhythmd.policy.types import Decision, PolicyConfig, RecommendationSpec, RunContext
+
+__all__ = ["Decision", "PolicyConfig", "RecommendationSpec", "RunContext", "answerable",
+           "decide", "fallback"]
 
 PERSISTENT = ("stagnation", "slow_progress")
 """Diagnoses answered again while they persist, a detection window after the last change."""
 LR_CHANGES = ("reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback")
-# ``evidence.cause`` values of an oscillation that a too-large LR causes (the detector says
-# "lr_too_large"; the others are accepted from hand-written or older diagnoses)
-LR_CAUSES = ("lr_too_large", "lr", "too_large_lr", "learning_rate")
-
-
-@dataclass
-class PolicyConfig:
-    """Per-run policy parameters (override with the run config's ``"policy"`` dict).
-
-    Steps are optimizer steps; factors are relative to each param group's LR when applied.
-    """
-
-    reduce_factor: float = 0.3  # reduce_lr on stagnation / LR-caused oscillation
-    min_lr_ratio: float = 1e-3  # LR floor, relative to the first LR reported
-    max_reductions: int = 3  # cuts followed by another stagnation before stop
-    overfit_rise_per_1k: float = 0.1  # stagnation with the monitored loss rising by this
-    # fraction of its best value per 1,000 steps (over-fitting): cut by reduce_factor ** 2
-    rollback_cut: float = 0.3  # attempt k multiplies the LR by rollback_cut ** k
-    nonfinite_cut: float = 0.1  # the same for a non-finite loss (a far-too-large LR)
-    max_rollbacks: int = 5  # then stop
-    increase_factor: float = 2.0  # smallest increase_lr (slow progress: too small an LR)
-    target_gain: float = 0.5  # slow progress: raise the LR so the projected relative gain
-    # by the end of the budget reaches this (factor = target_gain / projected gain) ...
-    max_increase: float = 2.0  # ... but by at most this factor at once (each a guarded trial)
-    max_increases: int = 4
-    never_learned_gain: float = 0.05  # stagnation less than this fraction below the first
-    # evaluation, without a significant trend: restart from the initial weights (rollback to
-    # step -1) with the LR cut like a non-finite divergence
-    start_damage_steps: int = 5  # a divergence with onset <= this step broke the model in
-    # its first updates: roll back to the initial weights (to_step=-1)
-    diverged_lr_margin: float = 10.0  # never raise the LR above (LR of a divergence) / this
-    episode_reset_steps: int | None = None  # divergence answers further apart than this
-    # (steps) start a new episode, whose escalation starts over; default max(100, 10% of
-    # total_steps or 200)
-    schedule_decay_ratio: float = 0.9  # the user's schedule is decaying once it brought the LR
-    # below this fraction of its peak (our own changes divided out): no plateau cuts then
-    final_fraction: float = 0.1  # no plateau cut or raise in the last fraction of the budget
-    trial_z: float = 2.0  # a change is reverted when the metric ends this many noise sigmas
-    trial_min_rel: float = 0.02  # ... and at least this relative amount worse than projected
-    cooldown_steps: int | None = None  # default: max(20, 4% of total_steps or 40)
-    warmup_steps: int | None = None  # default: max(10, 3% of total_steps or 30)
-    expire_steps: int | None = None  # default: max(50, 10% of total_steps or 100)
-
-    @classmethod
-    def from_run_config(cls, run_config: dict[str, Any] | None) -> PolicyConfig:
-        cfg = cls()
-        overrides = (run_config or {}).get("policy")
-        if isinstance(overrides, dict):
-            for key, value in overrides.items():
-                if key in cfg.__dataclass_fields__ and isinstance(value, (int, float)) \
-                        and not isinstance(value, bool) and math.isfinite(value) and value > 0:
-                    setattr(cfg, key, type(getattr(cfg, key) or 0)(value)
-                            if getattr(cfg, key) is not None else int(value))
-        cfg.reduce_factor = min(max(cfg.reduce_factor, 1e-3), 0.99)
-        cfg.rollback_cut = min(max(cfg.rollback_cut, 1e-3), 0.99)
-        cfg.nonfinite_cut = min(max(cfg.nonfinite_cut, 1e-3), 0.99)
-        cfg.increase_factor = min(max(cfg.increase_factor, 1.01), 100.0)
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class RunContext:
-    """What the policy knows about the run when it decides."""
-
-    step: int  # latest step received
-    lr: float | None = None  # latest reported LR (first param group), absolute
-    first_lr: float | None = None  # first reported LR
-    total_steps: int | None = None  # planned budget, if the run declared it
-    in_warmup: bool = False
-    warmup_end_step: int | None = None
-    branch_start_step: int | None = None  # first step of the branch the last rollback began
-    peak_lr: float | None = None  # highest LR reported so far, absolute
-    min_lr_after_peak: float | None = None  # lowest LR reported since that peak, absolute
-    open_diagnosis_ids: set[str] | None = None  # diagnoses still open after the batch
-    monitored: tuple[list[int], list[float]] | None = None  # the monitored series (steps,
-    # oriented values: lower is better), for judging applied changes
-    history: list[dict[str, Any]] = field(default_factory=list)
-    """Every recommendation issued so far, oldest first: ``action``, ``status``,
-    ``issued_at_step``, ``applied_step``, ``note``, ``id``, ``diagnosis_id``, ``params``,
-    ``lr_before``, ``lr_after``."""
-
-
-@dataclass
-class RecommendationSpec:
-    action: str
-    params: dict[str, Any]
-    reason: str
-    diagnosis_id: str | None
-    expires_at_step: int | None
-
-
-@dataclass
-class Decision:
-    issue: list[RecommendationSpec] = field(default_factory=list)
-    cancel: list[str] = field(default_factory=list)  # ids of pending recommendations
-    notes: list[str] = field(default_factory=list)  # why a diagnosis got no action
+LR_CAUSE = "lr_too_large"
+"""``evidence.cause`` of an oscillation that a too-large LR causes (the oscillation detector's
+only other cause is ``eval_noise``)."""
 
 
 def _budget(cfg_value: int | None, total: int | None, frac: float, floor: int,
@@ -212,11 +125,11 @@ def decide(events: list[DiagnosisEvent], ctx: RunContext, cfg: PolicyConfig) -> 
         return out
     floor = (ctx.first_lr if ctx.first_lr and math.isfinite(ctx.first_lr) else 0.0) \
         * cfg.min_lr_ratio
-    failed = _failed_changes(hist)
+    failed = failed_changes(hist)
     late = bool(ctx.total_steps) and ctx.step >= (1 - cfg.final_fraction) * ctx.total_steps
     for e in triggers:
         d = e.diagnosis
-        if d.kind == "oscillation" and d.evidence.get("cause") in LR_CAUSES:
+        if d.kind == "oscillation" and d.evidence.get("cause") == LR_CAUSE:
             if "reduce_lr" in failed:
                 out.notes.append(f"{d.id}: a cut was reverted before; not cutting again")
                 continue
@@ -268,7 +181,7 @@ def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
     out.cancel = [h["id"] for h in pending]
     rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
     reset = _budget(cfg.episode_reset_steps, ctx.total_steps, 0.10, 100, 200)
-    episode = _episode(rollbacks, ctx.step, reset)
+    episode = episode_rollbacks(rollbacks, ctx.step, reset)
     attempt = len(episode) + 1
     if attempt > cfg.max_rollbacks:
         out.issue.append(RecommendationSpec(
@@ -286,7 +199,7 @@ def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
         ctx.warmup_end_step is not None and d.onset_step - ctx.warmup_end_step <= 2 * warm)
     if near_warmup:
         warm *= 2
-    no_snapshots = any(_no_snapshot(h) for h in hist)
+    no_snapshots = any(rejected_no_snapshot(h) for h in hist)
     where = " during or right after warmup" if near_warmup else ""
     restored = _relapse(rollbacks, ctx.branch_start_step, d.onset_step, cooldown + warm)
     if restored is not None and to_step >= restored:
@@ -313,7 +226,7 @@ def _answer_divergence(d: Any, ctx: RunContext, cfg: PolicyConfig,
 def fallback(rejected: dict[str, Any]) -> RecommendationSpec | None:
     """What answers a divergence once the client rejected the rollback (no snapshot): a cut
     plus a re-warm with the rollback's own cut as its peak. None for anything else."""
-    if rejected.get("author", "rhythmd") != "rhythmd" or not _no_snapshot(
+    if rejected.get("author", "rhythmd") != "rhythmd" or not rejected_no_snapshot(
             {**rejected, "status": "rejected"}):
         return None
     p = rejected.get("params") or {}
@@ -324,62 +237,6 @@ def fallback(rejected: dict[str, Any]) -> RecommendationSpec | None:
                    "peak_factor": round(cut, 6)},
         f"the rollback was rejected ({rejected.get('note') or 'no snapshot'}): re-warm to "
         f"{cut:.2g}x the LR instead", rejected.get("diagnosis_id"), rejected.get("expires_at_step"))
-
-
-def _no_snapshot(h: dict[str, Any]) -> bool:
-    """A rollback the client rejected because it cannot roll back (no snapshot), as opposed
-    to one its local reflex had already superseded (note "superseded by local reflex")."""
-    return (h.get("action") == "rollback" and h.get("status") == "rejected"
-            and "superseded" not in str(h.get("note") or ""))
-
-
-def _episode(rollbacks: list[dict[str, Any]], step: int, reset: int) -> list[dict[str, Any]]:
-    """The rollbacks of the current divergence episode: an episode ends once the run went
-    ``reset`` steps without a divergence answer (healthy for a window)."""
-    episode: list[dict[str, Any]] = []
-    prev: int | None = None
-    for h in rollbacks:
-        at = int(h.get("issued_at_step") or 0)
-        if prev is not None and abs(at - prev) > reset:
-            episode = []
-        episode.append(h)
-        prev = at
-    if prev is not None and abs(step - prev) > reset:
-        return []
-    return episode
-
-
-def _failed_changes(hist: list[dict[str, Any]]) -> set[str]:
-    """Actions of changes that were reverted (tried, made things worse: not tried again)."""
-    by_id = {h["id"]: h for h in hist}
-    return {by_id[c]["action"] for h in hist if h["action"] == "revert"
-            and (c := (h.get("params") or {}).get("change_id")) in by_id}
-
-
-def _our_factor(hist: list[dict[str, Any]]) -> float:
-    """Product of the LR factors of our applied changes (the user's schedule divided out)."""
-    f = 1.0
-    for h in hist:
-        if h["status"] != "applied":
-            continue
-        p = h.get("params") or {}
-        key = {"reduce_lr": "factor", "increase_lr": "factor", "rollback": "lr_factor"}.get(
-            h["action"])
-        v = p.get(key) if key else None
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            f *= float(v)
-    return f
-
-
-def _user_decayed(ctx: RunContext) -> float | None:
-    """How far the user's own schedule has brought the LR below its peak, now or at any point
-    since the peak (a warm-restart schedule decays and rises again): 1.0 for a flat schedule,
-    None when unknown. Our own changes are divided out."""
-    if not (ctx.lr and ctx.peak_lr and ctx.lr > 0 and ctx.peak_lr > 0):
-        return None
-    ours = _our_factor(ctx.history)
-    low = min(ctx.lr, ctx.min_lr_after_peak or ctx.lr)
-    return (low / ours) / ctx.peak_lr
 
 
 def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
@@ -400,7 +257,7 @@ def _answer_stagnation(d: Any, ctx: RunContext, cfg: PolicyConfig,
                      "with the best checkpoint is the user's call)")
         return None
     why_not = ""
-    user = _user_decayed(ctx)
+    user = user_decayed(ctx)
     if ctx.lr is None:
         why_not = "no LR is reported: whether the run's own schedule decays is unknown"
     elif late:
@@ -517,7 +374,7 @@ def _restart(d: Any, hist: list[dict[str, Any]], ctx: RunContext, cfg: PolicyCon
     ``max_rollbacks`` were spent or when the client keeps no snapshots."""
     rollbacks = [h for h in hist if h["action"] == "rollback" and h["status"] != "expired"]
     attempt = len(rollbacks) + 1
-    if attempt > cfg.max_rollbacks or any(_no_snapshot(h) for h in hist):
+    if attempt > cfg.max_rollbacks or any(rejected_no_snapshot(h) for h in hist):
         return None
     cut = cfg.nonfinite_cut ** attempt
     warm = _budget(cfg.warmup_steps, ctx.total_steps, 0.03, 10, 30)

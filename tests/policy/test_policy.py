@@ -96,7 +96,8 @@ def test_cooldown_and_one_pending_at_a_time():
 def test_oscillation_only_when_the_lr_causes_it():
     ctx = RunContext(lr=0.1, step=500, total_steps=1000)
     assert decide([event("oscillation", cause="eval_noise")], ctx, CFG).issue == []
-    assert decide([event("oscillation", cause="lr")], ctx, CFG).issue[0].action == "reduce_lr"
+    assert decide([event("oscillation", cause="lr_too_large")], ctx,
+                  CFG).issue[0].action == "reduce_lr"
 
 
 def test_slow_progress_increases_a_bounded_number_of_times():
