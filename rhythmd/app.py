@@ -25,7 +25,6 @@ from rhythmd.api import analysis, metrics, recommendations, runs, timeline, toke
 from rhythmd.api.deps import ServiceDep
 from rhythmd.api.docs import add_security, install_docs
 from rhythmd.api.encoding import RhythmdJSONResponse
-from rhythmd.api.group_commit import GroupCommitter
 from rhythmd.api.header_timeout import install_header_timeout
 from rhythmd.api.limits import BodyLimitMiddleware
 from rhythmd.api.origin import WriteGuardMiddleware
@@ -34,6 +33,7 @@ from rhythmd.api.security import LoopbackOnlyMiddleware, principal_of
 from rhythmd.api.startup import StartingGate, StartupState, open_with_retry
 from rhythmd.auth import ALL, Decision, bind_host_from_process, check_exposure
 from rhythmd.config import Settings
+from rhythmd.core.ingest_queue import IngestQueue
 from rhythmd.errors import (
     ConfigurationError,
     ConflictError,
@@ -43,11 +43,11 @@ from rhythmd.errors import (
     TooLargeError,
 )
 from rhythmd.observability import CONTENT_TYPE, REJECTED, configure_logging, render_metrics
-from rhythmd.service import AlertConfig, Service
+from rhythmd.service import Service
 from rhythmd.store import Store
 from rhythmd.store.runs import LostRule
 from rhythmd.web import pages
-from rhythmd.webhooks import WebhookDispatcher
+from rhythmd.webhooks import AlertConfig, WebhookDispatcher
 
 log = logging.getLogger("rhythmd")
 RETRY_AFTER_S = 5
@@ -192,11 +192,10 @@ def _start_service(app: FastAPI, settings: Settings, store: Store) -> WebhookDis
               if settings.webhook_url else None)
     app.state.service = Service(
         store, analysis=settings.analysis, alerts=alerts,
-        lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds),
-        ingest_concurrency=settings.ingest_concurrency)
-    # PostgreSQL: batches from HTTP requests stored in groups (bound to this event loop)
-    app.state.group_committer = GroupCommitter(
-        app.state.service, concurrency=settings.ingest_concurrency,
+        lost_rule=LostRule(settings.lost_after_intervals, settings.lost_min_seconds))
+    # every HTTP batch is stored through the queue, in worker threads (bound to this loop)
+    app.state.ingest_queue = IngestQueue(
+        app.state.service.ingestor, concurrency=settings.ingest_concurrency,
         max_group=settings.ingest_group_max)
     dispatcher = None
     if settings.webhook_url:

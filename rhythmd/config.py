@@ -77,12 +77,12 @@ class Settings(BaseSettings):
         "(from its first byte); slower connections get 408 and are closed.")
     db_pool_size: int = Field(8, ge=1, description="Connections per process (PostgreSQL).")
     ingest_concurrency: int = Field(
-        1, ge=1, description="PostgreSQL: ingest transactions one process runs at the same "
-        "time; the batches that arrive meanwhile wait and are then stored together (group "
-        "commit). SQLite stores one batch at a time anyway.")
+        1, ge=1, description="Ingest transactions one process runs at the same time; the "
+        "batches that arrive meanwhile wait and are then stored together (group commit). "
+        "SQLite runs one at a time whatever the setting.")
     ingest_group_max: int = Field(
-        32, ge=1, description="PostgreSQL: batches of distinct runs that waited meanwhile are "
-        "stored together, at most this many per transaction (group commit).")
+        32, ge=1, description="Batches of distinct runs that waited meanwhile are stored "
+        "together, at most this many per transaction (group commit).")
     gc_threshold: int = Field(
         50_000, ge=0, description="The cyclic garbage collector's first threshold (net new "
         "container objects between young collections; Python's default is 700); 0 keeps "

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from rhythmd.observability import WEBHOOKS
@@ -20,6 +21,15 @@ from rhythmd.store import outbox as outbox_q
 
 log = logging.getLogger("rhythmd.webhooks")
 SEVERITY_RANK = {"info": 0, "warning": 1, "high": 2, "critical": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Webhook alerts: diagnoses at or above ``min_severity`` (info, warning, high, critical)
+    when they open or escalate, and every applied or rejected recommendation."""
+
+    min_severity: str = "warning"
+    base_url: str | None = None  # link to the run's page in the message
 
 
 def diagnosis_message(run: Any, event_type: str, d: dict[str, Any], base_url: str | None

@@ -15,8 +15,8 @@ from rhythmd.api.schemas import BranchList, IngestResponse, MetricList, SeriesOu
 from rhythmd.api.security import requires
 from rhythmd.batch import MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE, parse_metric_batch
 from rhythmd.config import Settings
+from rhythmd.core.ingest_queue import IngestQueue
 from rhythmd.errors import InvalidInputError
-from rhythmd.service import Service
 
 router = APIRouter(route_class=JSONRoute,
                    prefix="/v1/runs/{run_id}", tags=["metrics"], responses={**UNAVAILABLE})
@@ -43,24 +43,14 @@ async def ingest_metrics(run_id: str, request: Request) -> Response:
     retried ``batch_id`` is stored once and answered with ``duplicate: true``. The run's pending
     recommendations come back in the response.
     """
-    # the hottest route: the service and settings straight from the app state, not through two
+    # the hottest route: the queue and settings straight from the app state, not through two
     # more dependencies to solve per request
-    service: Service = request.app.state.service
+    queue: IngestQueue = request.app.state.ingest_queue
     settings: Settings = request.app.state.settings
     body: Any = parse_json_body(await request.body())
     batch = parse_metric_batch(body, max_points=settings.max_points_per_batch,
                                max_series=settings.max_series_per_batch)
-    if service.store.sqlite:
-        # SQLite is one process with one writer at a time and answers in about a millisecond:
-        # run the transaction on the event loop rather than pay a thread hop (and GIL
-        # hand-offs between the loop and the worker threads) per batch.
-        result = service.ingest(run_id, batch)
-    else:
-        # PostgreSQL: the transaction waits on the server, so it runs in a worker thread, at
-        # most RHYTHMD_INGEST_CONCURRENCY at once per process; the requests that arrive
-        # meanwhile wait on the event loop and are then stored together, one transaction for
-        # many runs (rhythmd.api.group_commit)
-        result = await request.app.state.group_committer.ingest(run_id, batch)
+    result = await queue.ingest(run_id, batch)
     return RhythmdJSONResponse({
         "accepted": result.accepted, "duplicate": result.duplicate, "batch_id": result.batch_id,
         "seq_start": result.seq_start, "branch": result.branch,

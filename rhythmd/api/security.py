@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rhythmd.auth import ALL, Decision, Principal, admin_principal, is_loopback
@@ -77,17 +78,21 @@ def requires(verb: str) -> Any:
     elsewhere the token's own project (the route then checks what it names)."""
 
     async def check(request: Request) -> Principal | None:
-        # On the event loop (no thread hop); run projects are cached (they never change).
+        # On the event loop (no thread hop); run projects are cached (they never change), and
+        # a project not cached yet is read in a worker thread.
         principal = principal_of(request)
         if principal is None:
             return None
         run_id = request.path_params.get("run_id")
         target: str | None = principal.project
         if run_id is not None and principal.project != ALL:
-            try:
-                target = request.app.state.service.run_project(run_id)
-            except NotFoundError:
-                raise NotFoundError(f"run {run_id!r} not found") from None
+            access = request.app.state.service.access
+            cached, target = access.cached_project(run_id)
+            if not cached:
+                try:
+                    target = await run_in_threadpool(access.run_project, run_id)
+                except NotFoundError:
+                    raise NotFoundError(f"run {run_id!r} not found") from None
         enforce(principal, target, verb, what=f"run {run_id!r}")
         request.state.principal = principal
         return principal

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, and_, bindparam, func, select, text
 
-from rhythmd.store.fast import Deferred, FastStatement
-from rhythmd.store.points import F8 as _F8
-from rhythmd.store.points import I8 as _I8
+from rhythmd.store.chunks import floats_of, steps_of
 from rhythmd.store.schema import analysis_state, branches, chunks, diagnoses, series
+from rhythmd.store.statements import Deferred, FastStatement
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +30,25 @@ _LOAD_STATE = FastStatement(select(analysis_state.c.analyzed_seq, analysis_state
                             .where(analysis_state.c.run_id == bindparam("run_id")))
 
 
-def load_state(conn: Connection, run_id: str) -> tuple[int, dict[str, Any]] | None:
-    """The saved analyzer state: (the sequence number it covers, the state dict), or None."""
-    return saved_state(submit_load_state(conn, run_id))
+class SavedState:
+    """The run's saved analyzer state, sent for and read when asked (:meth:`get`)."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self, found: Deferred) -> None:
+        self._found = found
+
+    def get(self) -> tuple[int, dict[str, Any]] | None:
+        """(the sequence number the state covers, the state dict), or None."""
+        row = self._found.first()
+        if row is None:
+            return None
+        return int(row["analyzed_seq"]), json.loads(row["state"])
 
 
-def submit_load_state(conn: Connection, run_id: str) -> Deferred:
-    """:func:`load_state`, sent now; decode it later with :func:`saved_state`."""
-    return _LOAD_STATE.submit(conn, {"run_id": run_id})
-
-
-def saved_state(found: Deferred) -> tuple[int, dict[str, Any]] | None:
-    row = found.first()
-    if row is None:
-        return None
-    return int(row["analyzed_seq"]), json.loads(row["state"])
+def load_state(conn: Connection, run_id: str) -> SavedState:
+    """Send the read of the run's saved analyzer state (see :class:`SavedState`)."""
+    return SavedState(_LOAD_STATE.submit(conn, {"run_id": run_id}))
 
 
 _SAVE_STATE = FastStatement(text(
@@ -83,41 +86,45 @@ _REPLAY_AFTER_SAVED = FastStatement(
         .where(analysis_state.c.run_id == bindparam("run_id")).scalar_subquery(), 0)))
 
 
-def submit_replay_after_saved_state(conn: Connection, run_id: str) -> Deferred:
-    """The replay of every batch after the run's saved analyzer state (from the start when it
-    has none), sent together with :func:`submit_load_state` by a process that has no analyzer
-    of the run yet: both answers arrive in the batch's first round trip."""
-    return _REPLAY_AFTER_SAVED.submit(conn, {"run_id": run_id, "lo": 0, "hi": REPLAY_TO_END})
+class Replay:
+    """The stored batches of a replay query, sent for and decoded when asked
+    (:meth:`batches`)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Deferred) -> None:
+        self._rows = rows
+
+    def batches(self, to_seq: int = REPLAY_TO_END) -> Iterator[StoredBatch]:
+        """The batches in arrival order, stopping at sequence number ``to_seq``."""
+        current: StoredBatch | None = None
+        for row in self._rows.all():
+            batch_seq = int(row["batch_seq"])
+            if batch_seq >= to_seq:
+                break
+            if current is None or current.seq_start != batch_seq:
+                if current is not None:
+                    yield current
+                current = StoredBatch(batch_seq, int(row["branch"]), row["start_step"], {})
+            current.series[row["name"]] = (steps_of(row["steps"]), floats_of(row["values"]))
+        if current is not None:
+            yield current
 
 
-def submit_replay(conn: Connection, run_id: str, from_seq: int, to_seq: int) -> Deferred:
-    """Send the replay query of :func:`replay_batches` now; decode its rows later with
-    :func:`stored_batches`."""
-    return _REPLAY_CHUNKS.submit(conn, {"run_id": run_id, "lo": from_seq, "hi": to_seq})
+def replay(conn: Connection, run_id: str, from_seq: int, to_seq: int = REPLAY_TO_END
+           ) -> Replay:
+    """Send the replay of the batches whose points have sequence numbers in
+    [from_seq, to_seq) (one query: chunks, their series names and their branches' start
+    steps)."""
+    return Replay(_REPLAY_CHUNKS.submit(conn, {"run_id": run_id, "lo": from_seq, "hi": to_seq}))
 
 
-def replay_batches(conn: Connection, run_id: str, from_seq: int, to_seq: int
-                   ) -> Iterator[StoredBatch]:
-    """The batches whose points have sequence numbers in [from_seq, to_seq), in arrival order
-    (one query: chunks, their series names and their branches' start steps)."""
-    return stored_batches(submit_replay(conn, run_id, from_seq, to_seq), to_seq)
-
-
-def stored_batches(replay: Deferred, to_seq: int = REPLAY_TO_END) -> Iterator[StoredBatch]:
-    """Decode the rows of a replay query into batches, stopping at ``to_seq``."""
-    current: StoredBatch | None = None
-    for row in replay.all():
-        batch_seq = int(row["batch_seq"])
-        if batch_seq >= to_seq:
-            break
-        if current is None or current.seq_start != batch_seq:
-            if current is not None:
-                yield current
-            current = StoredBatch(batch_seq, int(row["branch"]), row["start_step"], {})
-        current.series[row["name"]] = (np.frombuffer(row["steps"], dtype=_I8),
-                                       np.frombuffer(row["values"], dtype=_F8))
-    if current is not None:
-        yield current
+def replay_after_saved_state(conn: Connection, run_id: str) -> Replay:
+    """Send the replay of every batch after the run's saved analyzer state (from the start
+    when it has none): sent together with :func:`load_state` by a process that has no analyzer
+    of the run yet, both answers arrive in the batch's first round trip."""
+    return Replay(_REPLAY_AFTER_SAVED.submit(conn, {"run_id": run_id, "lo": 0,
+                                                   "hi": REPLAY_TO_END}))
 
 
 _UPSERT_DIAGNOSIS = FastStatement(text(

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from rhythmd.errors import ConfigurationError
-from rhythmd.store.fast import sync_pipeline_after_execute
+from rhythmd.store.pipeline import sync_pipeline_after_execute
 
 
 def is_sqlite(url: str) -> bool:

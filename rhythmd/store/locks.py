@@ -16,7 +16,7 @@ import weakref
 from sqlalchemy import BigInteger, Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from rhythmd.store.fast import FastStatement
+from rhythmd.store.statements import FastStatement
 
 
 def advisory_key(run_id: str) -> int:

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from rhythmd.store.fast import Deferred, FastStatement
 from rhythmd.store.schema import events, recommendations
+from rhythmd.store.statements import Deferred, FastStatement
 
 
 def rec_to_dict(row: Any) -> dict[str, Any]:
@@ -72,12 +72,13 @@ def list_recommendations(conn: Connection, run_id: str, status: str | None) -> l
 
 
 def submit_history(conn: Connection, run_id: str) -> Deferred:
-    """All the run's recommendations, sent now and read later (see ``fast.pipeline``)."""
+    """All the run's recommendations, sent now and read later (see ``rhythmd.store.pipeline``)."""
     return _BY_RUN.submit(conn, {"run_id": run_id})
 
 
 def submit_pending(conn: Connection, run_id: str) -> Deferred:
-    """The run's pending recommendations, sent now and read later (see ``fast.pipeline``)."""
+    """The run's pending recommendations, sent now and read later (see
+    ``rhythmd.store.pipeline``)."""
     return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": "pending"})
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 
 from rhythmd.run_status import LIFECYCLE, LOST
-from rhythmd.store.fast import Deferred, FastStatement, unnest_insert, unnest_rows
 from rhythmd.store.schema import batches, branches, runs
+from rhythmd.store.statements import Deferred, FastStatement, unnest_insert, unnest_rows
 
 
 def _loads(value: str | None) -> Any:
@@ -144,7 +144,7 @@ def list_runs(
 
 
 def submit_get_run(conn: Connection, run_id: str) -> Deferred:
-    """:func:`get_run`, sent now and read later (see ``fast.pipeline``)."""
+    """:func:`get_run`, sent now and read later (see ``rhythmd.store.pipeline``)."""
     return _GET_RUN.submit(conn, {"run_id": run_id})
 
 

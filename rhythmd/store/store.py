@@ -11,14 +11,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rhythmd.errors import InvalidInputError, StoreUnavailableError
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
-from rhythmd.store.fast import deferred_writes, pipelined_transaction
 from rhythmd.store.locks import (
     RunLocks,
     advisory_key,
     lock_run_in_transaction,
     lock_runs_in_transaction,
 )
+from rhythmd.store.pipeline import pipelined_transaction
 from rhythmd.store.schema import init_schema
+from rhythmd.store.statements import deferred_writes
 
 
 class Store:
@@ -82,7 +83,7 @@ class Store:
         """A write transaction, holding ``run_id``'s lock when given (see ``store.locks``).
 
         ``pipelined``: on PostgreSQL, run the transaction in pipeline mode
-        (:func:`~rhythmd.store.fast.pipelined_transaction`): ``BEGIN``, the lock and the hot
+        (:func:`~rhythmd.store.pipeline.pipelined_transaction`): ``BEGIN``, the lock and the hot
         statements are sent together and the ``COMMIT`` with the writes, instead of one round
         trip each. No effect on SQLite.
         """
@@ -108,7 +109,7 @@ class Store:
         The locks are taken in one global order (by advisory key), in this process and on the
         server, so that two groups, or a group and a single-run transaction, never wait for
         each other in a cycle. The hot writes of the batches (chunks, series counts, batch and
-        run rows) are sent together at the end (:func:`~rhythmd.store.fast.deferred_writes`):
+        run rows) are sent together at the end (:func:`~rhythmd.store.pipeline.deferred_writes`):
         the caller must not read them back in the transaction. On SQLite the same as
         :meth:`write`.
         """

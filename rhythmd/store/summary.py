@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, func, select
 
-from rhythmd.store.points import F8 as _F8
-from rhythmd.store.points import I8 as _I8
+from rhythmd.store.chunks import F8 as _F8
+from rhythmd.store.chunks import I8 as _I8
 from rhythmd.store.schema import chunks, series
 
 MAXIMISED = ("acc", "f1", "auc", "bleu", "rouge", "precision", "recall", "map", "dice", "iou",

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy import event
 
-from rhythmd import service as service_module
 from rhythmd.analysis import AnalysisConfig, DiagnosisEvent, RunAnalyzer
 from rhythmd.batch import MetricBatch, SeriesData
 from rhythmd.service import Service
@@ -94,12 +94,12 @@ def test_restart_mid_run_rebuilds_the_same_diagnoses(database_url):
         store = Store(database_url)
         store.open()
         service = Service(store)
-        service.SAVE_EVERY_BATCHES = 7
+        service.analyzers.save_every_batches = 7
         rid = service.create_run("s", config={"total_steps": 800})[0]["run_id"]
         for i, b in enumerate(all_batches):
             if restart_every and i and i % restart_every == 0:
                 service = Service(store)  # a fresh process: empty analyzer cache
-                service.SAVE_EVERY_BATCHES = 7
+                service.analyzers.save_every_batches = 7
             service.ingest(rid, b)
         out = service.list_diagnoses(rid)
         store.close()
@@ -251,48 +251,46 @@ def test_diagnosis_events_record_what_changed(database_url):
         assert got == expected, path.name
 
 
-def _spy_on_recommendation_reads(monkeypatch) -> list[str | None]:
-    """The statuses of ``recommendations.list_recommendations`` calls (the policy's history
-    is status None, a re-read of the pending ones "pending")."""
-    from rhythmd.store import recommendations as recs_q
+@contextmanager
+def _recommendation_reads(store: Store) -> Iterator[list[str]]:
+    """The reads of the recommendations table, as the engine's statement listeners see them
+    (every statement, the driver's compiled ones included): ``"history"`` for a read of all
+    the run's recommendations, ``"pending"`` for a read filtered by status."""
+    reads: list[str] = []
 
-    calls: list[str | None] = []
-    real = recs_q.list_recommendations
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        sql = " ".join(statement.split())
+        if sql.upper().startswith("SELECT") and "FROM recommendations" in sql:
+            reads.append("pending" if "recommendations.status =" in sql else "history")
 
-    def spy(conn, run_id, status):
-        calls.append(status)
-        return real(conn, run_id, status)
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        yield reads
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
 
-    monkeypatch.setattr(recs_q, "list_recommendations", spy)
-    return calls
 
-
-def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url, monkeypatch):
+def test_an_open_diagnosis_costs_its_batches_no_reads_of_their_own(database_url):
     """While a run has an open diagnosis, nearly every evaluation updates it, and the policy
     answers a persistent one (stagnation) by reading the run's recommendation history. That
     history comes with the batch's first reads (one round trip on PostgreSQL), as it does for
-    a batch with a validation point, where diagnoses open."""
-    consulted: list[int] = []
-    real_decide = service_module.decide
-
-    def decide_spy(events, ctx, cfg):
-        consulted.append(ctx.step)
-        return real_decide(events, ctx, cfg)
-
-    monkeypatch.setattr(service_module, "decide", decide_spy)
+    a batch with a validation point, where diagnoses open: each batch reads the
+    recommendations once."""
     curve = [_to_batch(b) for b in batches(constant_lr(read_curve(STAGNATING)), 10)]
+    per_batch: list[list[str]] = []
     with _new_run(database_url, "s", 800) as (service, rid):
-        own_reads = _spy_on_recommendation_reads(monkeypatch)
         for b in curve:
-            service.ingest(rid, b)
-        monkeypatch.undo()
+            with _recommendation_reads(service.store) as reads:
+                service.ingest(rid, b)
+            per_batch.append(reads)
         events = service.list_events(rid)
     issued = sum(e["kind"] == "recommendation_issued" for e in events)
-    assert issued >= 2 and len(consulted) >= 8, (consulted, events)
-    assert own_reads == [], own_reads
+    assert issued >= 2, events
+    assert all(len(reads) == 1 for reads in per_batch), per_batch
+    assert sum(reads == ["history"] for reads in per_batch) >= 8, per_batch
 
 
-def test_each_batch_answers_the_pending_recommendations_as_stored(database_url, monkeypatch):
+def test_each_batch_answers_the_pending_recommendations_as_stored(database_url):
     """The recommendations in a batch's answer are the run's pending ones after the batch,
     without reading them again after the policy issued or cancelled some: a pending one set by
     hand, cancelled by the divergence fix, and the fix itself."""
@@ -302,10 +300,10 @@ def test_each_batch_answers_the_pending_recommendations_as_stored(database_url, 
                                                 reason="by hand", author="test")
         answers, stored = [], []
         for b in curve:
-            own_reads = _spy_on_recommendation_reads(monkeypatch)
-            answers.append([r["id"] for r in service.ingest(rid, b).recommendations])
-            monkeypatch.undo()
-            assert "pending" not in own_reads, own_reads
+            with _recommendation_reads(service.store) as reads:
+                answers.append([r["id"] for r in service.ingest(rid, b).recommendations])
+            # the batch's first read, and no re-read of the pending ones after the policy acted
+            assert reads[:1] in (["pending"], ["history"]) and "pending" not in reads[1:], reads
             stored.append([r["id"] for r in service.list_recommendations(rid, "pending")])
         final = {r["id"]: r for r in service.list_recommendations(rid)}
     assert answers == stored

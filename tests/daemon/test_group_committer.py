@@ -1,6 +1,6 @@
-"""The group committer of the PostgreSQL ingest route: at most ``ingest_concurrency``
-transactions per process; the batches that arrive meanwhile wait on the event loop and go into
-the next transaction together, one per run, each run's batches in arrival order."""
+"""The ingest queue of the ingest route: at most ``ingest_concurrency`` transactions per
+process; the batches that arrive meanwhile wait on the event loop and go into the next
+transaction together, one per run, each run's batches in arrival order."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
-from rhythmd.api.group_commit import GroupCommitter
 from rhythmd.app import create_app
 from rhythmd.batch import MetricBatch
 from rhythmd.config import Settings
+from rhythmd.core.ingest import IngestResult
+from rhythmd.core.ingest_queue import IngestQueue
 from rhythmd.errors import NotFoundError
-from rhythmd.service import IngestResult
 
 
 class FakeService:
@@ -49,7 +49,7 @@ def test_groups_hold_distinct_runs_in_arrival_order():
     service = FakeService()
 
     async def main():
-        committer = GroupCommitter(service, concurrency=2, max_group=4)  # type: ignore[arg-type]
+        committer = IngestQueue(service, concurrency=2, max_group=4)  # type: ignore[arg-type]
         # 3 batches for each of 5 runs, interleaved, all at once, plus an unknown run
         items = [(f"r{i % 5}", f"b{i}") for i in range(15)] + [("missing", "m")]
         tasks = [asyncio.ensure_future(committer.ingest(r, _batch(b))) for r, b in items]
@@ -74,7 +74,7 @@ def test_a_request_that_went_away_is_not_stored():
     service = FakeService(delay=0.05)
 
     async def main():
-        committer = GroupCommitter(service, concurrency=1)  # type: ignore[arg-type]
+        committer = IngestQueue(service, concurrency=1)  # type: ignore[arg-type]
         first = asyncio.ensure_future(committer.ingest("r1", _batch("b1")))
         await asyncio.sleep(0.01)  # r1 is being stored; the next two wait
         gone = asyncio.ensure_future(committer.ingest("r2", _batch("b2")))
@@ -91,7 +91,7 @@ def test_the_route_stores_through_the_committer(postgres_url, monkeypatch):
     app = create_app(Settings(database_url=postgres_url, ingest_concurrency=1))
     with TestClient(app) as c:
         fake = FakeService(delay=0.05)
-        monkeypatch.setattr(app.state.service, "ingest_many", fake.ingest_many)
+        monkeypatch.setattr(app.state.ingest_queue, "ingestor", fake)
         body = {"series": [{"name": "train_loss", "steps": [1], "values": [1.0]}]}
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda i: c.post(f"/v1/runs/r{i}/metrics",

@@ -1,18 +1,19 @@
-"""``store.fast.FastStatement``: the hot-path statements behave as ``Connection.execute`` does,
-on both backends: parameters by name (positional or pyformat drivers), values bound in the
-statement, rows as dicts, errors wrapped in SQLAlchemy's classes, and the transaction shared."""
+"""``store.statements.FastStatement``: the hot-path statements behave as ``Connection.execute``
+does, on both backends: parameters by name (positional or pyformat drivers), values bound in the
+statement, rows as dicts, errors wrapped in SQLAlchemy's classes, the transaction shared, and
+the engine's ``before_cursor_execute`` listeners told of every statement."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rhythmd.store import runs as runs_q
-from rhythmd.store.fast import FastStatement
 from rhythmd.store.schema import batches, runs
+from rhythmd.store.statements import FastStatement
 from rhythmd.store.store import Store
 
 _ADD = FastStatement(update(runs).where(runs.c.run_id == bindparam("rid")).values(
@@ -133,14 +134,16 @@ def test_save_state_is_an_upsert(store: Store, rid: str) -> None:
     with store.write(rid, pipelined=True) as conn:
         analysis_q.save_state(conn, rid, 30, {"a": float("inf")})
     with store.read() as conn:
-        seq, state = analysis_q.load_state(conn, rid)
+        found = analysis_q.load_state(conn, rid).get()
+    assert found is not None
+    seq, state = found
     assert seq == 30 and state == {"a": float("inf")}
 
 
 def test_upsert_diagnoses_replaces_by_id_and_keeps_created_at(store: Store, rid: str) -> None:
     from rhythmd.store import analysis as analysis_q
-    from rhythmd.store.fast import deferred_writes
     from rhythmd.store.schema import diagnoses
+    from rhythmd.store.statements import deferred_writes
 
     d = {"id": "stagnation-1", "kind": "stagnation", "status": "open", "severity": "warning",
          "detected_at_step": 40}
@@ -188,3 +191,21 @@ def test_pipelined_transaction_on_a_dropped_connection_is_a_503_and_the_pool_rec
         _ADD.executemany(conn, [{"rid": rid, "add": 2}])
     with store.read() as conn:
         assert conn.execute(select(runs.c.n_points).where(runs.c.run_id == rid)).scalar_one() == 2
+
+
+def test_the_engines_statement_listeners_see_every_statement(store: Store, rid: str) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, executemany))
+
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        with store.write(rid) as conn:
+            _ADD.executemany(conn, [{"rid": rid, "add": 5}])
+            _ADD.executemany(conn, [{"rid": rid, "add": 1}, {"rid": rid, "add": 2}])
+            assert _GET.submit(conn, {"rid": rid}).first()["n_points"] == 8
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    ours = [(sql.split()[0].upper(), many) for sql, many in seen if "runs" in sql]
+    assert ours == [("UPDATE", False), ("UPDATE", True), ("SELECT", False)], seen

@@ -1,4 +1,4 @@
-"""Hot-path statements: Core statements compiled once per dialect, run on the DBAPI cursor.
+"""The statements driver: Core statements compiled once per dialect, run on the DBAPI cursor.
 
 The ingest transaction runs a handful of small statements per batch. Through
 ``Connection.execute`` each pays SQLAlchemy's bookkeeping (execution context, result proxy,
@@ -9,25 +9,30 @@ compiles it once per dialect, and executes the compiled text on the cursor of th
 connection's own DBAPI connection, so it takes part in the surrounding transaction exactly
 like ``conn.execute``.
 
+It relies on SQLAlchemy internals (the compiler's ``positiontup`` and ``binds``, the
+connection's ``dispatch``, ``DBAPIError.instance``) as they are in the SQLAlchemy minor version
+the project is tested with; the constraints file pins that version.
+
 DBAPI errors are raised as ``Connection.execute`` raises them (``sqlalchemy.exc.DBAPIError``
 subclasses; a lost connection is invalidated), so ``store.translate_db_errors`` sees no
-difference.
+difference. Every statement is announced to the engine's ``before_cursor_execute`` listeners
+(with ``context`` None), so a listener sees these statements as it sees the others (tests
+count statements that way).
 
 Only statements whose parameters and results need no type processing belong here: integers,
 floats, text and bytes (``LargeBinary``), which both drivers (sqlite3, psycopg) adapt natively.
 Everything else goes through ``Connection.execute``.
 
-On PostgreSQL a transaction can run in psycopg's pipeline mode (:func:`pipeline`): statements
-are queued and sent together, and the client waits for the server only where it needs a result.
-:meth:`FastStatement.submit` queues a read whose rows are taken later, so the reads a
-transaction needs can share one round trip. On SQLite nothing changes (``submit`` reads at
-once).
+:meth:`FastStatement.submit` sends a read whose rows are taken later: inside a PostgreSQL
+pipeline (``rhythmd.store.pipeline``) the reads a transaction needs share one round trip; on
+SQLite it reads at once. :func:`deferred_writes` collects a block's writes and sends them
+together at its end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select
@@ -56,7 +61,7 @@ class _Compiled:
         return tuple([params[k] for k in self.keys])
 
 
-def _wrapped(conn: Connection, dbapi_conn: Any, exc: Exception, sql: str, args: Any
+def wrap_dbapi_error(conn: Connection, dbapi_conn: Any, exc: Exception, sql: str, args: Any
              ) -> DBAPIError:
     """A DBAPI error as ``Connection.execute`` would raise it: wrapped in SQLAlchemy's
     exception classes, and with the connection invalidated when the database is gone (so the
@@ -69,91 +74,21 @@ def _wrapped(conn: Connection, dbapi_conn: Any, exc: Exception, sql: str, args: 
                                connection_invalidated=disconnect, dialect=dialect)
 
 
-_PIPELINE_KEY = "rhythmd.pipeline"
+PIPELINE_KEY = "rhythmd.pipeline"
+"""Where ``rhythmd.store.pipeline`` keeps a connection's open psycopg pipeline."""
 
 
-def _pipeline_of(conn: Connection) -> Any:
+def pipeline_of(conn: Connection) -> Any:
     """The psycopg pipeline the connection is in, or None."""
-    return conn.connection.info.get(_PIPELINE_KEY)
+    return conn.connection.info.get(PIPELINE_KEY)
 
 
-@contextmanager
-def pipeline(conn: Connection) -> Iterator[None]:
-    """Run the block in psycopg's pipeline mode (PostgreSQL); a no-op on other drivers.
-
-    Inside, :class:`FastStatement` writes are only queued, and a read waits just for its own
-    result; ``Connection.execute`` still works (the engine's ``after_cursor_execute`` hook,
-    :func:`sync_pipeline_after_execute`, syncs so that SQLAlchemy sees the result). An error of
-    a queued statement is raised where the next result is awaited, at the latest when the
-    block ends, wrapped as ``Connection.execute`` would wrap it.
-    """
-    dbapi_conn = conn.connection.dbapi_connection
-    if not hasattr(dbapi_conn, "pipeline") or _pipeline_of(conn) is not None:
-        yield
-        return
-    error = conn.dialect.loaded_dbapi.Error
-    info = conn.connection.info
-    try:
-        with dbapi_conn.pipeline() as queue:
-            info[_PIPELINE_KEY] = queue
-            try:
-                yield
-            except BaseException:
-                # the block failed: collect what its failure aborted, so that the error
-                # raised is the block's own (the transaction is rolled back anyway)
-                with suppress(error):
-                    queue.sync()
-                raise
-            finally:
-                info.pop(_PIPELINE_KEY, None)
-    except error as exc:
-        raise _wrapped(conn, dbapi_conn, exc, "<pipeline sync>", None) from exc
-
-
-@contextmanager
-def pipelined_transaction(conn: Connection) -> Iterator[None]:
-    """The whole transaction in one :func:`pipeline`, its ``BEGIN`` and ``COMMIT`` included: a
-    batch then waits for the server twice (its reads, and the commit with its writes) instead
-    of also once for ``BEGIN`` (psycopg syncs after a ``BEGIN`` it sends itself in a pipeline)
-    and once more for the ``COMMIT``.
-
-    For use inside SQLAlchemy's ``conn.begin()`` before any statement ran. The driver runs in
-    autocommit mode meanwhile and this block sends ``BEGIN``/``COMMIT`` (or ``ROLLBACK`` after
-    an error), so SQLAlchemy's own commit or rollback at the end finds nothing left to do.
-    Other drivers, or a connection already inside a transaction: a plain :func:`pipeline`.
-    """
-    dbapi_conn = conn.connection.dbapi_connection
-    if not hasattr(dbapi_conn, "pipeline") or dbapi_conn.info.transaction_status.name != "IDLE":
-        with pipeline(conn):
-            yield
-        return
-    error = conn.dialect.loaded_dbapi.Error
-    try:
-        dbapi_conn.autocommit = True
-    except error as exc:  # a connection the driver already knows to be broken
-        raise _wrapped(conn, dbapi_conn, exc, "<autocommit>", None) from exc
-    try:
-        with pipeline(conn):
-            dbapi_conn.cursor().execute("BEGIN")  # queued, as is everything up to the COMMIT
-            yield
-            dbapi_conn.cursor().execute("COMMIT")  # the end of the pipeline waits for it
-    finally:
-        # after an error the server is still in the (failed) transaction: end it
-        if not dbapi_conn.closed and dbapi_conn.info.transaction_status.name != "IDLE":
-            with suppress(error):
-                dbapi_conn.execute("ROLLBACK")
-        with suppress(error):
-            dbapi_conn.autocommit = False
-
-
-def sync_pipeline_after_execute(conn: Connection, cursor: Any, statement: str, parameters: Any,
-                                context: Any, executemany: bool) -> None:
-    """``after_cursor_execute`` listener: inside :func:`pipeline`, wait for the statement's
-    result, so that ``Connection.execute`` (which reads ``cursor.description`` and
-    ``rowcount`` at once) works there too. Raised errors are wrapped by SQLAlchemy."""
-    queue = _pipeline_of(conn)
-    if queue is not None:
-        queue.sync()
+def _announce(conn: Connection, cursor: Any, sql: str, args: Any, many: bool) -> tuple[str, Any]:
+    """Run the engine's ``before_cursor_execute`` listeners, as ``Connection.execute`` does."""
+    if conn._has_events or conn.engine._has_events:
+        for fn in conn.dispatch.before_cursor_execute:
+            sql, args = fn(conn, cursor, sql, args, None, many)
+    return sql, args
 
 
 class Deferred:
@@ -164,7 +99,7 @@ class Deferred:
     def __init__(self, conn: Connection, cursor: Any, compiled: _Compiled) -> None:
         self._conn, self._cursor, self._compiled = conn, cursor, compiled
         self._rows: list[dict[str, Any]] | None = None
-        if _pipeline_of(conn) is None:
+        if pipeline_of(conn) is None:
             self.all()  # no pipeline (SQLite): read now, the cursor is free again
 
     def all(self) -> list[dict[str, Any]]:
@@ -186,7 +121,8 @@ def _fetch_dicts(conn: Connection, cursor: Any, compiled: _Compiled, limit: int 
             names = compiled.names = [d[0] for d in cursor.description]
         cursor.close()
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, conn.connection.dbapi_connection, exc, compiled.sql, None) from exc
+        raise wrap_dbapi_error(conn, conn.connection.dbapi_connection, exc, compiled.sql,
+                               None) from exc
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
@@ -266,11 +202,13 @@ class FastStatement:
         compiled = self._compiled(conn)
         dbapi_conn = conn.connection.dbapi_connection
         args = compiled.args(params)
+        sql = compiled.sql
         try:
             cursor = dbapi_conn.cursor()
-            cursor.execute(compiled.sql, args)
+            sql, args = _announce(conn, cursor, sql, args, False)
+            cursor.execute(sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, dbapi_conn, exc, compiled.sql, args) from exc
+            raise wrap_dbapi_error(conn, dbapi_conn, exc, sql, args) from exc
         return cursor
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -286,15 +224,18 @@ class FastStatement:
         if not args:
             return
         dbapi_conn = conn.connection.dbapi_connection
+        sql: str = compiled.sql
         try:
             cursor = dbapi_conn.cursor()
             if len(args) == 1:
-                cursor.execute(compiled.sql, args[0])
+                sql, one = _announce(conn, cursor, sql, args[0], False)
+                cursor.execute(sql, one)
             else:
-                cursor.executemany(compiled.sql, args)
+                sql, args = _announce(conn, cursor, sql, args, True)
+                cursor.executemany(sql, args)
             cursor.close()
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, dbapi_conn, exc, compiled.sql, args) from exc
+            raise wrap_dbapi_error(conn, dbapi_conn, exc, sql, args) from exc
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row as a dict keyed by column name, or None."""

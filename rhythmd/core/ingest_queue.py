@@ -1,14 +1,14 @@
-"""Group commit for the PostgreSQL ingest path.
+"""The ingest queue: how HTTP requests' batches reach the database, off the event loop.
 
-Every metrics batch on PostgreSQL costs a transaction: ``BEGIN``, the run's lock, a round trip
-for its reads, the ``COMMIT`` (a WAL flush), a worker-thread hop and a pooled connection. At
-hundreds of batches per second from hundreds of runs those per-transaction costs are most of
-the daemon's and the server's CPU. :class:`GroupCommitter` lets at most ``concurrency``
-transactions run per process; the requests that arrive meanwhile wait on the event loop and the
-next free slot takes all of them that belong to distinct runs (up to ``max_group``) into one
-transaction (:meth:`rhythmd.service.Service.ingest_many`). Under a light load a group is one
-batch, so the latency is that of a lone transaction; under a heavy one the cost per batch falls
-as the groups grow.
+Every metrics batch costs a transaction: ``BEGIN``, the run's lock, a round trip for its reads,
+the ``COMMIT``, a worker-thread hop and a connection. At hundreds of batches per second from
+hundreds of runs those per-transaction costs are most of the daemon's and the database's CPU.
+:class:`IngestQueue` lets at most ``concurrency`` transactions run per process, each in a
+worker thread; the requests that arrive meanwhile wait on the event loop and the next free slot
+takes all of them that belong to distinct runs (up to ``max_group``) into one transaction
+(:meth:`rhythmd.core.ingest.Ingestor.ingest_many`). Under a light load a group is one batch,
+stored inline as by :meth:`~rhythmd.core.ingest.Ingestor.ingest`, so the latency is that of a
+lone transaction; under a heavy one the cost per batch falls as the groups grow.
 
 Batches of one run keep their arrival order: a run with a batch in a transaction, or waiting
 ahead in the queue, leaves its later batch for a later group.
@@ -18,28 +18,42 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from fastapi.concurrency import run_in_threadpool
 
 from rhythmd.batch import MetricBatch
-from rhythmd.service import IngestResult, Service
+from rhythmd.core.ingest import IngestResult
+
+_Item = tuple[str, MetricBatch, "asyncio.Future[IngestResult]"]
 
 
-class GroupCommitter:
+class GroupIngest(Protocol):
+    """What the queue stores through (:class:`rhythmd.core.ingest.Ingestor`)."""
+
+    def ingest_many(self, items: Sequence[tuple[str, MetricBatch]]
+                    ) -> list[IngestResult | Exception]: ...
+
+
+class IngestQueue:
     """Stores batches from the event loop, several runs' batches per transaction.
 
-    ``concurrency``: transactions in flight at once per process (each in a worker thread).
-    ``max_group``: batches per transaction at most.
+    ``concurrency``: transactions in flight at once per process (each in a worker thread);
+    the only limit on concurrent ingest transactions, capped by the ingestor's ``writers``
+    (SQLite: one; more would only wait for the write lock). ``max_group``: batches per
+    transaction at most. Bound to the event loop it is first used on.
     """
 
-    def __init__(self, service: Service, *, concurrency: int = 2, max_group: int = 32) -> None:
+    def __init__(self, ingestor: GroupIngest, *, concurrency: int = 2,
+                 max_group: int = 32) -> None:
         if concurrency < 1 or max_group < 1:
             raise ValueError("concurrency and max_group must be at least 1")
-        self.service = service
-        self.concurrency = concurrency
+        self.ingestor = ingestor
+        writers = getattr(ingestor, "writers", None)
+        self.concurrency = min(concurrency, writers) if writers else concurrency
         self.max_group = max_group
-        self._queue: deque[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = deque()
+        self._queue: deque[_Item] = deque()
         self._in_flight = 0
         self._busy_runs: set[str] = set()  # runs with a batch in a transaction now
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,7 +62,7 @@ class GroupCommitter:
         self.batches = 0
 
     async def ingest(self, run_id: str, batch: MetricBatch) -> IngestResult:
-        """Store one batch (as :meth:`Service.ingest` would) and return its result."""
+        """Store one batch (as :meth:`Ingestor.ingest` would) and return its result."""
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.append((run_id, batch, future))
         self._start_groups()
@@ -66,13 +80,13 @@ class GroupCommitter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take_group(self) -> list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]]:
+    def _take_group(self) -> list[_Item]:
         """The waiting batches of distinct runs, oldest first; a run's later batch stays
         queued (behind its earlier one) for a later group. Cancelled requests are dropped."""
-        group: list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = []
+        group: list[_Item] = []
         runs: set[str] = set()
         skipped = set(self._busy_runs)
-        kept: deque[tuple[str, MetricBatch, asyncio.Future[IngestResult]]] = deque()
+        kept: deque[_Item] = deque()
         while self._queue:
             item = self._queue.popleft()
             run_id, _, future = item
@@ -88,11 +102,10 @@ class GroupCommitter:
         self._busy_runs |= runs
         return group
 
-    async def _store(self, group: list[tuple[str, MetricBatch, asyncio.Future[IngestResult]]]
-                     ) -> None:
+    async def _store(self, group: list[_Item]) -> None:
         try:
             results: list[Any] = await run_in_threadpool(
-                self.service.ingest_many, [(run_id, batch) for run_id, batch, _ in group])
+                self.ingestor.ingest_many, [(run_id, batch) for run_id, batch, _ in group])
         except asyncio.CancelledError:  # shutting down: the requests are cancelled too
             for _, _, future in group:
                 future.cancel()
