@@ -74,8 +74,8 @@ class Sender:
 
     ``run_body`` is the ``POST /v1/runs`` document (its ``run_id`` is kept, or replaced by
     the daemon's); ``attach``: an existing run with other metadata is used anyway (409).
-    The run is created once there is something to send (or at close), so a resumed hook
-    that names its run right after construction never leaves an empty run behind.
+    ``Mailbox.attach_to`` switches to another existing run (a resumed job's) at the next
+    round; the run is then attached to (created with that id if the daemon lost it).
     """
 
     def __init__(self, mailbox: Mailbox, caller: Caller, *, run_body: dict[str, Any],
@@ -147,7 +147,7 @@ class Sender:
             self._switch_run(self.mb.attach_to)
         if self.dead or self.caller.waiting():
             return
-        if not self.run_ready and (not self._has_work() or not self._create_run()):
+        if not self.run_ready and not self._create_run():
             return
         if self.spool is not None and self.spool.dirty and not self._upload_spool():
             return
@@ -155,11 +155,6 @@ class Sender:
             return
         if time.monotonic() - self._last_recs_at >= self.poll_s:
             self._poll_recommendations()
-
-    def _has_work(self) -> bool:
-        mb = self.mb
-        return bool(self.pending or mb.acks or mb.reports or mb.closing
-                    or (self.spool is not None and self.spool.dirty))
 
     def _switch_run(self, run_id: str) -> None:
         """Continue the run ``run_id`` (attach to it) from now on."""

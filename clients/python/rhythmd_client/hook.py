@@ -22,57 +22,29 @@ then report what it did to the daemon; see :class:`RhythmHook` (``reflex``).
 
 from __future__ import annotations
 
-import array
 import atexit
 import contextlib
-import json
 import logging
 import math
-import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from rhythmd_client._buffer import freeze
+from rhythmd_client._advice import AdviceMixin
+from rhythmd_client._reflex import NO_BOUND, ReflexMixin
+from rhythmd_client._resume import ResumeMixin
+from rhythmd_client._ring import extra_series, ring_series
+from rhythmd_client._settings import resolve
+from rhythmd_client._snapshots import SnapshotMixin
+from rhythmd_client.actions import ACTION_NAMES
 from rhythmd_client.transport import Chunk, Transport
 
 log = logging.getLogger("rhythmd_client")
 
-ACTIONS = frozenset({"reduce_lr", "warmup", "set_schedule", "increase_lr", "rollback", "revert",
-                     "stop"})
-"""Every action the daemon may recommend. All are allowed by default in ``mode="apply"``:
-choosing apply mode is the opt-in, LR changes stay inside ``min_lr``/``max_lr``, ``rollback``
-is rejected anyway without ``model=`` (no snapshots), and ``stop`` only raises
-``should_stop``, which the loop reads."""
-
 _time = time.time
 _NEVER = 2**63
-_NO_BOUND = sys.float_info.max  # "not -inf < loss <= bound" then catches NaN and +-inf only
-_LR_CHANGES = frozenset({"reduce_lr", "increase_lr", "warmup", "set_schedule"})
-_SUPERSEDABLE = frozenset({"rollback", "warmup"})
-REFLEX_AUTHOR = "rhythmd-client/reflex"
-REFLEX_TRUST_FACTOR = 4.0
-"""A snapshot whose weights gave a loss above this many times the run's first loss is not
-restored by the reflex: it was taken during the blow-up (finite, but already diverged)."""
-REFLEX_DEFAULTS: dict[str, Any] = {
-    "lr_factor": 0.1, "warmup_steps": 20, "warmup_start_factor": 0.1, "blowup_bound": None,
-    "max_attempts": 4, "healthy_steps": 200,
-}
-"""Local reflex settings: ``lr_factor`` (relative LR cut per attempt, 0 < f <= 1),
-``warmup_steps`` (steps of the linear re-warm; 0: none) from ``warmup_start_factor`` (relative),
-``blowup_bound`` (absolute loss above which the reflex fires; default: the daemon's, else only
-non-finite losses), ``max_attempts`` (reflexes per episode; then the daemon decides),
-``healthy_steps`` (steps without a reflex that end an episode)."""
-_NONE_ONLY = {type(None)}
-_FLOAT_ONLY = {float}
-
-
-def _pack(code: str, values: list[Any]) -> Any:
-    """``array(code, values)``, or a list copy when the values do not fit (odd types)."""
-    try:
-        return array.array(code, values)
-    except (TypeError, OverflowError, ValueError):
-        return list(values)
+def _noop(*args: Any, **kwargs: Any) -> None:
+    """What :meth:`RhythmHook.step` and :meth:`RhythmHook.log` are in disabled mode."""
 
 
 def _controller_active(ctrl: Any) -> bool:
@@ -84,17 +56,22 @@ def _controller_active(ctrl: Any) -> bool:
     return bool(getattr(ctrl, "_ramps", True)) or getattr(ctrl, "_override", None) is not None
 
 
-class RhythmHook:
+class RhythmHook(ReflexMixin, AdviceMixin, ResumeMixin, SnapshotMixin):
     """Streams metrics to a rhythmd daemon and applies its recommendations at step boundaries.
 
     Args:
-        url: daemon base URL.
+        url: daemon base URL; default ``$RHYTHMD_URL``, else ``http://127.0.0.1:8000``.
         run_name, project, config, tags: run metadata; ``run_id`` attaches to an existing run.
         optimizer, scheduler: enable the ``lr`` series and applying LR changes.
         model: enables in-memory rollback snapshots (with ``optimizer``).
-        mode: ``"apply"`` (apply allowed actions) or ``"advise"`` (log them, change nothing,
-            ack as rejected with reason "advise mode").
-        allow: actions that may be applied; default :data:`ACTIONS`.
+        mode: ``"apply"`` (apply allowed actions), ``"advise"`` (log them, change nothing,
+            ack as rejected with reason "advise mode") or ``"disabled"`` (a no-op: no thread,
+            no network, the optimizer is never touched); default ``$RHYTHMD_MODE``, else
+            ``"apply"``. An argument always wins over its environment variable.
+        allow: actions that may be applied; default every action of
+            :data:`~rhythmd_client.actions.ACTIONS`. Apply mode is the opt-in: LR changes stay
+            inside ``min_lr``/``max_lr``, ``rollback`` is rejected without ``model=`` (no
+            snapshots), and ``stop`` only raises ``should_stop``, which the loop reads.
         min_lr, max_lr: absolute LR bounds for every change (float or per-group list).
         flush_every: calls between hand-overs to the sender (K); the sender also asks for a
             hand-over every ``interval_s`` so slow loops report promptly.
@@ -107,7 +84,7 @@ class RhythmHook:
             pass the same step numbers (they do in DDP).
         close_timeout_s: how long :meth:`close` may wait for the last batches.
         token: bearer token for a daemon with ``RHYTHMD_AUTH=required`` (an ``ingest`` token
-            of the run's project); default ``$RHYTHMD_TOKEN``.
+            of the run's project); default ``$RHYTHMD_TOKEN``, else none.
         reflex: the local reflex (apply mode only, needs ``optimizer``; off under DDP):
             ``True`` (default settings, :data:`REFLEX_DEFAULTS`), ``False``, or a dict that
             overrides some settings. It reads the loss only, never gradients. It restores
@@ -115,9 +92,9 @@ class RhythmHook:
     """
 
     def __init__(
-        self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+        self, url: str | None = None, run_name: str | None = None,
         project: str | None = None, *, optimizer: Any = None, scheduler: Any = None,
-        model: Any = None, mode: str = "apply", allow: Iterable[str] | None = None,
+        model: Any = None, mode: str | None = None, allow: Iterable[str] | None = None,
         min_lr: float | list[float] | None = None, max_lr: float | list[float] | None = None,
         run_id: str | None = None, config: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None, flush_every: int = 128, interval_s: float = 0.25,
@@ -131,11 +108,13 @@ class RhythmHook:
         token: str | None = None,
         reflex: bool | dict[str, Any] = True,
     ) -> None:
-        if mode not in ("apply", "advise"):
-            raise ValueError(f"mode must be 'apply' or 'advise', got {mode!r}")
+        url, token, mode = resolve(url, token, mode)
         self.mode = mode
-        self.allow = frozenset(ACTIONS if allow is None else allow)
-        unknown = self.allow - ACTIONS
+        self.disabled = mode == "disabled"
+        if self.disabled:  # instance attributes shadow the methods: nothing is recorded
+            self.step = self.log = _noop  # type: ignore[method-assign]
+        self.allow = frozenset(ACTION_NAMES if allow is None else allow)
+        unknown = self.allow - ACTION_NAMES
         if unknown:
             raise ValueError(f"unknown actions in allow: {sorted(unknown)}")
         self.optimizer = optimizer
@@ -158,7 +137,7 @@ class RhythmHook:
         self.stream_rank = stream_rank
         self.streaming = self.rank == stream_rank
         self._ddp = None
-        if self.world_size > 1 and ddp_sync:
+        if self.world_size > 1 and ddp_sync and not self.disabled:
             self._ddp = self._make_ddp(process_group)
 
         # preallocated ring (K slots); the hot path only stores into it
@@ -175,7 +154,7 @@ class RhythmHook:
         self._ctrl: Any = None
         self._keeper: Any = None
         self._pg0: dict[str, Any] | None = None
-        if optimizer is not None:
+        if optimizer is not None and not self.disabled:
             self._setup_controller(optimizer, scheduler, model, min_lr, max_lr,
                                    snapshot_every, snapshot_max_bytes)
             self._pg0 = optimizer.param_groups[0]
@@ -201,7 +180,7 @@ class RhythmHook:
         self._reflex_on = (mode == "apply" and self._rx is not None and self._ctrl is not None
                            and self._ddp is None)
         self._user_bound = self._rx["blowup_bound"] if self._rx is not None else None
-        self._bound = self._user_bound if self._user_bound is not None else _NO_BOUND
+        self._bound = self._user_bound if self._user_bound is not None else NO_BOUND
         self._bad: int | None = None  # step of a loss the reflex must answer
         # the loss each snapshot's weights produced (at the next step; None: not readable
         # without a sync), and the first one: the reflex restores only snapshots whose loss
@@ -215,12 +194,13 @@ class RhythmHook:
         self._windows: list[tuple[int, int]] = []  # (lo, hi]: steps a reflex answered
 
         self._tr: Transport | None = None
-        if self.streaming:
+        if self.streaming and not self.disabled:
             self._tr = Transport(
                 url, run_name=run_name or "run", project=project, config=config, tags=tags,
                 run_id=run_id, interval_s=interval_s, timeout_s=timeout_s,
                 max_points=max_buffer_points, max_batch_points=max_batch_points,
-                spool_path=spool_path, poll_s=poll_s, compact=compact, token=token,
+                spool_path=spool_path, poll_s=poll_s, compact=compact,
+                token=token,
                 on_recommendation=None if self._ddp is not None else self._on_recs,
                 on_round=self._on_round)
             if self._reflex_on:
@@ -228,65 +208,6 @@ class RhythmHook:
         atexit.register(self._atexit)
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _reflex_settings(reflex: bool | dict[str, Any]) -> dict[str, Any] | None:
-        if reflex is False or reflex is None:
-            return None
-        given = {} if reflex is True else dict(reflex)
-        unknown = set(given) - set(REFLEX_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown reflex settings: {sorted(unknown)}")
-        rx = {**REFLEX_DEFAULTS, **given}
-        if not 0.0 < float(rx["lr_factor"]) <= 1.0:
-            raise ValueError("reflex lr_factor must be in (0, 1]")
-        if float(rx["warmup_start_factor"]) <= 0 or int(rx["warmup_steps"]) < 0:
-            raise ValueError("reflex warmup_start_factor must be > 0, warmup_steps >= 0")
-        if int(rx["max_attempts"]) < 1 or int(rx["healthy_steps"]) < 1:
-            raise ValueError("reflex max_attempts and healthy_steps must be >= 1")
-        bound = rx["blowup_bound"]
-        if bound is not None and not (isinstance(bound, (int, float)) and math.isfinite(bound)):
-            raise ValueError("reflex blowup_bound must be a finite number or None")
-        return rx
-
-    @staticmethod
-    def _detect_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-        if rank is not None:
-            return int(rank), int(world_size or 1)
-        torch = sys.modules.get("torch")  # never import torch just to look
-        dist = getattr(torch, "distributed", None) if torch is not None else None
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, int(world_size or 1)
-
-    def _make_ddp(self, process_group: Any) -> Any:
-        import torch.distributed as dist
-
-        from rhythmd_client._ddp import DecisionSync
-
-        group = process_group
-        if group is None and dist.get_backend() != "gloo":
-            group = dist.new_group(backend="gloo")  # CPU tensors: no GPU sync to read them
-        return DecisionSync(self.rank, group, src=self.stream_rank)  # src: a global rank
-
-    def _setup_controller(self, optimizer: Any, scheduler: Any, model: Any, min_lr: Any,
-                          max_lr: Any, snapshot_every: int, snapshot_max_bytes: int) -> None:
-        try:
-            from rhythmd_client.apply import LRController
-        except ImportError as exc:
-            self._internal("import apply", exc)
-            return
-        if model is not None:
-            try:
-                from rhythmd_client.snapshot import SnapshotKeeper
-
-                self._keeper = SnapshotKeeper(model, optimizer, scheduler,
-                                              max_bytes=snapshot_max_bytes,
-                                              every_steps=snapshot_every)
-            except Exception as exc:
-                self._internal("snapshots", exc)
-        self._ctrl = LRController(optimizer, scheduler, min_lr=min_lr, max_lr=max_lr,
-                                  snapshots=self._keeper)
-
     # ------------------------------------------------------------------ hot path
     def step(self, step: int, loss: Any = None, grad_norm: Any = None) -> None:
         """Record one optimizer step (call after ``optimizer.step()``/``scheduler.step()``).
@@ -320,30 +241,6 @@ class RhythmHook:
                 self._i = 0
                 self._counts["lost_points"] += self._cap
 
-    def _trip(self, step: int) -> None:
-        """A loss the reflex must answer at this step's boundary (the same call)."""
-        if self._bad is None:
-            self._bad = step
-        self._flag = True
-
-    def _check_loss(self, step: int, loss: Any) -> None:
-        """Loss checks that need no device sync: CPU tensors and other numbers; device
-        tensors are checked by the sender when their value reaches the host."""
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(loss, torch.Tensor):
-            if not loss.is_cpu:
-                return
-            try:
-                value = loss.item()  # a host read, no device sync
-            except RuntimeError:  # not one element: not a loss the reflex can judge
-                return
-        elif isinstance(loss, (int, float)):
-            value = float(loss)
-        else:
-            return
-        if not -math.inf < value <= self._bound:
-            self._trip(step)
-
     def _slow_lr(self) -> float | None:
         """LR when the group holds a tensor or int: the controller's host copy (no sync)."""
         lr = self._pg0["lr"] if self._pg0 is not None else None
@@ -371,7 +268,7 @@ class RhythmHook:
         if self._reflex_on:
             if tr is not None:
                 bound = self._user_bound if self._user_bound is not None else tr.blowup_bound
-                self._bound = _NO_BOUND if bound is None else bound
+                self._bound = NO_BOUND if bound is None else bound
                 tr.watch_loss = self._bound
                 seen = tr.bad_loss
                 if seen is not None:
@@ -421,10 +318,7 @@ class RhythmHook:
             self._flag = True
 
     def _flush(self) -> None:
-        """Hand the ring's values to the sender. Plain numbers are copied into ``array``s
-        (the cyclic GC never visits their elements) and the ring lists are reused, so a
-        hand-over leaves few objects behind to drive the GC's costly full collections; a list
-        holding tensors is handed over as a copy and the ring's references are cleared."""
+        """Hand the ring's values and logged metrics to the sender (see :mod:`._ring`)."""
         n = self._i
         if n == 0 and not self._extra:
             return
@@ -436,330 +330,47 @@ class RhythmHook:
                 self._loss[:] = self._gn[:] = self._nones
             self._extra.clear()
             return
-        series: list[tuple[str, Any, Any, Any]] = []
-        if n:
-            full = n == self._cap
-            steps = _pack("q", self._steps if full else self._steps[:n])
-            walls = _pack("d", self._walls if full else self._walls[:n])
-            for name, ring in (("loss", self._loss), ("grad_norm", self._gn)):
-                vals = ring if full else ring[:n]
-                kinds = set(map(type, vals))  # identity-based: tensor == None would be an op
-                if kinds == _NONE_ONLY:
-                    continue
-                if kinds == _FLOAT_ONLY:
-                    series.append((name, steps, array.array("d", vals), walls))
-                else:
-                    series.append((name, steps, freeze(list(vals)), walls))
-                ring[:] = self._nones  # drop the references to tensors now
-            if self._pg0 is not None:
-                series.append(("lr", steps, _pack("d", self._lrs if full else self._lrs[:n]),
-                               walls))
+        series = ring_series(n, self._steps, self._walls, [("loss", self._loss),
+                             ("grad_norm", self._gn)], self._lrs if self._pg0 is not None
+                             else None, self._nones) if n else []
         if self._extra:
-            series.extend(self._extra_series())
+            series.extend(extra_series(self._extra))
+            self._extra = []
         if series:
             self._tr.submit(Chunk(self.branch, self.branch_start, series))
 
-    def _extra_series(self) -> list[tuple[str, list[int], Any, list[float]]]:
-        by_name: dict[str, tuple[list[int], list[Any], list[float]]] = {}
-        for name, step, value, wall in self._extra:
-            s = by_name.setdefault(name, ([], [], []))
-            s[0].append(step)
-            s[1].append(value)
-            s[2].append(wall)
-        self._extra = []
-        return [(name, st, freeze(v), w) for name, (st, v, w) in by_name.items()]
-
-    def _snapshot(self, step: int, loss: Any) -> None:
-        self._next_snap = (step // self._snap_every + 1) * self._snap_every
-        self._keeper.maybe_snapshot(step, self._healthy(loss))
-        self._check_too_large()
-
-    def _check_too_large(self) -> None:
-        """Once the state outgrew ``snapshot_max_bytes``, keep no snapshot at all (warn once):
-        an old one, such as the initial weights, would undo far more than a rollback means
-        to. Rollbacks are then rejected (the daemon falls back to a cut plus re-warm), the
-        reflex cuts and re-warms, and reverts undo the LR only."""
-        keeper = self._keeper
-        if keeper is None or not keeper.skipped["too_large"] or "too_large" in self._logged:
-            return
-        self._logged.add("too_large")
-        keeper.mark_unhealthy_after(-2)  # drops every snapshot
-        log.warning("rhythmd: model + optimizer state exceed snapshot_max_bytes (%d bytes); "
-                    "no snapshots are kept, so rollbacks are rejected and the daemon falls "
-                    "back to a cut plus re-warm", keeper.max_bytes)
-
-    def _healthy(self, loss: Any) -> bool:
-        """Whether the state now is worth a snapshot, judged on the host values known."""
-        if type(loss) is float and not -math.inf < loss <= self._bound:
-            return False
-        # last loss values the sender read were not finite
-        return not (self._ddp is None and self._tr is not None and self._tr.loss_finite is False)
-
-    # ------------------------------------------------------------------ recommendations
-    def _decide(self, rec: dict[str, Any], step: int) -> str | None:
-        """Reason to reject ``rec`` at ``step``, or None to apply it."""
-        action = rec.get("action")
-        if self.mode == "advise":
-            return "advise mode"
-        if action not in self.allow:
-            return f"action {action!r} not allowed by this hook"
-        expires = rec.get("expires_at_step")
-        if isinstance(expires, int) and expires < step:
-            return f"stale: expired at step {expires}, now at step {step}"
-        if self._ctrl is None and action != "stop":
-            return "no optimizer given to the hook"
-        if action == "rollback" and "too_large" in self._logged:
-            return "no snapshots: model + optimizer state exceed snapshot_max_bytes"
-        issued = rec.get("issued_at_step")
-        if action in _SUPERSEDABLE and isinstance(issued, int) and any(
-                lo < issued <= hi for lo, hi in self._windows):
-            return "superseded by local reflex"
-        return None
-
-    def _handle(self, rec: dict[str, Any], step: int, agreed: bool, loss: Any = None) -> None:
-        """Apply (or reject) one recommendation at this step boundary; the streaming rank
-        acks."""
-        rid, action = str(rec.get("id")), str(rec.get("action"))
-        params = rec.get("params") or {}
-        if not agreed:
-            reason = self._decide(rec, step)
-            if reason is not None:
-                self._reject(rid, action, step, reason, rec)
-                return
-        lrs = self._lrs_now()
-        if action == "stop":
-            self.should_stop = True
-            self._accept(rid, action, step, lrs, lrs, "stop requested")
-            return
-        try:
-            from rhythmd_client.apply import RecommendationRejected
-        except ImportError as exc:
-            self._internal("import apply", exc)
-            return
-        try:
-            self._ctrl.on_step(step)  # bring the controller's step/host copies up to date
-            if action in _LR_CHANGES:  # a change point: revertible, with a snapshot if kept
-                done = self._ctrl.apply(action, params, step, change_id=rid,
-                                        snapshot=self._healthy(loss))
-                self._after_forced_snapshot(step)
-                self._check_too_large()
-            else:
-                done = self._ctrl.apply(action, params, step)
-        except RecommendationRejected as exc:
-            self._reject(rid, action, step, exc.reason, rec)
-            return
-        except Exception as exc:
-            self._internal("apply", exc)
-            self._reject(rid, action, step, f"internal error: {type(exc).__name__}: {exc}", rec)
-            return
-        self._pg0 = self.optimizer.param_groups[0]  # load_state_dict replaces the groups
-        if done.restored:
-            self._new_branch(int(done.step))
-        if getattr(self._ctrl, "stop_requested", False):
-            self.should_stop = True
-        self._accept(rid, action, step, list(done.lr_before), list(done.lr_after), done.note)
-
-    def _new_branch(self, restored: int) -> None:
-        """Continue on a new branch after model/optimizer were restored to step ``restored``.
-
-        The daemon's branch view is parent steps < start + new-branch steps >= start, and the
-        snapshot holds the state *after* step ``restored``: the new branch starts at the step
-        after it, so every step shows exactly once in the latest view."""
-        self.branch += 1
-        self.branch_start = restored + 1
-        self.rolled_back_to = restored
-        self.resume_step = restored + 1
-        self._rollbacks += 1
-        if self._keeper is not None:
-            self._next_snap = (restored // self._snap_every + 1) * self._snap_every
-        if self._ddp is not None:
-            self._next_sync = (restored // self._sync_every + 1) * self._sync_every
-
-    def _after_forced_snapshot(self, step: int) -> None:
-        """A change point's snapshot counts as the periodic one: none more at this step."""
-        keeper = self._keeper
-        if keeper is not None and keeper.steps and keeper.steps[-1] == step:
-            self._next_snap = max(self._next_snap,
-                                  (step // self._snap_every + 1) * self._snap_every)
-
-    # ------------------------------------------------------------------ local reflex
-    def _judge_snapshot(self, snap_step: int, loss: Any) -> None:
-        """Keep the loss that the snapshot at ``snap_step`` produced (host values only)."""
-        self._judge = None
-        value: float | None = None
-        if type(loss) is float:
-            value = loss
-        elif loss is not None:
-            torch = sys.modules.get("torch")
-            if torch is not None and isinstance(loss, torch.Tensor) and loss.is_cpu \
-                    and loss.numel() == 1:
-                value = loss.item()
-        if value is not None and self._first_loss is None and math.isfinite(value):
-            self._first_loss = value
-        self._snap_loss[snap_step] = value
-        if len(self._snap_loss) > 64 and self._keeper is not None:
-            held = set(self._keeper.steps)
-            self._snap_loss = {k: v for k, v in self._snap_loss.items() if k in held}
-
-    def _trusted(self, snap_step: int) -> bool:
-        """Whether a snapshot's weights were healthy: the loss they produced was finite,
-        within the blow-up bound and at most ``REFLEX_TRUST_FACTOR`` times the first loss
-        of the run (when positive); unknown (not read yet, or a device tensor): trusted."""
-        value = self._snap_loss.get(snap_step)
-        if value is None:
-            return True
-        if not -math.inf < value <= self._bound:
-            return False
-        first = self._first_loss
-        return first is None or first <= 0 or value <= REFLEX_TRUST_FACTOR * first
-
-    def _reflex(self, bad: int, step: int) -> None:
-        """Answer a blown-up loss at step ``bad`` now, at the boundary of ``step``: restore
-        the newest snapshot that did not produce it, cut the LR, re-warm, report."""
-        rx = self._rx
-        assert rx is not None and self._ctrl is not None
-        if self._episode and step - self._episode[-1]["resume"] > rx["healthy_steps"]:
-            self._episode.clear()  # healthy for a while since the last reflex: a new episode
-        if len(self._episode) >= rx["max_attempts"]:
-            if "reflex:exhausted" not in self._logged:
-                self._logged.add("reflex:exhausted")
-                log.warning("rhythmd reflex: %d attempts did not cure the run; leaving it "
-                            "to the daemon", rx["max_attempts"])
-            return
-        if self._i:
-            self._flush()  # the blown-up values go out on the branch that produced them
-        self._ctrl.on_step(step)
-        # A snapshot at r holds the weights that produced the loss at r + 1: the one at
-        # bad - 1 made the bad loss, so the newest usable one is at or before bad - 2 (the
-        # initial weights, step -1, when the very first steps blew up).
-        keeper = self._keeper
-        held = keeper.steps if keeper is not None and "rollback" in self.allow else []
-        usable = [r for r in held if r <= max(bad - 2, -1) and self._trusted(r)]
-        restore_to = usable[-1] if usable else None
-        attempts = len(self._episode) + 1
-        # cuts already in the restored state: those of reflexes that restored an earlier one
-        inherent = 0 if restore_to is None else sum(
-            1 for e in self._episode if e["cut_after"] < restore_to)
-        cut = float(rx["lr_factor"]) ** max(1, attempts - inherent)
-        warm, warm_start = int(rx["warmup_steps"]), float(rx["warmup_start_factor"])
-        what = f"loss at step {bad} not finite" + (
-            "" if self._bound == _NO_BOUND else f" or above the blow-up bound {self._bound:.6g}")
-        if restore_to is None and "warmup" not in self.allow:
-            return  # the user allowed neither a restore nor a re-warm
-        if restore_to is not None:
-            action = "rollback"
-            params: dict[str, Any] = {"to_step": restore_to, "lr_factor": cut,
-                                      "warmup_steps": warm, "warmup_start_factor": warm_start}
-            sent = {k: params[k] for k in ("to_step", "lr_factor", "warmup_steps")}
-        else:
-            action = "warmup"  # no snapshot: cut plus re-warm, as the daemon's fallback
-            params = {"warmup_steps": max(1, warm), "start_factor": cut * warm_start,
-                      "peak_factor": cut}
-            sent = dict(params)
-        done = self._ctrl.apply(action, params, step)
-        self._pg0 = self.optimizer.param_groups[0]
-        restored = int(done.step) if done.restored else None
-        if restored is not None:
-            self._new_branch(restored)
-        # daemon advice issued for the blow-up's steps, or during the re-warm (its latency),
-        # answers this blow-up: superseded
-        self._windows.append((restored if restored is not None else bad - 1, step + warm))
-        del self._windows[:-8]
-        # snapshots taken after step "cut_after" carry this cut; the episode runs from "resume"
-        self._episode.append({"cut_after": restored if restored is not None else step,
-                              "resume": step if restored is None else restored + 1})
-        self._counts["reflexes"] += 1
-        note = f"local reflex: {what}; {done.note}"
-        entry = {"action": action, "params": sent, "bad_step": bad, "step": step,
-                 "lr_before": list(done.lr_before), "lr_after": list(done.lr_after),
-                 "note": note}
-        self.reflexes.append(entry)
-        del self.reflexes[:-64]
-        log.warning("rhythmd %s", note)
-        if self._tr is not None:
-            self._tr.report(
-                {"action": action, "params": sent, "author": REFLEX_AUTHOR,
-                 "reason": f"local reflex: {what}"},
-                {"status": "applied", "step": step, "lr_before": list(done.lr_before),
-                 "lr_after": list(done.lr_after), "note": note[:2000]})
-            self._tr.wake()
-
-    def _lrs_now(self) -> list[float]:
-        if self._ctrl is None:
-            return []
-        try:
-            return list(self._ctrl.current_lrs())
-        except Exception:
-            return []
-
-    def _accept(self, rid: str, action: str, step: int, before: list[float],
-                after: list[float], note: str) -> None:
-        self._counts["recs_applied"] += 1
-        self.applied.append({"id": rid, "action": action, "step": step, "lr_before": before,
-                             "lr_after": after, "note": note})
-        log.warning("rhythmd applied %s at step %d: %s", action, step, note)
-        if self._tr is not None:
-            self._tr.ack(rid, {"status": "applied", "step": step, "lr_before": before,
-                               "lr_after": after, "note": note})
-
-    def _reject(self, rid: str, action: str, step: int, reason: str,
-                rec: dict[str, Any]) -> None:
-        self._counts["recs_rejected"] += 1
-        lrs = self._lrs_now()
-        if reason == "advise mode":
-            log.warning("rhythmd recommends %s %s at step %d: %s", action,
-                        json.dumps(rec.get("params") or {}), step, rec.get("reason", ""))
-        else:
-            log.warning("rhythmd recommendation %s (%s) rejected: %s", rid, action, reason)
-        if self._tr is not None:
-            self._tr.ack(rid, {"status": "rejected", "step": step, "lr_before": lrs,
-                               "lr_after": lrs, "note": reason})
-
-    # ------------------------------------------------------------------ DDP
-    def _ddp_round(self, step: int) -> list[dict[str, Any]] | None:
-        """Every rank, every K steps: apply the streaming rank's previous decision; it
-        proposes the next."""
-        payload = None
-        if self.streaming:
-            try:
-                payload = self._ddp_decide(step)
-            except Exception as exc:  # still enter the collective, with "none"
-                self._internal("ddp decide", exc)
-                payload = None
-        raw = self._ddp.exchange(payload)
-        if not raw:
-            return None
-        return json.loads(raw)
-
-    def _ddp_decide(self, step: int) -> bytes | None:
-        """Streaming rank: pick what to apply one round from now; reject the rest."""
-        if self._tr is None or not self._tr.has_recs:
-            return None
-        chosen = []
-        for rec in self._tr.take_recommendations():
-            reason = self._decide(rec, step)
-            if reason is not None:
-                self._reject(str(rec.get("id")), str(rec.get("action")), step, reason, rec)
-                continue
-            chosen.append({"id": rec.get("id"), "action": rec.get("action"),
-                           "params": rec.get("params") or {}})
-        return json.dumps(chosen).encode() if chosen else None
-
     # ------------------------------------------------------------------ other public API
-    def log(self, step: int, **metrics: Any) -> None:
-        """Record extra metrics at ``step`` (e.g. ``val_loss=..``); floats or tensors."""
+    def log(self, data: Mapping[str, Any] | int | None = None, step: int | None = None,
+            **metrics: Any) -> None:
+        """Record extra metrics (floats or tensors, e.g. validation loss and accuracy).
+
+        ``hook.log({"val/loss": v, "val/acc": a}, step=s)`` as in W&B or MLflow, or the
+        keyword form ``hook.log(s, val_loss=v)``. Without a step, the metrics are logged at
+        the last step recorded by :meth:`step` (0 before any). Never raises.
+        """
         try:
+            if isinstance(data, Mapping):
+                metrics = {**data, **metrics}
+            elif data is not None:
+                step = data  # the keyword form: the step is the first argument
+            if step is None:
+                step = self._recorded_step()
             wall = _time()
             for name, value in metrics.items():
-                if isinstance(value, bool):
-                    value = float(value)
-                self._extra.append((name, step, value, wall))
+                self._extra.append((str(name), int(step), float(value)
+                                    if isinstance(value, bool) else value, wall))
             if self._tr is not None:
-                self._tr.submit(Chunk(self.branch, self.branch_start, self._extra_series()))
-            else:
-                self._extra.clear()
+                self._tr.submit(Chunk(self.branch, self.branch_start,
+                                      extra_series(self._extra)))
+            self._extra = []
         except Exception as exc:
             self._internal("log", exc)
+
+    def _recorded_step(self) -> int:
+        """The step of the newest :meth:`step` call (0 before the first)."""
+        if self._i:
+            return int(self._steps[self._i - 1])
+        return int(self._last_step) if self._last_step is not None else 0
 
     def steps(self, stop: int, start: int = 0) -> Iterator[int]:
         """Yield step numbers ``start..stop-1``; after a rollback to ``r`` continue at

@@ -3,8 +3,10 @@
 - :mod:`rhythmd_client.integrations.lightning`: ``RhythmdCallback`` for PyTorch Lightning
   (and ``RhythmdLogger``, a logger form that streams and advises only).
 - :mod:`rhythmd_client.integrations.huggingface`: ``RhythmdTrainerCallback`` for 🤗 Trainer.
+- :mod:`rhythmd_client.integrations.accelerate`: ``RhythmdTracker``, a 🤗 Accelerate tracker
+  (``Accelerator(log_with=[RhythmdTracker(...)])``).
 
-Both give the hook the model, so snapshots of model, optimizer and scheduler are kept in
+The callbacks give the hook the model, so snapshots of model, optimizer and scheduler are kept in
 memory (bounded by ``snapshot_max_bytes``) and every action is applied, ``rollback`` and
 ``revert`` included. The trainer's step counter is not rewound: after a rollback to step
 ``r`` at trainer step ``s`` the stream continues at ``r + 1`` (trainer step minus the steps
@@ -16,17 +18,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rhythmd_client.hook import ACTIONS
+from rhythmd_client.actions import ACTION_NAMES
 
 log = logging.getLogger("rhythmd_client")
 
-TRAINER_ACTIONS = ACTIONS
+TRAINER_ACTIONS = ACTION_NAMES
 """What a trainer integration may apply by default: every action."""
 
 _SCORE_WORDS = ("acc", "top1", "top5", "f1", "bleu", "auc", "map", "dice", "iou", "precision",
                 "recall")
 
-__all__ = ["TRAINER_ACTIONS", "StepMap", "log_once", "metric_roles"]
+TRAIN_LOSS_NAMES = ("train_loss", "loss", "train/loss", "train_loss_step", "loss_step")
+"""Logged names that a logger or tracker streams as the hook's ``loss`` (a step boundary)."""
+
+__all__ = ["TRAINER_ACTIONS", "TRAIN_LOSS_NAMES", "StepMap", "log_once", "metric_roles",
+           "plain_config"]
 
 
 def log_once(failed: set[str], where: str, exc: BaseException) -> None:
@@ -35,6 +41,17 @@ def log_once(failed: set[str], where: str, exc: BaseException) -> None:
         failed.add(where)
         log.error("rhythmd_client internal error in %s (logged once; training continues)",
                   where, exc_info=exc)
+
+
+def plain_config(value: Any) -> Any:
+    """A JSON-friendly copy of a hyperparameter (other objects as their ``str``)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_config(v) for v in value]
+    return str(value)
 
 
 def metric_roles(names: Any, declared: dict[str, str] | None = None) -> dict[str, str]:
