@@ -99,10 +99,14 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
     n = y.size
     if n < 3:
         return 0.0, 1.0, 1.0
-    d = np.sign(y[None, :] - y[:, None])
-    s = float(np.triu(d, 1).sum())
-    _, counts = np.unique(y, return_counts=True)
-    ties = float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
+    i, j = _pairs(n)
+    s = float(np.sign(y[j] - y[i]).sum())  # sums of +-1: exact in any order
+    ys = np.sort(y)
+    if ys[-1] == ys[-1] and bool(np.all(ys[1:] != ys[:-1])):  # no NaN, no ties
+        ties = 0.0
+    else:
+        _, counts = np.unique(y, return_counts=True)
+        ties = float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
     var = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
     tau = s / (n * (n - 1) / 2.0)
     if var <= 0:
@@ -212,7 +216,7 @@ def alternation_stats(y: np.ndarray) -> dict[str, float]:
     s = np.sign(d)
     nz = s[s != 0]
     if nz.size >= 2:
-        out["sign_change_rate"] = float(np.mean(nz[1:] != nz[:-1]))
+        out["sign_change_rate"] = np.count_nonzero(nz[1:] != nz[:-1]) / (nz.size - 1)
     dc = d - d.mean()
     den = float(np.dot(dc, dc))
     if den > 0:
