@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from fake_daemon import FakeDaemon
 
 from rhythmd_client.transport import Chunk, Transport
@@ -39,12 +38,6 @@ def make(url: str, **kw: object) -> Transport:
 def loss_steps(fake: FakeDaemon, run_id: str) -> list[int]:
     return [s for s, _ in fake.state.points(run_id, "loss")]
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeDaemon]:
-    d = FakeDaemon().start()
-    yield d
-    d.stop()
 
 
 def test_sends_all_points_with_unique_batch_ids(fake: FakeDaemon) -> None:
