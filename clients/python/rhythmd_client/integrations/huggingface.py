@@ -8,13 +8,22 @@ step's token count (``num_items_in_batch``), else averaged. A model whose output
 ``loss`` (a custom ``compute_loss``) falls back to the Trainer's logged ``loss`` (every
 ``logging_steps``). Recommendations are applied at ``on_step_end`` to the Trainer's optimizer
 and scheduler; snapshots of model, optimizer and scheduler are kept in memory.
+
+Resuming: the callback is a ``transformers`` ``ExportableState``, so each checkpoint's
+``trainer_state.json`` holds its constructor arguments (those that are JSON values) and the
+hook's state. ``trainer.train(resume_from_checkpoint=...)`` with
+``TrainingArguments(restore_callback_states_from_checkpoint=True)`` continues the same
+rhythmd run (see :meth:`~rhythmd_client.RhythmHook.load_state_dict`); without that
+argument, 🤗 Trainer does not restore callbacks and a new run starts.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from rhythmd_client.hook import RhythmHook
 from rhythmd_client.integrations import TRAINER_ACTIONS, StepMap, log_once, metric_roles
@@ -22,7 +31,21 @@ from rhythmd_client.integrations import TRAINER_ACTIONS, StepMap, log_once, metr
 _EVAL_SKIP = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 
 
-class RhythmdTrainerCallback(TrainerCallback):
+def _json_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that survive JSON (sets as sorted lists); the others are left out."""
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, (set, frozenset)):
+            value = sorted(value)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
+
+
+class RhythmdTrainerCallback(TrainerCallback, ExportableState):
     """Streams the per-step ``loss`` and the ``eval_*`` metrics (as ``val_*``) to rhythmd and
     applies its recommendations, rollbacks and reverts included.
 
@@ -34,9 +57,11 @@ class RhythmdTrainerCallback(TrainerCallback):
             ``snapshot_every``, ``reflex``, ``token``, …); ``allow`` defaults to every action.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+    def __init__(self, url: str | None = None, run_name: str | None = None,
                  project: str | None = None, metrics: dict[str, str] | None = None,
                  **hook_kwargs: Any) -> None:
+        self._args = _json_args({"url": url, "run_name": run_name, "project": project,
+                                 "metrics": metrics, **hook_kwargs})
         self.url = url
         self.run_name = run_name
         self.project = project
@@ -50,6 +75,14 @@ class RhythmdTrainerCallback(TrainerCallback):
         self._seen_model_loss = False
         self._handle: Any = None
         self._failed: set[str] = set()
+        self.resume_state: dict[str, Any] | None = None  # set by the Trainer on a resume
+
+    def state(self) -> dict[str, Any]:
+        """What 🤗 Trainer saves in each checkpoint (``ExportableState``)."""
+        saved = self.resume_state
+        if self.hook is not None:
+            saved = {"hook": self.hook.state_dict(), "step_offset": self._steps.offset}
+        return {"args": dict(self._args), "attributes": {"resume_state": saved}}
 
     # ---------------------------------------------------------------- lifecycle
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
@@ -62,9 +95,19 @@ class RhythmdTrainerCallback(TrainerCallback):
             config.setdefault("metrics", roles)
         hook_args = dict(self.hook_kwargs)
         snap_model = hook_args.pop("model", model)  # model=None: no snapshots
+        resume, self.resume_state = self.resume_state or {}, None
+        saved = resume.get("hook") or {}
+        if isinstance(saved.get("run_id"), str):
+            hook_args.setdefault("run_id", saved["run_id"])  # continue the checkpoint's run
         self.hook = RhythmHook(self.url, run_name=self.run_name or args.run_name or "hf-run",
                                project=self.project, optimizer=optimizer, model=snap_model,
                                scheduler=lr_scheduler, config=config, **hook_args)
+        if saved:  # the Trainer restored the optimizer and scheduler before this event
+            try:
+                self.hook.load_state_dict(saved)
+                self._steps.offset = int(resume.get("step_offset") or 0)
+            except Exception as exc:
+                log_once(self._failed, "Trainer callback resume", exc)
         self.run_id = self.hook.run_id
         if model is not None and hasattr(model, "register_forward_hook"):
             self._handle = model.register_forward_hook(self._on_forward, with_kwargs=True)

@@ -5,15 +5,25 @@ to callbacks by ``accumulate_grad_batches``; the callback multiplies that back a
 the micro-batches of one step. After each validation the metrics the module logged are
 forwarded (every callback metric whose name reads as a validation one, or the names given),
 with their roles in the run config's ``"metrics"``. The model, the first optimizer and its
-scheduler are snapshotted in memory, so rollbacks and reverts work.
+scheduler are snapshotted in memory, so rollbacks and reverts work. The callback's
+``state_dict`` goes into Lightning checkpoints: ``trainer.fit(..., ckpt_path=...)`` continues
+the same rhythmd run (see :meth:`~rhythmd_client.RhythmHook.load_state_dict`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rhythmd_client._settings import resolve
 from rhythmd_client.hook import RhythmHook
-from rhythmd_client.integrations import TRAINER_ACTIONS, StepMap, log_once, metric_roles
+from rhythmd_client.integrations import (
+    TRAIN_LOSS_NAMES,
+    TRAINER_ACTIONS,
+    StepMap,
+    log_once,
+    metric_roles,
+    plain_config,
+)
 
 try:  # the unified package first, then the standalone one
     from lightning.pytorch.callbacks import Callback
@@ -47,7 +57,7 @@ class RhythmdCallback(Callback):
             action.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+    def __init__(self, url: str | None = None, run_name: str | None = None,
                  project: str | None = None, val_metrics: tuple[str, ...] | None = None,
                  metrics: dict[str, str] | None = None, **hook_kwargs: Any) -> None:
         super().__init__()
@@ -63,6 +73,17 @@ class RhythmdCallback(Callback):
         self._losses: list[Any] = []
         self._steps = StepMap()
         self._failed: set[str] = set()
+        self._resume: dict[str, Any] | None = None  # from a checkpoint, until training starts
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in the checkpoint: the hook's state and the trainer-to-stream step offset."""
+        if self.hook is None:
+            return dict(self._resume or {})
+        return {"hook": self.hook.state_dict(), "step_offset": self._steps.offset}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep a checkpoint's state; applied once the optimizer is restored too."""
+        self._resume = dict(state_dict) if state_dict else None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
@@ -77,11 +98,25 @@ class RhythmdCallback(Callback):
             config.setdefault("metrics", roles)
         hook_args = dict(self.hook_kwargs)
         model = hook_args.pop("model", pl_module)  # model=None: no snapshots
+        saved = (self._resume or {}).get("hook") or {}
+        if isinstance(saved.get("run_id"), str):
+            hook_args.setdefault("run_id", saved["run_id"])  # continue the checkpoint's run
         self.hook = RhythmHook(self.url, run_name=self.run_name or type(pl_module).__name__,
                                project=self.project, optimizer=optimizer, scheduler=scheduler,
                                model=model, config=config, **hook_args)
         self.run_id = self.hook.run_id
         self._last_step = trainer.global_step
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        resume, self._resume = self._resume, None
+        if self.hook is None or not resume or not resume.get("hook"):
+            return
+        try:  # Lightning restores the optimizer and scheduler between fit start and here
+            self.hook.load_state_dict(resume["hook"])
+            self._steps.offset = int(resume.get("step_offset") or 0)
+            self._last_step = trainer.global_step
+        except Exception as exc:
+            log_once(self._failed, "Lightning callback resume", exc)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -142,25 +177,12 @@ except ImportError:  # pragma: no cover - depends on what is installed
     from pytorch_lightning.utilities import rank_zero_only
 
 
-_TRAIN_LOSS_NAMES = ("train_loss", "loss", "train/loss", "train_loss_step", "loss_step")
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly copy of a hyperparameter (other objects as their ``str``)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
-
-
 class RhythmdLogger(Logger):
     """``Trainer(logger=RhythmdLogger(url))``: streams what the module logs, advise only.
 
     A logger never sees the optimizer, so this form cannot apply anything: the hook runs in
-    ``mode="advise"`` (recommendations are logged and acknowledged as rejected). Use
+    ``mode="advise"`` (recommendations are logged and acknowledged as rejected), or is a
+    no-op when ``mode="disabled"`` or ``RHYTHMD_MODE=disabled``. Use
     :class:`RhythmdCallback` to have them applied. Metrics arrive as Lightning hands them to
     loggers, every ``log_every_n_steps`` steps (set it to 1 for the per-step rhythm). The
     training loss, if the module logs it (``train_loss``, ``loss``, ``train/loss``,
@@ -169,7 +191,7 @@ class RhythmdLogger(Logger):
     run config, with ``metrics=`` as its ``"metrics"`` roles.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", run_name: str | None = None,
+    def __init__(self, url: str | None = None, run_name: str | None = None,
                  project: str | None = None, metrics: dict[str, str] | None = None,
                  **hook_kwargs: Any) -> None:
         super().__init__()
@@ -177,8 +199,9 @@ class RhythmdLogger(Logger):
         self.run_name = run_name
         self.project = project
         # rank 0 alone logs: its hook must not enter DDP collectives
-        self.hook_kwargs = {**hook_kwargs, "mode": "advise", "rank": 0, "world_size": 1,
-                            "ddp_sync": False}
+        off = resolve(url, None, hook_kwargs.pop("mode", None))[2] == "disabled"
+        self.hook_kwargs = {**hook_kwargs, "mode": "disabled" if off else "advise", "rank": 0,
+                            "world_size": 1, "ddp_sync": False}
         self._config: dict[str, Any] = {"metrics": dict(metrics)} if metrics else {}
         self.hook: RhythmHook | None = None
         self.hook_run_id: str | None = None  # the daemon's run id, kept after finalize
@@ -197,7 +220,7 @@ class RhythmdLogger(Logger):
         try:
             items = vars(params) if hasattr(params, "__dict__") and not isinstance(
                 params, dict) else dict(params)
-            self._config.update(_plain(items))
+            self._config.update(plain_config(items))
         except Exception as exc:
             log_once(self._failed, "Lightning logger log_hyperparams", exc)
 
@@ -211,7 +234,7 @@ class RhythmdLogger(Logger):
                 self.hook_run_id = self.hook.run_id
             step = int(step or 0)
             values = {k: v for k, v in metrics.items() if k != "epoch"}
-            loss = next((values.pop(k) for k in _TRAIN_LOSS_NAMES if k in values), None)
+            loss = next((values.pop(k) for k in TRAIN_LOSS_NAMES if k in values), None)
             if loss is not None:  # the hook's own loss stream (and a step boundary)
                 self.hook.step(step, loss=loss)
             if values:
