@@ -32,6 +32,7 @@ import argparse
 import cProfile
 import http.client
 import json
+import math
 import os
 import pstats
 import subprocess
@@ -118,6 +119,15 @@ def drive(port: int, per_client: list[list[tuple[str, bytes]]]) -> tuple[float, 
     return elapsed, latencies
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -127,7 +137,10 @@ def run_floor(stream: Stream, clients: int, tmp: Path) -> dict:
     db = tmp / f"floor-{stream.name}.db"
     proc, port = start("bench._floor_app:app", {"FLOOR_DB": str(db)})
     try:
-        elapsed, lat = drive(port, encode(stream, ["floor"] * len(stream.runs), clients))
+        bodies = encode(stream, ["floor"] * len(stream.runs), clients)
+        cpu0 = cpu_seconds(proc)
+        elapsed, lat = drive(port, bodies)
+        cpu = cpu_seconds(proc) - cpu0
         conn = http.client.HTTPConnection("127.0.0.1", port)
         stored = json.loads(request(conn, "GET", "/count")[1])["points"]
         assert stored == stream.n_points, (stored, stream.n_points)
@@ -135,7 +148,7 @@ def run_floor(stream: Stream, clients: int, tmp: Path) -> dict:
         proc.terminate()
         proc.wait()
     return {"setup": "floor (bare executemany, SQLite)", "pps": stream.n_points / elapsed,
-            "p50": pct(lat, 0.5), "p99": pct(lat, 0.99)}
+            "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu_us": 1e6 * cpu / stream.n_points}
 
 
 def _verify(conn: http.client.HTTPConnection, stream: Stream, run_ids: list[str]) -> None:
@@ -164,13 +177,16 @@ def run_rhythmd(stream: Stream, clients: int, url: str, label: str, env: dict[st
                 "config": {"total_steps": run.total_steps}}).encode())
             assert status == 201, text
             run_ids.append(json.loads(text)["run_id"])
-        elapsed, lat = drive(port, encode(stream, run_ids, clients))
+        bodies = encode(stream, run_ids, clients)
+        cpu0 = cpu_seconds(proc)
+        elapsed, lat = drive(port, bodies)
+        cpu = cpu_seconds(proc) - cpu0
         _verify(http.client.HTTPConnection("127.0.0.1", port), stream, run_ids)
     finally:
         proc.terminate()
         proc.wait()
     return {"setup": label, "pps": stream.n_points / elapsed, "p50": pct(lat, 0.5),
-            "p99": pct(lat, 0.99)}
+            "p99": pct(lat, 0.99), "cpu_us": 1e6 * cpu / stream.n_points}
 
 
 def measure(stream: Stream, args: argparse.Namespace, tmp: Path) -> list[dict]:
@@ -254,16 +270,20 @@ def main() -> int:
             p.error(f"unknown stream {n!r}")
     print(f"ingest: {args.points:,} points per stream, {args.clients} client(s), batches of "
           f"{args.batch:,}; python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    rows: list[tuple[str, dict, float]] = []
+    rows: list[tuple[str, dict, dict]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in names:
             stream = ingest_stream(n, args.points, args.batch, args.clients)
             res = measure(stream, args, Path(tmpdir))
-            rows.extend((n, r, res[0]["pps"]) for r in res)
-    print(f"{'stream':10} {'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8}")
+            rows.extend((n, r, res[0]) for r in res)
+    print(f"{'stream':10} {'':36} {'points/s':>12} {'x floor':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'cpu us/pt':>10} {'cpu x floor':>12}")
     for n, r, floor in rows:
-        print(f"{n:10} {r['setup']:36} {r['pps']:12,.0f} {r['pps'] / floor:8.2f} "
-              f"{r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f}")
+        print(f"{n:10} {r['setup']:36} {r['pps']:12,.0f} {r['pps'] / floor['pps']:8.2f} "
+              f"{r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} {r['cpu_us']:10.2f} "
+              f"{r['cpu_us'] / floor['cpu_us'] if floor['cpu_us'] else math.nan:12.2f}")
+    print("cpu us/pt: the server process's CPU time per point while streaming (less sensitive "
+          "than points/s to other load on the machine); cpu x floor: that over the floor's")
     return 0
 
 
