@@ -73,6 +73,8 @@ def test_wandb_run_replayed(cli: Any, sqlite_daemon: Daemon, wandb_diabetes: Pat
     assert run["config"]["total_steps"] == 80 and run["last_step"] == 65
     assert run["config"]["val_metric"] == "eval/loss"
     assert "divergence" in {d["kind"] for d in out["diagnoses"]}
+    again = replay(cli, wandb_diabetes, "--url", url, "--project", "wb", "--no-progress")
+    assert again["run_id"] == out["run_id"] and again["duplicates"] == again["batches"]
     # no MLflow run to write back to: said, not guessed
     r = cli("export", out["run_id"], "--url", url, "--to-mlflow")
     assert r.code == 2 and "runs:/RUN_ID" in r.err
