@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .schedule_fit import JUMP_SAMPLES, Identification, identify
+from .schedule_fit import Identification, identify
+from .schedule_fit_base import JUMP_SAMPLES
 from .types import ScheduleSegment, _plain
 
 _TINY = 1e-300
