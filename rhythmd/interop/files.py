@@ -94,24 +94,30 @@ def read_csv(path: Path) -> Columns:
         cols = read_csv_columns(path)
         return sorted_columns({k: (list(s), list(v)) for k, (s, v) in cols.items()
                                if k not in META_KEYS and k not in STEP_KEYS})
-    at = header.index(key)
-    skip = {at} | {i for i, h in enumerate(header)
-                   if h in META_KEYS or h in STEP_KEYS or h in ("", "Unnamed: 0")}
     out: dict[str, tuple[list[int], list[float]]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         rows = csv.reader(fh)
         next(rows, None)
-        for row in rows:
-            step = to_float(row[at]) if len(row) > at else None
-            if step is None or not math.isfinite(step):
-                continue
-            for i, cell in enumerate(row):
-                x = None if i in skip or i >= len(header) or not cell.strip() else to_float(cell)
-                if x is not None:
-                    st, va = out.setdefault(header[i], ([], []))
-                    st.append(round(step))
-                    va.append(x)
+        for row in rows:  # pandas' unnamed index column is no metric
+            add_row(out, {h: c for h, c in zip(header, row, strict=False)
+                          if h not in ("", "Unnamed: 0")})
     return sorted_columns(out)
+
+
+def add_row(cols: dict[str, tuple[list[int], list[float]]], row: dict[str, Any]) -> bool:
+    """Append a row's numeric values at its step (:data:`STEP_KEYS`); False, adding nothing,
+    when it has no finite step."""
+    key = step_key(row)
+    step = to_float(row[key]) if key is not None else None
+    if step is None or not math.isfinite(step):
+        return False
+    for name, val in row.items():
+        x = None if name in STEP_KEYS or name in META_KEYS else to_float(val)
+        if x is not None:
+            st, va = cols.setdefault(name, ([], []))
+            st.append(round(step))
+            va.append(x)
+    return True
 
 
 def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -137,16 +143,8 @@ def read_jsonl(path: Path) -> Columns:
         if "series" in obj or "body" in obj:
             raise SourceError(f"{path} is a client spool file (metric batches): send it to a "
                               "daemon with `rhythmd replay`")
-        key = step_key(obj)
-        step = to_float(obj[key]) if key is not None else None
-        if step is None or not math.isfinite(step):
+        if not add_row(cols, obj):
             raise SourceError(f"{path}:{lineno}: no numeric \"step\" key")
-        for name, val in obj.items():
-            x = None if name in STEP_KEYS or name in META_KEYS else to_float(val)
-            if x is not None:
-                st, va = cols.setdefault(name, ([], []))
-                st.append(round(step))
-                va.append(x)
     return sorted_columns(cols)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rhythmd.errors import ConfigurationError
 from rhythmd.interop.conventions import planned_steps
-from rhythmd.interop.files import META_KEYS, STEP_KEYS, step_key, to_float
+from rhythmd.interop.files import add_row
 from rhythmd.interop.types import RunData, SourceError, sorted_columns
 
 WANDB_HINT = "pip install 'rhythmd[wandb]'"
@@ -118,16 +118,6 @@ def read_wandb_run(path: Path) -> RunData:
         elif kind == "config":
             config.update({u.key: _value(u.value_json) for u in rec.config.update})
         elif kind == "history":
-            row = {_key(i): _value(i.value_json) for i in rec.history.item}
-            key = step_key(row)
-            step = to_float(row[key]) if key is not None else None
-            if step is None or step != step:
-                continue
-            for metric, val in row.items():
-                x = None if metric in STEP_KEYS or metric in META_KEYS else to_float(val)
-                if x is not None:
-                    st, va = cols.setdefault(metric, ([], []))
-                    st.append(round(step))
-                    va.append(x)
+            add_row(cols, {_key(i): _value(i.value_json) for i in rec.history.item})
     origin = {"wandb_run_id": run_id, **({"wandb_project": project} if project else {})}
     return RunData(sorted_columns(cols), str(path), name, planned_steps(config), origin)
