@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from rhythmd.errors import InvalidInputError, NotFoundError
 from rhythmd.web import data as webdata
 from rhythmd.web.access import Denied, may_see, viewer
+from rhythmd.web.chart_data import data_block
 from rhythmd.web.html import DEFAULT_MAX_POINTS, RefreshQuery, badge, e, page, run_href
 from rhythmd.web.svg import PALETTE, Chart, Series
 
@@ -86,8 +87,9 @@ def compare_page(
                 s = per[rid]
                 c.series.append(Series(f"{rid}:{s.name}", f"{r.get('name') or rid} ({s.name})",
                                        s.steps, s.values, colors[rid]))
+        data = data_block(c, smooth=key != "lr")
         out.append(f'<figure class="panel" id="compare-panel-{key}"><figcaption>{e(title)}'
-                   f'</figcaption><div class="chart-wrap">{c.render()}</div></figure>')
+                   f'</figcaption><div class="chart-wrap">{c.render()}{data}</div></figure>')
     if not any_chart:
         out.append('<p class="empty">These runs have no metrics yet.</p>')
     out.append("</div>")

@@ -21,7 +21,13 @@ for _part in (access.router, runs_page.router, run_page.router, compare_page.rou
     router.include_router(_part)
 
 STATIC_TYPES = {"rhythmd.css": "text/css; charset=utf-8",
-                "rhythmd.js": "text/javascript; charset=utf-8"}
+                "rhythmd.js": "text/javascript; charset=utf-8",
+                "rhythmd-charts.js": "text/javascript; charset=utf-8",
+                "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+                "uPlot.min.css": "text/css; charset=utf-8",
+                "uPlot.LICENSE": "text/plain; charset=utf-8"}
+"""The files served from ``static/``: the pages' own, and uPlot (MIT, vendored with its
+license; the version is in docs/pages.md)."""
 
 
 @router.get("/static/{name}")

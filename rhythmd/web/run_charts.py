@@ -10,6 +10,7 @@ import numpy as np
 
 from rhythmd.web import data as webdata
 from rhythmd.web import fmt
+from rhythmd.web.chart_data import data_block
 from rhythmd.web.html import KIND_LABELS, e
 from rhythmd.web.svg import PALETTE, Chart, Marker, Overlay, Reference, Region, Series
 
@@ -176,8 +177,9 @@ def charts(d: webdata.RunData) -> str:
                 notes.append(f"{s.name}: {bad} non-finite point{'s' if bad > 1 else ''} "
                              "(red markers on the edge)")
         note = "".join(f'<div class="note">{e(n)}</div>' for n in notes)
+        data = data_block(c, smooth=pid != "panel-lr")
         out.append(f'<figure class="panel" id="{e(pid)}"><figcaption>{e(title)}</figcaption>'
-                   f'<div class="chart-wrap">{c.render()}</div>{note}</figure>')
+                   f'<div class="chart-wrap">{c.render()}{data}</div>{note}</figure>')
     out.append("</section>")
     return "".join(out)
 

@@ -221,7 +221,7 @@ class Chart:
 
     # rendering ------------------------------------------------------------------------------
     def render(self) -> str:
-        scale = choose_scale(self._scaled_arrays(), self.y_mode, self.log_ratio)
+        scale = choose_scale(self.scaled_arrays(), self.y_mode, self.log_ratio)
         top, bottom = MARGIN_TOP, MARGIN_TOP + self.ph
         out = [f'<svg class="chart" id="{attr(self.chart_id)}" viewBox="0 0 {WIDTH} '
                f'{self.height}" width="{WIDTH}" height="{self.height}" role="img" '
@@ -248,7 +248,7 @@ class Chart:
         out.append("</svg>")
         return "".join(out)
 
-    def _scaled_arrays(self) -> list[np.ndarray]:
+    def scaled_arrays(self) -> list[np.ndarray]:
         """What the y scale covers: the scaled series (the surviving branch), overlays and
         references; every series when none of those has a finite value."""
         arrays = ([s.values for s in self.series if s.scaled]

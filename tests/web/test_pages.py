@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -48,7 +49,12 @@ def parse(html: str) -> Tags:
 def assert_no_injection(html: str) -> None:
     t = parse(html)
     scripts = [a for tag, a in t.tags if tag == "script"]
-    assert scripts == [{"src": scripts[0]["src"], "defer": None}], scripts
+    code = [a for a in scripts if a.get("type") != "application/json"]
+    assert [(a["src"] or "").split("?")[0] for a in code] == [
+        "/static/uPlot.iife.min.js", "/static/rhythmd-charts.js", "/static/rhythmd.js"]
+    assert all(set(a) == {"src", "defer"} for a in code), code
+    for block in re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', html, re.S):
+        assert "<" not in block and json.loads(block)  # data only, nothing can close it early
     assert [tag for tag, _ in t.tags if tag in ("img", "i", "b")] == []
     assert "<script>alert(1)" not in html
     assert "onerror=" not in html.replace("onerror=alert(2)&gt;", "")
@@ -181,6 +187,12 @@ def test_unknown_run_and_static(web_client: Any) -> None:
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert "innerHTML = fresh" in js.text  # only the server's own escaped HTML is copied
     assert web_client.get("/static/rhythmd.css").headers["content-type"].startswith("text/css")
+    uplot = web_client.get("/static/uPlot.iife.min.js")
+    assert uplot.status_code == 200 and "javascript" in uplot.headers["content-type"]
+    assert "var uPlot=" in uplot.text
+    assert "MIT License" in web_client.get("/static/uPlot.LICENSE").text
+    assert web_client.get("/static/uPlot.min.css").headers["content-type"].startswith("text/css")
+    assert "rhythmd:refreshed" in web_client.get("/static/rhythmd-charts.js").text
     assert web_client.get("/static/pages.py").status_code == 404
     assert web_client.get("/static/..%2Fpages.py").status_code == 404
     paths = web_client.get("/openapi.json").json()["paths"]

@@ -202,6 +202,7 @@
             if (cur && fresh) cur.outerHTML = fresh.outerHTML;
           });
           state.apply();
+          document.dispatchEvent(new Event("rhythmd:refreshed"));  // charts are drawn anew
           document.body.setAttribute("data-refreshed", String(Date.now()));
           if (!doc.body.getAttribute("data-refresh")) {
             clearInterval(timer);
