@@ -54,7 +54,7 @@ def chart_spec(c: Chart, smooth: bool = True) -> dict[str, Any]:
         "regions": [{"start": r.start, "end": r.end, "kind": r.kind, "id": r.ref_id,
                      "title": r.title} for r in c.regions],
         "markers": [{"step": m.step, "kind": m.kind, "title": m.title,
-                     "abandoned": m.abandoned} for m in c.markers],
+                     "abandoned": m.abandoned, "color": m.color} for m in c.markers],
         "references": [{"value": _finite(r.value), "label": r.label} for r in c.references],
     }
 

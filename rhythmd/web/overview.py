@@ -27,7 +27,7 @@ class Overview:
     """One run's line in the runs list."""
 
     worst: dict[str, Any] | None = None  # the worst diagnosis (severity, then open, then latest)
-    diagnoses: int = 0
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)  # in detection order
     applied: dict[str, int] = field(default_factory=dict)  # applied changes by action
     best_val: tuple[str, float, int | None] | None = None  # (metric, value, step)
 
@@ -62,10 +62,12 @@ def overviews(service: Any, runs: list[dict[str, Any]]) -> dict[str, Overview]:
         return out
     with service.store.read() as conn:
         for rid, data in conn.execute(select(diagnoses.c.run_id, diagnoses.c.data)
-                                      .where(diagnoses.c.run_id.in_(ids))):
+                                      .where(diagnoses.c.run_id.in_(ids))
+                                      .order_by(diagnoses.c.detected_at_step,
+                                                diagnoses.c.created_at)):
             d = json.loads(data)
             o = out[rid]
-            o.diagnoses += 1
+            o.diagnoses.append(d)
             if o.worst is None or severity_rank(d) > severity_rank(o.worst):
                 o.worst = d
         for rid, action, n in conn.execute(

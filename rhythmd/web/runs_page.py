@@ -123,7 +123,7 @@ def _trouble(o: Overview) -> str:
     d = o.worst
     kind, sev = str(d.get("kind")), str(d.get("severity"))
     rank = severity_rank(d)
-    more = f" (+{o.diagnoses - 1})" if o.diagnoses > 1 else ""
+    more = f" (+{len(o.diagnoses) - 1})" if len(o.diagnoses) > 1 else ""
     return (f'<td class="trouble" data-value="{rank[0] * 2 + rank[1]}" data-kind="{e(kind)}" '
             f'data-severity="{e(sev)}" data-status="{e(d.get("status"))}" '
             f'title="{e(fmt.text(str(d.get("message") or "")))}">'

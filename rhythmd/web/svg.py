@@ -76,6 +76,7 @@ class Marker:
     extra: dict[str, str] = field(default_factory=dict)
     abandoned: bool = False  # happened on a branch a rollback later abandoned: pinned to it
     from_step: int | None = None  # a rollback: the last step of the branch it left
+    color: str | None = None  # a colour of its own (the run's, on the compare page)
 
 
 @dataclass

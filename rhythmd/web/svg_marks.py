@@ -38,9 +38,11 @@ def markers(chart: svg.Chart, scale: svg.Scale, top: int, bottom: int) -> list[s
             body = (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y - PIN:.1f}" y2="{y + PIN:.1f}"/>'
                     f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"/>')
         else:
-            body = (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}"/>'
+            paint = (f' stroke="{svg.attr(m.color)}"', f' fill="{svg.attr(m.color)}"') \
+                if m.color else ("", "")
+            body = (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}"{paint[0]}/>'
                     f'<path d="M{x - 5:.1f},{bottom} L{x + 5:.1f},{bottom} '
-                    f'L{x:.1f},{bottom - 8}Z"/>')
+                    f'L{x:.1f},{bottom - 8}Z"{paint[1]}/>')
         label = ""
         if chart.show_labels and m.label:
             width = 6.5 * len(m.label) + 8

@@ -145,7 +145,7 @@
       spec.markers.forEach(function (m) {
         var x = u.valToPos(m.step, "x", true);
         if (x < b.left - 1 || x > b.left + b.width + 1) return;
-        ctx.strokeStyle = ctx.fillStyle = MARK_COLORS[m.kind] || "#374151";
+        ctx.strokeStyle = ctx.fillStyle = m.color || MARK_COLORS[m.kind] || "#374151";
         ctx.lineWidth = 1.3 * dpr;
         ctx.globalAlpha = m.abandoned ? 0.6 : 1;
         var bottom = b.top + b.height, y = null;
