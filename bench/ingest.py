@@ -1,7 +1,7 @@
 """Ingest throughput of a real rhythmd daemon against the floor, measured in the same run.
 
     python bench/ingest.py                     # 500,000 points per stream, SQLite
-    python bench/ingest.py --postgresql        # also PostgreSQL
+    python bench/ingest.py --postgresql        # also PostgreSQL (= --backends sqlite,postgresql)
     python bench/ingest.py --streams realistic --clients 4 --batch 500
     python bench/ingest.py --profile realistic # in-process cProfile of the same stream
 
@@ -192,7 +192,9 @@ def run_rhythmd(stream: Stream, clients: int, url: str, label: str, env: dict[st
 def measure(stream: Stream, args: argparse.Namespace, tmp: Path) -> list[dict]:
     """The stream's floor, then rhythmd per backend with analysis on and off."""
     out = [run_floor(stream, args.clients, tmp)]
-    backends = ["sqlite"] + (["postgresql"] if args.postgresql else [])
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.postgresql and "postgresql" not in backends:
+        backends.append("postgresql")
     for backend in backends:
         for analysis in ("1", "0"):
             label = f"rhythmd, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, " \
@@ -252,7 +254,10 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1_000, help="points per request (1,000)")
     p.add_argument("--streams", default=",".join(STREAMS),
                    help=f"comma-separated, of {', '.join(STREAMS)} (all)")
-    p.add_argument("--postgresql", action="store_true", help="also measure PostgreSQL")
+    p.add_argument("--backends", default="sqlite",
+                   help="comma-separated, of sqlite, postgresql (sqlite)")
+    p.add_argument("--postgresql", action="store_true",
+                   help="the same as --backends sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("RHYTHMD_TEST_POSTGRES_URL", DEFAULT_PG))
     p.add_argument("--profile", metavar="STREAM", choices=STREAMS,
                    help="in-process cProfile of one stream instead of the table")
@@ -264,6 +269,9 @@ def main() -> int:
         profile(ingest_stream(args.profile or args.inprocess, args.points, args.batch,
                               args.clients), args.top, cprofile=bool(args.profile))
         return 0
+    for b in args.backends.split(","):
+        if b.strip() not in ("sqlite", "postgresql", ""):
+            p.error(f"unknown backend {b!r}")
     names = [s.strip() for s in args.streams.split(",") if s.strip()]
     for n in names:
         if n not in STREAMS:
