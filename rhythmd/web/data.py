@@ -61,15 +61,17 @@ def run_state(run: dict[str, Any]) -> str:
 
 
 def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
-    """Metric roles from the run's analysis config; otherwise the conventional names and the
-    name-based roles of :mod:`rhythmd.analysis.metrics` (the analysis' own rules)."""
+    """Metric roles from the run's analysis config; otherwise the conventional names (aliases
+    included) and the name-based roles of :mod:`rhythmd.analysis.metrics`, the analysis' own
+    rules."""
     cfg = AnalysisConfig.from_run_config(run.get("config") or None)
     have = set(names)
+    lower = {n.lower(): n for n in reversed(names)}  # conventional names match any case
 
     def pick(configured: str | None, known: tuple[str, ...], guess: Any) -> str | None:
         if configured and configured in have:
             return configured
-        return next((n for n in known if n in have), None) or next(
+        return next((lower[k] for k in known if k in lower), None) or next(
             (n for n in names if guess(n)), None)
 
     def loss(n: str) -> bool:
@@ -80,7 +82,7 @@ def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
                  lambda n: loss(n) and not metrics.is_eval_name(n) and n != lr)
     val = pick(cfg.val_metric, metrics.VAL_LOSS_NAMES,
                lambda n: metrics.is_eval_name(n) and loss(n))
-    aux = pick(cfg.aux_val_metric, (),
+    aux = pick(cfg.aux_val_metric, metrics.VAL_SCORE_NAMES,
                lambda n: metrics.is_eval_name(n) and metrics.infer_role(n) == "max")
     if aux in {train, val, lr}:
         aux = None

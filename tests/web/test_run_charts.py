@@ -90,3 +90,14 @@ def test_configured_lr_line(web_client: Any, rescued: tuple[str, str]) -> None:
     rid = scenario.diverging_run(web_client)  # config {"lr": 0.1}
     ref = parse(_svg(web_client.get(f"/runs/{rid}").text, "chart-lr")).find("configured-lr")
     assert ref and float(ref[0]["data-value"] or 0) == pytest.approx(0.1)
+
+
+def test_roles_follow_the_metric_names_of_the_analysis() -> None:
+    from rhythmd.web.data import roles_for
+
+    r = roles_for({"config": None}, ["Train/Loss", "eval_loss", "val/accuracy", "lr-Adam"])
+    assert (r.train, r.val, r.aux, r.lr) == ("Train/Loss", "eval_loss", "val/accuracy", "lr-Adam")
+    assert r.val_mode == "min" and r.aux_mode == "max"
+    r = roles_for({"config": {"train_metric": "obj"}}, ["loss", "obj"])
+    assert r.train == "obj"  # a configured name wins over the conventional ones
+    assert roles_for({"config": {"train_metric": "gone"}}, ["loss", "obj"]).train == "loss"
