@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rhythmd.analysis import Diagnosis, DiagnosisEvent
+from rhythmd.eval import probe_runner
 from rhythmd.eval import probes as P
 from rhythmd.policy import Decision, RecommendationSpec, RunContext
 
@@ -192,9 +193,9 @@ def test_runner_records_events_and_applies_history(monkeypatch: pytest.MonkeyPat
         return Decision(issue=[RecommendationSpec("rollback", {"to_step": 99}, "test",
                                                   events[0].diagnosis.id, None)])
 
-    monkeypatch.setattr(P, "RunAnalyzer", _FakeAnalyzer)
-    monkeypatch.setattr(P, "decide", fake_decide)
-    monkeypatch.setattr(P, "run_context", lambda an, step, history: RunContext(
+    monkeypatch.setattr(probe_runner, "RunAnalyzer", _FakeAnalyzer)
+    monkeypatch.setattr(probe_runner, "decide", fake_decide)
+    monkeypatch.setattr(probe_runner, "run_context", lambda an, step, history: RunContext(
         step=step, history=[dict(h) for h in history]))
     steps = np.arange(1, 501, dtype=np.int64)
     series = {"lr": (steps, np.full(500, 0.1)), "train_loss": (steps, np.ones(500))}
