@@ -25,10 +25,17 @@ _SYNONYMS = {"min": "min", "loss": "min", "minimize": "min", "minimise": "min",
              "objective": "objective", "ignore": "ignore", "off": "ignore", "none": "ignore"}
 
 TRAIN_LOSS_NAMES = ("train_loss", "loss", "train/loss", "training_loss", "train_loss_step",
-                    "loss_step", "train/loss_step", "trainer/loss")
+                    "loss_step", "train/loss_step", "trainer/loss", "loss/train", "train.loss",
+                    "training/loss")
 VAL_LOSS_NAMES = ("val_loss", "val/loss", "eval_loss", "eval/loss", "validation_loss",
-                  "valid_loss", "val_loss_epoch", "validation/loss")
-LR_NAMES = ("lr", "learning_rate", "train/learning_rate", "lr-pg0", "lr/pg0", "lr_pg0")
+                  "valid_loss", "val_loss_epoch", "validation/loss", "loss/val", "valid/loss",
+                  "loss/validation", "test_loss", "test/loss")
+VAL_SCORE_NAMES = ("val_acc", "val/acc", "val_accuracy", "val/accuracy", "valid_acc",
+                   "eval/accuracy", "eval_accuracy", "accuracy/val", "test_acc")
+LR_NAMES = ("lr", "learning_rate", "train/learning_rate", "lr-pg0", "lr/pg0", "lr_pg0",
+            "train/lr", "optim/lr", "lr/group0", "lr-0")
+"""Conventional names of the train loss, validation loss, validation score and LR streams
+(TensorBoard, W&B, Lightning, HF); compared lower-cased where a caller matches names."""
 _LR_PREFIX = re.compile(r"^lr[-_/]")  # Lightning's LearningRateMonitor: "lr-Adam", "lr-SGD/pg1"
 
 METRIC_ALIASES: dict[str, tuple[str, ...]] = {

@@ -22,7 +22,7 @@ _NAMED: dict[str, tuple[str, ...]] = {
     "train_metric": ("train_loss", *metrics.METRIC_ALIASES["train_loss"],
                      *metrics.TRAIN_LOSS_NAMES),
     "val_metric": ("val_loss", *metrics.METRIC_ALIASES["val_loss"], *metrics.VAL_LOSS_NAMES),
-    "aux_val_metric": ("val_acc",),
+    "aux_val_metric": metrics.VAL_SCORE_NAMES,
     "lr_metric": ("lr", *metrics.METRIC_ALIASES["lr"], *metrics.LR_NAMES),
 }
 

@@ -25,6 +25,12 @@ from rhythmd.interop.conventions import planned_steps, resolve_metric_names
       "aux_val_metric": "Accuracy/test"}),
     # case-insensitive conventional names
     (["Train/Loss", "EVAL/LOSS"], {"train_metric": "Train/Loss", "val_metric": "EVAL/LOSS"}),
+    # conventional names beside other candidates of the same role: the list decides
+    (["loss/train", "aux_loss", "valid/loss", "test_loss", "train/lr", "val/acc", "val_f1"],
+     {"train_metric": "loss/train", "val_metric": "valid/loss", "lr_metric": "train/lr",
+      "aux_val_metric": "val/acc"}),
+    (["training/loss", "optim/lr", "lr_warmup_ratio", "val_accuracy", "val/top5"],
+     {"train_metric": "training/loss", "lr_metric": "optim/lr", "aux_val_metric": "val_accuracy"}),
 ])
 def test_names_to_roles(names: list[str], want: dict[str, str]) -> None:
     assert resolve_metric_names(dict.fromkeys(names)) == want
