@@ -93,3 +93,41 @@ def test_svg_without_scripts(browser: Any, web_daemon: Daemon, http: httpx.Clien
     assert page.locator(".uplot-wrap").count() == 0
     assert page.locator("#chart-loss .offscale-marker").count() == 1
     context.close()
+
+
+def test_live_refresh_redraws_and_keeps_the_zoom(browser: Any, web_daemon: Daemon,
+                                                 http: httpx.Client) -> None:
+    rid = http.post("/v1/runs", json={"name": "live-charts", "run_id": "live-charts-1"}).json()[
+        "run_id"]
+
+    def send(start: int) -> None:
+        steps = list(range(start, start + 50))
+        r = http.post(f"/v1/runs/{rid}/metrics", json={"series": [
+            {"name": "train_loss", "steps": steps, "values": [2.0 / (1 + s) for s in steps]},
+            {"name": "lr", "steps": steps, "values": [0.01] * 50}]})
+        assert r.status_code == 200
+
+    send(0)
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.goto(f"{web_daemon.url}/runs/{rid}?refresh=500")
+    page.wait_for_selector("body[data-ready='1']")
+    over = page.locator("#uplot-chart-loss .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    zoomed = _x_range(page, "chart-loss")
+    page.select_option("#smoothing", "0.5")
+    send(50)
+    page.wait_for_function("() => window.rhythmdCharts['chart-loss'].data[0].length === 100",
+                           timeout=TIMEOUT_MS)
+    assert _x_range(page, "chart-loss") == zoomed
+    assert page.locator("#uplot-chart-loss").count() == 1  # redrawn, not stacked
+    assert page.locator("#smoothing").input_value() == "0.5"
+    assert errors == []
+    page.close()
