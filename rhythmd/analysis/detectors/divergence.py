@@ -159,6 +159,8 @@ class DivergenceDetector(DivergenceBulkPath, Stateful):
     def _nonfinite(self, step: int, x: float, ctx: dict[str, Any]) -> list[Signal]:
         self.n_nonfinite += 1
         self.ok_run = 0
+        if self.active and self.critical:  # already open as critical: only counted
+            return []
         ev = {"test": "nonfinite", "cause": "nonfinite", "value": x,
               "nonfinite_count": self.n_nonfinite, "recovered": False, **lr_evidence(ctx, step)}
         msg = f"{self.metric} is non-finite ({x}) at step {step}"

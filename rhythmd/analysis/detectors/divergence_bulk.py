@@ -22,8 +22,9 @@ class DivergenceBulkPath:
     def fast_forward(self: DivergenceDetector, steps: np.ndarray, xs: np.ndarray) -> int:
         """Consume a prefix of losses in bulk while nothing can fire; return its length.
 
-        Only in the quiet state (no open divergence, spike or pending jump, start level and
-        trailing baseline established, windows full). For each point it computes the exact
+        In the quiet state (no open divergence, spike or pending jump, start level and
+        trailing baseline established, windows full), and over non-finite losses while a
+        critical divergence is open (they are only counted). For each point it computes the exact
         per-point statistics (median-of-5, the baseline refreshed every 8 steps, the start
         bar, spike z-score) and stops before the first point that is elevated, crosses a bar
         or a spike threshold (with a small margin, so the gate is conservative), is non-finite
@@ -31,6 +32,8 @@ class DivergenceBulkPath:
         ``update`` per point would leave; the caller feeds the point at the returned index
         through ``update``.
         """
+        if self.active and self.critical and xs.size and not math.isfinite(float(xs[0])):
+            return self._ff_nonfinite(xs)
         cfg = self.cfg
         nb = cfg.div_baseline_steps
         if (not self.watch_level or self.active or self.spike_open or self.pending is not None
@@ -111,6 +114,15 @@ class DivergenceBulkPath:
             self.base_sig_raw = float(braw[c])
             self.base_sig = float(bsig[c])
         return k
+
+    def _ff_nonfinite(self: DivergenceDetector, xs: np.ndarray) -> int:
+        """A run of non-finite losses while a critical divergence is open (a run that blew
+        up and keeps sending NaN): each is only counted, as ``update`` does."""
+        fin = np.isfinite(xs)
+        j = int(np.argmax(fin)) if fin.any() else int(xs.size)
+        self.n_nonfinite += j
+        self.ok_run = 0
+        return j
 
     def _ff_scalar(self: DivergenceDetector, sl: list[int], xl: list[float]) -> int:
         """``fast_forward`` for a few points (same gate, same floats, pure Python)."""
