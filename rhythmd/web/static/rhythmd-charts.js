@@ -281,11 +281,16 @@
     panel.parentNode.insertBefore(label, panel);
   }
 
+  // Draws the charts not drawn yet (all of them at first, those of a refreshed region later);
+  // charts whose region was replaced are let go.
   function init() {
     if (typeof window.uPlot !== "function") return;
-    Object.keys(charts).forEach(function (id) { charts[id].destroy(); });
-    charts = {};
-    document.querySelectorAll("script.chart-data").forEach(build);
+    Object.keys(charts).forEach(function (id) {
+      if (!document.body.contains(charts[id].root)) { charts[id].destroy(); delete charts[id]; }
+    });
+    document.querySelectorAll("script.chart-data").forEach(function (block) {
+      if (!block.parentNode.classList.contains("interactive")) build(block);
+    });
     control();
     window.rhythmdCharts = charts;
     document.body.setAttribute("data-charts", String(Object.keys(charts).length));

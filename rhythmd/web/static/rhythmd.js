@@ -5,6 +5,10 @@
 (function () {
   var sortState = null; // {col, dir}
   var selectedDiag = null;
+  var served = {}; // live region id -> the server's HTML of it, as last received
+  document.querySelectorAll("[data-live-region]").forEach(function (el) {
+    if (el.id) served[el.id] = el.innerHTML;  // before any script changes it
+  });
 
   function cellValue(row, col, numeric) {
     var cell = row.cells[col];
@@ -195,7 +199,10 @@
           state.save();
           document.querySelectorAll("[data-live-region]").forEach(function (el) {
             var fresh = el.id ? doc.getElementById(el.id) : null;
-            if (fresh) el.innerHTML = fresh.innerHTML;
+            // unchanged regions stay as they are (a chart being zoomed is not redrawn)
+            if (!fresh || served[el.id] === fresh.innerHTML) return;
+            served[el.id] = fresh.innerHTML;
+            el.innerHTML = fresh.innerHTML;
           });
           ["run-status"].forEach(function (id) {
             var cur = document.getElementById(id), fresh = doc.getElementById(id);
