@@ -79,6 +79,8 @@ def lightning_fit(tmp: Path, fake: FakeDaemon, ckpt: str | None) -> tuple[Any, d
 def test_lightning_fit_resumes_the_run_and_its_pending_ramp(tmp_path: Path,
                                                             fake: FakeDaemon) -> None:
     first, lrs1 = lightning_fit(tmp_path / "a", fake, None)
+    after = first.state_dict()["hook"]  # kept after the fit, for a later save_checkpoint
+    assert after["run_id"] == first.run_id and after["step"] == STEPS
     fake.state.seed_recs = []
     second, lrs2 = lightning_fit(tmp_path / "b", fake, str(tmp_path / "a" / f"step={CKPT}.ckpt"))
     assert second.run_id == first.run_id and len(fake.state.runs) == 1
@@ -147,6 +149,8 @@ def hf_fit(out: Path, fake: FakeDaemon, resume: str | None) -> tuple[Any, dict[i
 def test_hf_trainer_resumes_the_run_and_its_pending_ramp(tmp_path: Path,
                                                          fake: FakeDaemon) -> None:
     first, lrs1 = hf_fit(tmp_path, fake, None)
+    after = first.state()["attributes"]["resume_state"]["hook"]  # kept after train()
+    assert after["run_id"] == first.run_id and after["step"] == STEPS
     fake.state.seed_recs = []
     second, lrs2 = hf_fit(tmp_path, fake, str(tmp_path / f"checkpoint-{CKPT}"))
     assert second.run_id == first.run_id and len(fake.state.runs) == 1

@@ -76,10 +76,11 @@ class RhythmdTrainerCallback(TrainerCallback, ExportableState):
         self._handle: Any = None
         self._failed: set[str] = set()
         self.resume_state: dict[str, Any] | None = None  # set by the Trainer on a resume
+        self._final: dict[str, Any] | None = None  # the state at the end of the last train()
 
     def state(self) -> dict[str, Any]:
         """What 🤗 Trainer saves in each checkpoint (``ExportableState``)."""
-        saved = self.resume_state
+        saved = self.resume_state or self._final
         if self.hook is not None:
             saved = {"hook": self.hook.state_dict(), "step_offset": self._steps.offset}
         return {"args": dict(self._args), "attributes": {"resume_state": saved}}
@@ -167,6 +168,10 @@ class RhythmdTrainerCallback(TrainerCallback, ExportableState):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        if self.hook is not None:
+        if self.hook is not None:  # keep its last state for a save_state() after training
+            try:
+                self._final = self.state()["attributes"]["resume_state"]
+            except Exception as exc:
+                log_once(self._failed, "Trainer callback state", exc)
             self.hook.close()
             self.hook = None

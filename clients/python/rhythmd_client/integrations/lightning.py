@@ -74,11 +74,12 @@ class RhythmdCallback(Callback):
         self._steps = StepMap()
         self._failed: set[str] = set()
         self._resume: dict[str, Any] | None = None  # from a checkpoint, until training starts
+        self._final: dict[str, Any] = {}  # the state at the end of the last fit
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in the checkpoint: the hook's state and the trainer-to-stream step offset."""
         if self.hook is None:
-            return dict(self._resume or {})
+            return dict(self._resume or self._final)
         return {"hook": self.hook.state_dict(), "step_offset": self._steps.offset}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -159,14 +160,20 @@ class RhythmdCallback(Callback):
             log_once(self._failed, "Lightning callback on_validation_end", exc)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._close(None)  # finished, or stopped after a "stop"
+
+    def _close(self, status: str | None) -> None:
+        """Finish the run; keep the hook's last state for a checkpoint saved afterwards."""
         if self.hook is not None:
-            self.hook.close()
+            try:
+                self._final = self.state_dict()
+            except Exception as exc:
+                log_once(self._failed, "Lightning callback state", exc)
+            self.hook.close(status=status)
             self.hook = None
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.hook is not None:
-            self.hook.close(status="failed")
-            self.hook = None
+        self._close("failed")
 
 
 try:  # the unified package first, then the standalone one
