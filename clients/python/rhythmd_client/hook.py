@@ -18,6 +18,11 @@ the snapshot taken before a change at step ``s`` continues the same way from ``s
 Local reflex (apply mode, on by default): a loss that is not finite, or above the blow-up
 bound, makes the hook restore the last healthy snapshot, cut the LR and re-warm at once,
 then report what it did to the daemon; see :class:`RhythmHook` (``reflex``).
+
+The class is assembled from one module per concern: :mod:`._reflex` (the reflex),
+:mod:`._advice` (taking the daemon's advice, DDP rounds), :mod:`._snapshots` (controller and
+snapshots), :mod:`._resume` (``state_dict``/``load_state_dict``), :mod:`._ring` (hand-overs)
+and :mod:`._settings` (URL, token and mode from arguments or ``RHYTHMD_*``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ log = logging.getLogger("rhythmd_client")
 
 _time = time.time
 _NEVER = 2**63
+
+
 def _noop(*args: Any, **kwargs: Any) -> None:
     """What :meth:`RhythmHook.step` and :meth:`RhythmHook.log` are in disabled mode."""
 
