@@ -1,4 +1,5 @@
-"""The daemon's web pages: server-rendered HTML and SVG, a small hand-written script, no CDN.
+"""The daemon's web pages: server-rendered HTML and SVG, interactive charts drawn with the
+vendored uPlot when scripts run, nothing loaded from outside the daemon.
 
 ``rhythmd.web.pages.router`` serves ``/`` (runs), ``/runs/{run_id}`` and ``/compare``.
 """

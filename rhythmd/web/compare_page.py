@@ -15,6 +15,7 @@ from rhythmd.web.chart_data import data_block
 from rhythmd.web.html import (
     DEFAULT_MAX_POINTS,
     KIND_LABELS,
+    MaxPointsQuery,
     RefreshQuery,
     badge,
     e,
@@ -35,7 +36,7 @@ def compare_page(
     request: Request,
     runs: Annotated[list[str], Query(max_length=2000)] = [],  # noqa: B006 (FastAPI query list)
     metric: Annotated[str | None, Query(max_length=256)] = None,
-    max_points: Annotated[int, Query(ge=100, le=20_000)] = DEFAULT_MAX_POINTS,
+    max_points: MaxPointsQuery = DEFAULT_MAX_POINTS,
     refresh: RefreshQuery = None,
 ) -> HTMLResponse:
     service = request.app.state.service

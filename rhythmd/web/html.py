@@ -25,6 +25,8 @@ DEFAULT_MAX_POINTS = 2000
 REFRESH_MS = 5000
 RefreshQuery = Annotated[int | None, Query(ge=500, le=3_600_000,
                                            description="Live refresh period (ms).")]
+MaxPointsQuery = Annotated[int, Query(ge=100, le=20_000,
+                                     description="Points per series drawn (min/max buckets).")]
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 KIND_LABELS = {"divergence": "divergence", "stagnation": "stagnation",

@@ -3,9 +3,7 @@ timeline."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from rhythmd.errors import NotFoundError
@@ -15,6 +13,7 @@ from rhythmd.web.access import Denied, covers, viewer
 from rhythmd.web.html import (
     DEFAULT_MAX_POINTS,
     KIND_LABELS,
+    MaxPointsQuery,
     RefreshQuery,
     badge,
     e,
@@ -31,7 +30,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
     request: Request, run_id: str,
-    max_points: Annotated[int, Query(ge=100, le=20_000)] = DEFAULT_MAX_POINTS,
+    max_points: MaxPointsQuery = DEFAULT_MAX_POINTS,
     refresh: RefreshQuery = None,
 ) -> HTMLResponse:
     service = request.app.state.service
