@@ -52,7 +52,7 @@ def chart_spec(c: Chart, smooth: bool = True) -> dict[str, Any]:
         "x_range": [c.x0, c.x1], "y_range": [scale.lo, scale.hi], "log": scale.log,
         "y_label": c.y_label, "smooth": smooth, "series": series,
         "regions": [{"start": r.start, "end": r.end, "kind": r.kind, "id": r.ref_id,
-                     "title": r.title} for r in c.regions],
+                     "title": r.title, "abandoned": r.abandoned} for r in c.regions],
         "markers": [{"step": m.step, "kind": m.kind, "title": m.title,
                      "abandoned": m.abandoned, "color": m.color} for m in c.markers],
         "references": [{"value": _finite(r.value), "label": r.label} for r in c.references],

@@ -31,14 +31,15 @@ def regions(d: webdata.RunData) -> list[Region]:
         closed = g.get("closed_at_step")
         is_open = g.get("status") == "open" or closed is None
         # a rollback closes a diagnosis at the resume step, before its onset: the region then
-        # spans what was seen (onset to the last update) on the abandoned branch
+        # spans what was seen (onset to the last update) on the abandoned branch, drawn fainter
         seen = [v for v in (g.get("updated_at_step"), g.get("detected_at_step"), start,
                             seen_at.get(str(g["id"]))) if isinstance(v, int)]
         end = max([last if is_open else int(closed), *seen])
         out.append(Region(int(start), int(end), str(g.get("kind")), str(g["id"]),
                           KIND_LABELS.get(str(g.get("kind")), str(g.get("kind"))),
                           f"{g.get('kind')} ({g.get('severity')}, {g.get('status')}): "
-                          f"{fmt.text(str(g.get('message', '')))} — click for evidence", is_open))
+                          f"{fmt.text(str(g.get('message', '')))} — click for evidence", is_open,
+                          closed is not None and int(closed) < int(start)))
     return out
 
 

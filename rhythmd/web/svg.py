@@ -62,6 +62,7 @@ class Region:
     label: str
     title: str
     open: bool = False
+    abandoned: bool = False  # seen on a branch that a rollback abandoned (drawn fainter)
 
 
 @dataclass
@@ -314,7 +315,8 @@ class Chart:
             xa = max(xa, MARGIN_LEFT)
             xb = min(max(xb, xa + 3), MARGIN_LEFT + self.pw)
             out.append(
-                f'<g class="diag-region diag-{attr(r.kind)}" data-diag-id="{attr(r.ref_id)}" '
+                f'<g class="diag-region diag-{attr(r.kind)}'
+                f'{" on-abandoned" if r.abandoned else ""}" data-diag-id="{attr(r.ref_id)}" '
                 f'data-kind="{attr(r.kind)}" data-start="{r.start}" data-end="{r.end}" '
                 f'data-open="{str(r.open).lower()}" tabindex="0"><title>{attr(r.title)}</title>'
                 f'<rect x="{xa:.1f}" y="{top}" width="{xb - xa:.1f}" height="{self.ph}"/>')

@@ -73,6 +73,10 @@ def test_markers_sit_on_their_branch(rescued: tuple[str, str]) -> None:
     arrow = t.find("rollback-arrow")
     assert arrow and arrow[0]["data-from-step"] == "199"
     assert not re.search(rf'y1="{top:g}" y2="{bottom:g}"', _group(loss, "rollback-marker"))
+    # the divergence was seen on branch 0 only: its region is drawn as abandoned
+    div = t.find("diag-region", data_kind="divergence")
+    assert div and "on-abandoned" in (div[0]["class"] or "")
+    assert int(div[0]["data-start"] or 0) >= scenario.BLOWUP_FROM - 5
     # a change applied on the surviving branch: a line across the plot
     cut = t.find("applied-marker", data_action="reduce_lr")
     assert cut and "on-surviving" in (cut[0]["class"] or "") and cut[0]["data-on-branch"] == "1"

@@ -111,7 +111,7 @@
         var xb = Math.min(u.valToPos(r.end, "x", true), b.left + b.width);
         if (xb < xa) return;
         ctx.fillStyle = KIND_COLORS[r.kind] || "#6b7280";
-        ctx.globalAlpha = 0.13;
+        ctx.globalAlpha = r.abandoned ? 0.06 : 0.13;
         ctx.fillRect(xa, b.top, Math.max(xb - xa, 3), b.height);
       });
       ctx.restore();
