@@ -320,7 +320,7 @@ def _torch() -> Any:
         from rhythmd.cli import CommandError
 
         raise CommandError("rhythmd schedule steps the real torch schedulers and needs "
-                           "PyTorch: pip install rhythmd[torch]", 2) from None
+                           "PyTorch: pip install 'rhythmd[torch]'", 2) from None
     return torch
 
 

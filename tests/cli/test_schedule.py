@@ -177,7 +177,7 @@ def test_without_torch_says_what_to_install(cli: Any, monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     r = cli("schedule", "cosine", "--steps", "10")
     assert r.code == 2
-    assert "pip install rhythmd[torch]" in r.err
+    assert "pip install 'rhythmd[torch]'" in r.err
 
 
 def test_usage_errors(cli: Any) -> None:
