@@ -22,8 +22,9 @@ that parses the same bodies and does one ``executemany`` into a SQLite file
 (``bench/_floor_app.py``); throughput is printed as a ratio of the floor of the same stream.
 
 ``--profile STREAM`` runs the stream through ``Service.ingest`` in this process (no HTTP, a
-fresh SQLite file, analysis on) under cProfile and prints the top entries by cumulative and by
-own time, plus the call counts of the analysis and store entry points.
+fresh SQLite file, or with ``--postgresql`` a fresh PostgreSQL database; analysis on) under
+cProfile and prints the top entries by cumulative and by own time; ``--inprocess STREAM`` does
+the same without cProfile and prints the CPU time (for a sampling profiler such as py-spy).
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def measure(stream: Stream, args: argparse.Namespace, tmp: Path) -> list[dict]:
     return out
 
 
-def profile(stream: Stream, top: int, cprofile: bool = True) -> None:
+def profile(stream: Stream, top: int, cprofile: bool = True, url: str | None = None) -> None:
     """The stream through ``Service.ingest`` in this process, under cProfile (or bare, for a
     sampling profiler: ``py-spy record -- python bench/ingest.py --inprocess STREAM``)."""
     from rhythmd.batch import parse_metric_batch
@@ -220,7 +221,7 @@ def profile(stream: Stream, top: int, cprofile: bool = True) -> None:
     from rhythmd.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/p.db")
+        store = Store(url or f"sqlite:///{tmp}/p.db")
         store.open()
         service = Service(store)
         ids = [service.create_run(f"p{i}", config={"total_steps": r.total_steps})[0]["run_id"]
@@ -266,8 +267,16 @@ def main() -> int:
     p.add_argument("--top", type=int, default=30, help="entries per profile table (30)")
     args = p.parse_args()
     if args.profile or args.inprocess:
-        profile(ingest_stream(args.profile or args.inprocess, args.points, args.batch,
-                              args.clients), args.top, cprofile=bool(args.profile))
+        stream = ingest_stream(args.profile or args.inprocess, args.points, args.batch,
+                               args.clients)
+        if "postgresql" not in args.backends and not args.postgresql:
+            profile(stream, args.top, cprofile=bool(args.profile))
+            return 0
+        url = create_pg_database(args.pg_url)
+        try:
+            profile(stream, args.top, cprofile=bool(args.profile), url=url)
+        finally:
+            drop_pg_database(args.pg_url, url)
         return 0
     for b in args.backends.split(","):
         if b.strip() not in ("sqlite", "postgresql", ""):
