@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if running:
                 if running[0] is not None:
                     await run_in_threadpool(running[0].stop)
+                await run_in_threadpool(app.state.ingest_queue.close)
                 await run_in_threadpool(app.state.service.close)
                 await run_in_threadpool(app.state.store.close)
 

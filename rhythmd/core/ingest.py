@@ -155,10 +155,10 @@ class Ingestor:
         history = analyse and live is not None and (
             live.analyzer.has_open_diagnoses() or evaluates(batch, live.analyzer.cfg))
         return _BatchReads(
-            runs_q.submit_get_run(conn, run_id),
-            (runs_q.submit_find_batch(conn, run_id, batch.batch_id)
+            runs_q.get_run(conn, run_id),
+            (runs_q.find_batch(conn, run_id, batch.batch_id)
              if batch.batch_id is not None else None),
-            recs_q.submit_history(conn, run_id) if history else recs_q.submit_pending(conn, run_id),
+            recs_q.list_recommendations(conn, run_id, None if history else recs.PENDING),
             self.analyzers.submit_catch_up(conn, run_id) if analyse and live is not None
             else None,
             series_q.submit_series_ids(conn, run_id, batch.series) if batch.series else None,

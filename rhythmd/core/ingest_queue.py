@@ -3,12 +3,12 @@
 Every metrics batch costs a transaction: ``BEGIN``, the run's lock, a round trip for its reads,
 the ``COMMIT``, a worker-thread hop and a connection. At hundreds of batches per second from
 hundreds of runs those per-transaction costs are most of the daemon's and the database's CPU.
-:class:`IngestQueue` lets at most ``concurrency`` transactions run per process, each in a
-worker thread; the requests that arrive meanwhile wait on the event loop and the next free slot
-takes all of them that belong to distinct runs (up to ``max_group``) into one transaction
-(:meth:`rhythmd.core.ingest.Ingestor.ingest_many`). Under a light load a group is one batch,
-stored inline as by :meth:`~rhythmd.core.ingest.Ingestor.ingest`, so the latency is that of a
-lone transaction; under a heavy one the cost per batch falls as the groups grow.
+:class:`IngestQueue` lets at most ``concurrency`` transactions run per process, each in one of
+its own worker threads; the requests that arrive meanwhile wait on the event loop and the next
+free slot takes all of them that belong to distinct runs (up to ``max_group``) into one
+transaction (:meth:`rhythmd.core.ingest.Ingestor.ingest_many`). Under a light load a group is
+one batch, stored as by :meth:`~rhythmd.core.ingest.Ingestor.ingest`, so the latency is that
+of a lone transaction; under a heavy one the cost per batch falls as the groups grow.
 
 Batches of one run keep their arrival order: a run with a batch in a transaction, or waiting
 ahead in the queue, leaves its later batch for a later group.
@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
-
-from fastapi.concurrency import run_in_threadpool
 
 from rhythmd.batch import MetricBatch
 from rhythmd.core.ingest import IngestResult
@@ -39,7 +38,8 @@ class GroupIngest(Protocol):
 class IngestQueue:
     """Stores batches from the event loop, several runs' batches per transaction.
 
-    ``concurrency``: transactions in flight at once per process (each in a worker thread);
+    ``concurrency``: transactions in flight at once per process (each in one of the queue's
+    ``concurrency`` threads);
     the only limit on concurrent ingest transactions, capped by the ingestor's ``writers``
     (SQLite: one; more would only wait for the write lock). ``max_group``: batches per
     transaction at most. Bound to the event loop it is first used on.
@@ -52,6 +52,9 @@ class IngestQueue:
         self.ingestor = ingestor
         writers = getattr(ingestor, "writers", None)
         self.concurrency = min(concurrency, writers) if writers else concurrency
+        # its own threads: a hop costs less than through the shared pool (no limiter, no
+        # cancel scope), and a burst of other requests never holds up the ingest
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rhythmd-ingest")
         self.max_group = max_group
         self._queue: deque[_Item] = deque()
         self._in_flight = 0
@@ -104,8 +107,9 @@ class IngestQueue:
 
     async def _store(self, group: list[_Item]) -> None:
         try:
-            results: list[Any] = await run_in_threadpool(
-                self.ingestor.ingest_many, [(run_id, batch) for run_id, batch, _ in group])
+            results: list[Any] = await asyncio.get_running_loop().run_in_executor(
+                self._threads, self.ingestor.ingest_many,
+                [(run_id, batch) for run_id, batch, _ in group])
         except asyncio.CancelledError:  # shutting down: the requests are cancelled too
             for _, _, future in group:
                 future.cancel()
@@ -123,3 +127,7 @@ class IngestQueue:
             else:
                 future.set_result(result)
         self._start_groups()
+
+    def close(self) -> None:
+        """Let the transactions in flight finish, then stop the queue's threads."""
+        self._threads.shutdown(wait=True)

@@ -151,7 +151,7 @@ def resolve(conn: Any, run_id: str, rec_id: str, status: str, step: int | None,
     recs_q.resolve_recommendation(conn, rec_id, status, step, lr_before, lr_after, note)
     resolved = recs_q.rec_to_dict(recs_q.get_recommendation(conn, run_id, rec_id))
     if alerts is not None:
-        run = runs_q.get_run(conn, run_id)
+        run = runs_q.get_run(conn, run_id).first()
         outbox_q.enqueue(conn, run_id, f"recommendation_{status}",
                          encode_nonfinite(recommendation_message(run, status, resolved)))
     log.info("recommendation %s: %s (%s)", status, row["action"], note or "",
@@ -160,7 +160,7 @@ def resolve(conn: Any, run_id: str, rec_id: str, status: str, step: int | None,
                      {"action": row["action"], "lr_before": lr_before, "lr_after": lr_after,
                       "note": note}, ref_id=rec_id)
     spec = fallback(resolved) if status == REJECTED else None
-    if spec is not None and not recs_q.list_recommendations(conn, run_id, PENDING):
+    if spec is not None and not recs_q.list_recommendations(conn, run_id, PENDING).all():
         # a rollback the client cannot do (no snapshot): the fallback goes out now, not when
         # the divergence happens to be updated again
         at = step if step is not None else resolved.get("issued_at_step") or 0
@@ -177,7 +177,7 @@ def recommend(conn: Any, run: Any, analyzer: RunAnalyzer, events: list[Diagnosis
     if not answerable(events) and sent is None:
         return None
     run_id = run["run_id"]
-    rows = sent.all() if sent is not None else recs_q.list_recommendations(conn, run_id, None)
+    rows = (sent if sent is not None else recs_q.list_recommendations(conn, run_id, None)).all()
     history = [recs_q.rec_to_dict(r) for r in rows]
     if not answerable(events) and not any(
             h["action"] in TRIAL_ACTIONS and h["status"] == APPLIED for h in history):

@@ -21,7 +21,7 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 def run_row(conn: Any, run_id: str) -> Any:
     """The run's row; raises :class:`NotFoundError`."""
-    row = runs_q.get_run(conn, run_id)
+    row = runs_q.get_run(conn, run_id).first()
     if row is None:
         raise NotFoundError(f"run {run_id!r} not found")
     return row
@@ -50,7 +50,7 @@ class Runs:
                                     "run_id must be 1-64 characters of A-Z a-z 0-9 _ . -", run_id)
         rid = run_id or uuid.uuid4().hex
         with self.store.write(rid) as conn:
-            existing = runs_q.get_run(conn, rid)
+            existing = runs_q.get_run(conn, rid).first()
             if existing is not None:
                 if existing["name"] != name or existing["project"] != project:
                     raise ConflictError(
@@ -60,7 +60,7 @@ class Runs:
                 return run_dict(existing, self.lost_rule), False
             runs_q.insert_run(conn, rid, name, project, config, tags)
             log.info("run created: %s", name, extra={"run_id": rid, "project": project})
-            return run_dict(runs_q.get_run(conn, rid), self.lost_rule), True
+            return run_dict(run_row(conn, rid), self.lost_rule), True
 
     def finish(self, run_id: str, status: str, step: int | None) -> dict[str, Any]:
         """End a run with one of :data:`rhythmd.run_status.ENDINGS`."""
@@ -71,4 +71,4 @@ class Runs:
             run_row(conn, run_id)
             runs_q.set_status(conn, run_id, status, step)
             recs_q.add_event(conn, run_id, "run_finished", step, {"status": status})
-            return run_dict(runs_q.get_run(conn, run_id), self.lost_rule)
+            return run_dict(run_row(conn, run_id), self.lost_rule)

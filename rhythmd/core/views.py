@@ -131,7 +131,7 @@ class Views:
         with self.store.read() as conn:
             run_row(conn, run_id)
             return [recs_q.rec_to_dict(r)
-                    for r in recs_q.list_recommendations(conn, run_id, status)]
+                    for r in recs_q.list_recommendations(conn, run_id, status).all()]
 
     def summary(self, run_id: str) -> dict[str, Any]:
         """Status, current LR, best/last value of each metric, and counts."""
@@ -139,7 +139,7 @@ class Views:
             row = run_row(conn, run_id)
             metrics = summary_q.series_summary(conn, run_id)
             diags = analysis_q.list_diagnoses(conn, run_id, None, None)
-            recs = recs_q.list_recommendations(conn, run_id, None)
+            recs = recs_q.list_recommendations(conn, run_id, None).all()
         by_status: dict[str, int] = {}
         for r in recs:
             by_status[r["status"]] = by_status.get(r["status"], 0) + 1

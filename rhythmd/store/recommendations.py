@@ -65,21 +65,12 @@ _BY_RUN_STATUS = FastStatement(select(recommendations).where(
     recommendations.c.status == bindparam("status")).order_by(*_ORDER))
 
 
-def list_recommendations(conn: Connection, run_id: str, status: str | None) -> list[Any]:
+def list_recommendations(conn: Connection, run_id: str, status: str | None) -> Deferred:
+    """The run's recommendations (``.all()``), oldest first; only those in ``status`` unless
+    it is None."""
     if status is None:
-        return _BY_RUN.all(conn, {"run_id": run_id})
-    return _BY_RUN_STATUS.all(conn, {"run_id": run_id, "status": status})
-
-
-def submit_history(conn: Connection, run_id: str) -> Deferred:
-    """All the run's recommendations, sent now and read later (see ``rhythmd.store.pipeline``)."""
-    return _BY_RUN.submit(conn, {"run_id": run_id})
-
-
-def submit_pending(conn: Connection, run_id: str) -> Deferred:
-    """The run's pending recommendations, sent now and read later (see
-    ``rhythmd.store.pipeline``)."""
-    return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": "pending"})
+        return _BY_RUN.submit(conn, {"run_id": run_id})
+    return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": status})
 
 
 def expire_stale(conn: Connection, pending: list[Any], step: int | None

@@ -106,9 +106,9 @@ _ADVANCE_RUN = FastStatement(
 """One batch's update of its run row; ``multirow``: many runs' at once (group commit)."""
 
 
-def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
-    """The run's row as a dict, or None."""
-    return _GET_RUN.first(conn, {"run_id": run_id})
+def get_run(conn: Connection, run_id: str) -> Deferred:
+    """The run's row (``.first()``: a dict, or None)."""
+    return _GET_RUN.submit(conn, {"run_id": run_id})
 
 
 def _status_condition(status: str, rule: LostRule, now: float) -> Any:
@@ -143,14 +143,9 @@ def list_runs(
     return list(rows), int(total)
 
 
-def submit_get_run(conn: Connection, run_id: str) -> Deferred:
-    """:func:`get_run`, sent now and read later (see ``rhythmd.store.pipeline``)."""
-    return _GET_RUN.submit(conn, {"run_id": run_id})
-
-
-def submit_find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
-    """The stored batch's row (None when the run has no such batch), sent now and read
-    later."""
+def find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
+    """The stored batch's row (``.first()``: a dict, or None when the run has no such
+    batch)."""
     return _FIND_BATCH.submit(conn, {"run_id": run_id, "batch_id": batch_id})
 
 
