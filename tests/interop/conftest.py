@@ -62,9 +62,15 @@ def log_mlflow_run(tracking_uri: str, path: Path, names: dict[str, str],
 
 @pytest.fixture(scope="session")
 def mlflow_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A SQLite tracking store (its schema is made once: about 10 s)."""
+    """A SQLite tracking store (its schema is made once: about 10 s), whose default experiment
+    keeps its artifacts in the temporary folder too (not ``./mlruns`` in the working directory)."""
     pytest.importorskip("mlflow")
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    SqlAlchemyStore(uri, (root / "artifacts").as_uri())
+    return uri
 
 
 _WANDB_SCRIPT = textwrap.dedent('''
