@@ -12,6 +12,7 @@ from rhythmd.api.schemas import EventList, Run, RunCreate, RunFinish, RunList
 from rhythmd.api.security import enforce, enforce_named, principal_in, requires
 from rhythmd.auth import ALL
 from rhythmd.errors import ConflictError
+from rhythmd.run_status import FILTERS
 
 router = APIRouter(route_class=JSONRoute,
                    prefix="/v1/runs", tags=["runs"], responses={**UNAVAILABLE})
@@ -51,8 +52,7 @@ def list_runs(
     project: Annotated[str | None, Query(max_length=128, description="Only this project.")] = None,
     status_: Annotated[str | None, Query(
         alias="status",
-        pattern="^(running|finished|failed|stopped|lost|healthy|diverging|stagnating|"
-                "oscillating|slow)$",
+        pattern=f"^({'|'.join(FILTERS)})$",
         description="Only runs in this lifecycle status (running, finished, failed, stopped), "
                     "lost (silent too long), or live runs of this health.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Page size (capped by "

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rhythmd.batch import MAX_BRANCH, MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE
+from rhythmd.core.recommendations import CLIENT_OUTCOMES, TRANSITIONS
 from rhythmd.recommendations import ACTIONS
+from rhythmd.run_status import ENDINGS, SHOWN
 
 
 def _no_bool(value: Any) -> Any:
@@ -76,7 +78,7 @@ class RunList(BaseModel):
 class RunFinish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["finished", "failed", "stopped"] = "finished"
+    status: Literal[ENDINGS] = "finished"  # type: ignore[valid-type]
     step: Step | None = None
 
 
@@ -119,7 +121,7 @@ class Recommendation(BaseModel):
     author: str = Field(description="'rhythmd' for the policy, else who issued it by hand.")
     issued_at_step: int | None
     expires_at_step: int | None
-    status: Literal["pending", "applied", "rejected", "expired"]
+    status: Literal[tuple(TRANSITIONS)]  # type: ignore[valid-type]
     created_at: float
     updated_at: float
     applied_step: int | None
@@ -200,7 +202,7 @@ class RecommendationList(BaseModel):
 class RecommendationAck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["applied", "rejected"]
+    status: Literal[CLIENT_OUTCOMES]  # type: ignore[valid-type]
     step: Step | None = None
     lr_before: list[LR] | None = Field(None, max_length=4096,
                                           description="LR per param group before.")
@@ -282,8 +284,7 @@ class RunSummary(BaseModel):
     run_id: str
     name: str
     project: str | None
-    status: Literal["healthy", "diverging", "stagnating", "oscillating", "slow", "stopped",
-                    "finished", "lost"]
+    status: Literal[SHOWN]  # type: ignore[valid-type]
     run_status: str = Field(description="Lifecycle: running, finished, failed or stopped.")
     health: str
     last_step: int | None

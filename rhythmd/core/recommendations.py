@@ -40,9 +40,9 @@ log = logging.getLogger("rhythmd.service")
 PENDING, APPLIED, REJECTED, EXPIRED = "pending", "applied", "rejected", "expired"
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({APPLIED, REJECTED, EXPIRED}),
-    EXPIRED: frozenset({APPLIED, REJECTED}),  # the client may still report what it did
     APPLIED: frozenset(),
     REJECTED: frozenset(),
+    EXPIRED: frozenset({APPLIED, REJECTED}),  # the client may still report what it did
 }
 """Status -> the statuses it may move to. Recommendations are issued ``pending``; the client
 acknowledges them ``applied`` or ``rejected``; the daemon expires pending ones (a newer fix
