@@ -1,7 +1,7 @@
 """Token verification that sees a revocation on every process within a second.
 
-SQLite is one daemon process (plus the CLI): every request reads the token row, an indexed
-lookup of tens of microseconds, so nothing is cached and a revocation holds at once.
+SQLite is one daemon process (plus the CLI): every request reads the token row (one indexed
+lookup in a local file), so nothing is cached and a revocation holds at once.
 
 PostgreSQL may have many daemon processes: each keeps verified tokens in memory and listens on
 the ``rhythmd_tokens`` channel, on which every revocation is announced (``pg_notify`` in the
