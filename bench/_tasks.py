@@ -1,6 +1,6 @@
 """Real training tasks for the rescue benchmark, the validation corpus and the examples (CPU).
 
-Tasks of the ``dev`` curve corpus (``/work/shared/corpus/dev/README.md``):
+Tasks of the ``dev`` curve corpus (``../shared/corpus/dev/README.md`` next to the checkout):
 
 - ``digits_mlp``: MLP 64-128-128-10 (ReLU), cross-entropy, on ``load_digits`` (1437/360
   stratified split, seed 0, inputs standardized with train statistics); 800 steps, batch 64,

@@ -23,12 +23,12 @@ reflex restores), in % of the final branches' steps.
 
 Usage::
 
-    .venv/bin/python bench/rescue.py --grid small --jobs 2 --out /tmp/rescue.json
-    .venv/bin/python bench/rescue.py --grid full --jobs 2 --out /tmp/rescue-full.json
+    .venv/bin/python bench/rescue.py --grid small --jobs 2 --out rescue.json
+    .venv/bin/python bench/rescue.py --grid full --jobs 2 --out rescue-full.json
     # re-run only the rhythmd mode, reusing the other two modes from an earlier result:
-    .venv/bin/python bench/rescue.py --grid small --modes rhythmd --reuse /tmp/rescue.json
+    .venv/bin/python bench/rescue.py --grid small --modes rhythmd --reuse rescue.json
     # smoke test: per task its good configuration and its failing ones (``_tasks.QUICK``)
-    .venv/bin/python bench/rescue.py --quick --tasks new --out /tmp/rescue-quick.json
+    .venv/bin/python bench/rescue.py --quick --tasks new --out rescue-quick.json
 
 Grids: ``full`` = 3 optimizers x 8 LRs x 4 schedules = 96 configurations per task; ``small``
 = 3 optimizers x 8 LRs x {constant, warmup_cosine} = 48 per task (the schedules with the most

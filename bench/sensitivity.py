@@ -6,7 +6,7 @@ corpus), and the probe suite's two counts (no-action probes acted on, must-catch
 caught). For every policy constant: the probe counts. Scores come from the same code paths as
 ``bench/eval_detectors.py`` and ``bench/probes.py``.
 
-    python bench/sensitivity.py /work/shared/corpus/dev bench/data/validation --jobs 2
+    python bench/sensitivity.py ../shared/corpus/dev bench/data/validation --jobs 2
 """
 
 from __future__ import annotations
