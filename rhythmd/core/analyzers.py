@@ -84,8 +84,10 @@ def restore(analyzer: RunAnalyzer, saved: tuple[int, dict[str, Any]] | None,
 class AnalyzerCache:
     """Per-process analyzers of the runs, least recently used dropped beyond ``size``.
 
-    ``save_every_batches`` / ``save_every_seconds``: how often an analyzer's state is saved
-    when nothing forces it (a diagnosis that opens or closes is saved at once).
+    ``save_every_batches`` / ``save_every_seconds``: how often an analyzer's state is saved.
+    The saved state is only a replay shortcut: the diagnosis rows and events are written with
+    the batch that changed them, a restart replays the batches after the saved state (ids are
+    deterministic and rows upserted by id), so nothing forces an earlier save.
     """
 
     def __init__(self, size: int = 4096, *, save_every_batches: int = 64,
@@ -181,10 +183,10 @@ class AnalyzerCache:
         return analyzer
 
     # saving ---------------------------------------------------------------------------------
-    def save_if_due(self, conn: Any, run_id: str, live: LiveAnalyzer, *, force: bool) -> None:
-        """Save the analyzer's state when ``force``d, or after enough batches or seconds."""
+    def save_if_due(self, conn: Any, run_id: str, live: LiveAnalyzer) -> None:
+        """Save the analyzer's state after enough batches or seconds."""
         now = time.monotonic()
-        if (force or live.unsaved_batches >= self.save_every_batches
+        if (live.unsaved_batches >= self.save_every_batches
                 or now - live.saved_at > self.save_every_seconds):
             analysis_q.save_state(conn, run_id, live.analyzed_seq, live.analyzer.state_dict())
             live.saved_at, live.unsaved_batches = now, 0

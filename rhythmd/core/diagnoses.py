@@ -78,11 +78,10 @@ def analyse_batch(conn: Any, cache: AnalyzerCache, alerts: AlertConfig | None, r
         if events:
             _record(conn, run, events, before, alerts)
         change = recs.recommend(conn, run, live.analyzer, events, step, history)
-    # a diagnosis that opened or closed is saved with its state at once; refreshes of an open
-    # one ("updated", every eval while a run stays flat or slow) wait for the regular save (a
-    # restart replays the batches after the saved state, and the diagnosis rows are upserted
-    # by id, so nothing is lost either way)
-    cache.save_if_due(conn, run_id, live, force=any(ev.type != "updated" for ev in events))
+    # the state is saved on its regular cadence, whatever the events: the diagnosis rows and
+    # events above are what readers see, and a restart replays the batches after the saved
+    # state (diagnosis ids are deterministic, rows upserted by id: nothing lost or doubled)
+    cache.save_if_due(conn, run_id, live)
     cache.keep(run_id, live)
     bound = live.analyzer.blowup_bound()
     if not events:

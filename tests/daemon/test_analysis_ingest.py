@@ -111,6 +111,39 @@ def test_restart_mid_run_rebuilds_the_same_diagnoses(database_url):
     assert straight == restarted
 
 
+def test_state_saved_on_its_cadence_only_loses_nothing_across_restarts(database_url):
+    """The analyzer state is saved on its regular cadence, not when a diagnosis opens or
+    closes: a process that restarts right after such a batch replays the batches after the
+    saved state. After every batch a reader sees the diagnoses, recommendations and diagnosis
+    events of a process that never restarted, with no event doubled."""
+    diverging = [_to_batch(b) for b in batches(read_curve(DIVERGING), 5)]
+
+    def run(restart_every: int | None) -> list[tuple]:
+        store = Store(database_url)
+        store.open()
+        service = Service(store)
+        service.analyzers.save_every_batches = 9
+        rid = service.create_run("d", config={"total_steps": 600})[0]["run_id"]
+        seen = []
+        for i, b in enumerate(diverging):
+            if restart_every and i and i % restart_every == 0:
+                service = Service(store)  # a fresh process: empty analyzer cache
+                service.analyzers.save_every_batches = 9
+            service.ingest(rid, b)
+            seen.append((_comparable(service.list_diagnoses(rid)),
+                         [(r["action"], r["status"], r["issued_at_step"])
+                          for r in service.list_recommendations(rid)],
+                         [(e["kind"], e["step"], e["payload"]) for e in service.list_events(rid)
+                          if e["kind"].startswith("diagnosis_")]))
+        store.close()
+        return seen
+
+    straight = run(None)
+    assert any(kind == "diagnosis_opened" for kind, _, _ in straight[-1][2])
+    assert run(2) == straight
+    assert run(5) == straight
+
+
 def test_loss_is_analysed_as_the_train_loss(client):
     """The client hook and the trainers name the stream ``loss``."""
     rid = client.post("/v1/runs", json={"name": "alias"}).json()["run_id"]
