@@ -145,8 +145,11 @@ def test_upsert_diagnoses_replaces_by_id_and_keeps_created_at(store: Store, rid:
     from rhythmd.store.schema import diagnoses
     from rhythmd.store.statements import deferred_writes
 
-    d = {"id": "stagnation-1", "kind": "stagnation", "status": "open", "severity": "warning",
-         "detected_at_step": 40}
+    # a whole diagnosis as the analysis stores it: the PostgreSQL database is shared by the
+    # session, and other tests (schemathesis) read every run's diagnoses through the API
+    d = {"id": "stagnation-1", "kind": "stagnation", "metric": "val_loss", "status": "open",
+         "severity": "warning", "detected_at_step": 40, "onset_step": 30, "confidence": 0.9,
+         "evidence": {}, "message": "val_loss has stopped improving"}
     with store.write(rid, pipelined=True) as conn:
         analysis_q.upsert_diagnoses(conn, rid, [d])
     with store.read() as conn:
