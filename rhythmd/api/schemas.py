@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from rhythmd.batch import MAX_BRANCH, MAX_STEP, METRIC_NAME_MAX, METRIC_NAME_RE
 from rhythmd.core.recommendations import CLIENT_OUTCOMES, TRANSITIONS
+from rhythmd.jsonsafe import encode_nonfinite
 from rhythmd.recommendations import ACTIONS
 from rhythmd.run_status import ENDINGS, SHOWN
 
@@ -32,6 +33,13 @@ FloatOut = float | NonFiniteString
 """A float in a response: a JSON number, or one of the strings for non-finite values."""
 
 
+JSONObject = Annotated[dict[str, Any],
+                      PlainSerializer(encode_nonfinite, return_type=dict[str, Any],
+                                      when_used="json")]
+"""A free-form object in a response: its non-finite floats are written "NaN", "Infinity",
+"-Infinity" like every other float (pydantic would write them as null inside ``Any``)."""
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,8 +60,8 @@ class Run(BaseModel):
     run_id: str
     name: str
     project: str | None
-    config: dict[str, Any] | None
-    tags: dict[str, Any] | None
+    config: JSONObject | None
+    tags: JSONObject | None
     status: str = Field(description="running, finished, failed or stopped.")
     created_at: float = Field(description="Unix seconds.")
     updated_at: float = Field(description="Unix seconds.")
@@ -115,7 +123,7 @@ class Recommendation(BaseModel):
     run_id: str
     action: str = Field(description="reduce_lr, warmup, set_schedule, increase_lr, rollback "
                                     "or stop (docs/recommendations.md).")
-    params: dict[str, Any]
+    params: JSONObject
     reason: str
     diagnosis_id: str | None
     author: str = Field(description="'rhythmd' for the policy, else who issued it by hand.")
@@ -217,7 +225,7 @@ class Event(BaseModel):
     step: int | None
     wall_time: float
     ref_id: str | None
-    payload: dict[str, Any]
+    payload: JSONObject
 
 
 class EventList(BaseModel):
@@ -244,7 +252,7 @@ class Diagnosis(BaseModel):
     onset_step: int = Field(description="Step where the condition is estimated to begin.")
     severity: str
     confidence: float
-    evidence: dict[str, Any]
+    evidence: JSONObject
     message: str
     status: Literal["open", "closed"]
     updated_at_step: int | None = None
@@ -263,7 +271,7 @@ class ScheduleSegment(BaseModel):
     end_step: int
     lr_start: FloatOut
     lr_end: FloatOut
-    params: dict[str, Any]
+    params: JSONObject
 
 
 class ScheduleOut(BaseModel):
@@ -292,8 +300,8 @@ class RunSummary(BaseModel):
     updated_at: float
     branch: int
     metrics: dict[str, MetricSummary]
-    counts: dict[str, Any]
-    open_diagnoses: list[dict[str, Any]]
+    counts: JSONObject
+    open_diagnoses: list[JSONObject]
 
 
 class TimelineItem(BaseModel):
@@ -304,7 +312,7 @@ class TimelineItem(BaseModel):
     wall_time: float | None = Field(description="Unix seconds (none for schedule segments).")
     ref_id: str | None
     title: str = Field(description="One line for people.")
-    detail: dict[str, Any]
+    detail: JSONObject
     links: dict[str, str] = Field(description="API paths of the evidence.")
 
 

@@ -144,3 +144,17 @@ def test_bad_bodies_are_a_422_at_body(raw: bytes) -> None:
     with pytest.raises(InvalidInputError) as err:
         parse_json_body(raw)
     assert err.value.loc == ("body",)
+
+
+def test_nonfinite_config_values_come_back_as_strings(client: Any) -> None:
+    """A run's ``config`` may hold NaN/±Inf (a hyperparameter sweep's placeholder): create,
+    read and list answer them as the strings, never as null."""
+    body = b'{"name": "nan-config", "config": {"a": NaN, "b": [Infinity, -Infinity], "c": 1.5}}'
+    r = client.post("/v1/runs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    want = {"a": "NaN", "b": ["Infinity", "-Infinity"], "c": 1.5}
+    assert r.json()["config"] == want
+    rid = r.json()["run_id"]
+    assert client.get(f"/v1/runs/{rid}").json()["config"] == want
+    listed = [x for x in client.get("/v1/runs").json()["runs"] if x["run_id"] == rid]
+    assert listed[0]["config"] == want
