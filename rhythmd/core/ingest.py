@@ -51,11 +51,21 @@ class _BatchReads:
     replay: tuple[int, analysis_q.Replay] | None
     series_ids: Deferred | None = None
     cold_start: ColdStart | None = None
-    history: bool = False  # ``recs`` holds every recommendation of the run (for the policy)
+    history: bool = False  # the policy reads the run's recommendations (``recs``: all of them)
+    all_recs: bool = False  # ``recs`` holds every recommendation of the run, not the pending
 
     def pending(self) -> list[Any]:
         rows = self.recs.all()
-        return [r for r in rows if r["status"] == recs.PENDING] if self.history else rows
+        return [r for r in rows if r["status"] == recs.PENDING] if self.all_recs else rows
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupReads:
+    """Reads of a group's runs sent as one statement each (PostgreSQL): {run_id: rows}."""
+
+    runs: dict[str, Deferred]
+    batches: dict[str, Deferred]
+    recs: dict[str, Deferred] | None  # every recommendation of each run
 
 
 class Ingestor:
@@ -109,7 +119,9 @@ class Ingestor:
         out: list[IngestResult | Exception]
         try:
             with self.store.write_many([r for r, _ in items]) as conn:
-                reads = [self._submit_reads(conn, run_id, batch) for run_id, batch in items]
+                shared = _submit_group_reads(conn, items)
+                reads = [self._submit_reads(conn, run_id, batch, shared)
+                         for run_id, batch in items]
                 created = _create_series(conn, items, reads)
                 out = []
                 for (run_id, batch), found in zip(items, reads, strict=True):
@@ -136,7 +148,8 @@ class Ingestor:
                 _count(result, elapsed)
         return out
 
-    def _submit_reads(self, conn: Any, run_id: str, batch: MetricBatch) -> _BatchReads:
+    def _submit_reads(self, conn: Any, run_id: str, batch: MetricBatch,
+                      shared: _GroupReads | None = None) -> _BatchReads:
         """Send the reads a batch needs (they go out together: one round trip on PostgreSQL):
         the run, the batch id, the pending recommendations; when this process's analyzer of
         the run was behind last time (another replica took batches), the batches it has not
@@ -146,7 +159,9 @@ class Ingestor:
         While the run has an open diagnosis, or when the batch carries a validation point, the
         analysis may open or update one and the policy then reads the run's recommendation
         history: all of them are read instead of the pending ones, so that the policy seldom
-        waits for a round trip of its own."""
+        waits for a round trip of its own.
+
+        ``shared``: the run, batch and recommendation reads of a group, already sent."""
         analyse = self.analysis and bool(batch.series)
         live = self.analyzers.peek(run_id)
         cold = None
@@ -154,15 +169,24 @@ class Ingestor:
             cold = self.analyzers.submit_cold_start(conn, run_id)
         history = analyse and live is not None and (
             live.analyzer.has_open_diagnoses() or evaluates(batch, live.analyzer.cfg))
+        if shared is not None:
+            run, found = shared.runs[run_id], shared.batches.get(run_id)
+        else:
+            run = runs_q.get_run(conn, run_id)
+            found = (runs_q.find_batch(conn, run_id, batch.batch_id)
+                     if batch.batch_id is not None else None)
+        if shared is not None and shared.recs is not None:
+            rec_rows, all_recs = shared.recs[run_id], True
+        else:
+            rec_rows = recs_q.list_recommendations(conn, run_id,
+                                                   None if history else recs.PENDING)
+            all_recs = history
         return _BatchReads(
-            runs_q.get_run(conn, run_id),
-            (runs_q.find_batch(conn, run_id, batch.batch_id)
-             if batch.batch_id is not None else None),
-            recs_q.list_recommendations(conn, run_id, None if history else recs.PENDING),
+            run, found, rec_rows,
             self.analyzers.submit_catch_up(conn, run_id) if analyse and live is not None
             else None,
             series_q.submit_series_ids(conn, run_id, batch.series) if batch.series else None,
-            cold, history)
+            cold, history, all_recs)
 
     def _store_batch(self, conn: Any, run_id: str, batch: MetricBatch, reads: _BatchReads,
                      created: dict[str, int] | None = None) -> IngestResult:
@@ -226,6 +250,21 @@ class Ingestor:
         pending = recs.expire_stale(conn, run_id, pending_rows, last_step)
         return IngestResult(n, False, batch_id, seq_start, branch,
                             [recs_q.rec_to_dict(r) for r in pending], outcome.blowup_bound)
+
+
+def _submit_group_reads(conn: Any, items: Sequence[tuple[str, MetricBatch]]
+                        ) -> _GroupReads | None:
+    """The runs, batch ids and recommendations of a group's runs, one read each on
+    PostgreSQL (instead of one per batch: each statement costs the driver and the server
+    more than its rows); None elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return None
+    run_ids = [run_id for run_id, _ in items]
+    return _GroupReads(
+        runs_q.get_runs(conn, run_ids),
+        runs_q.find_batches(conn, [(run_id, batch.batch_id) for run_id, batch in items
+                                   if batch.batch_id is not None]),
+        recs_q.list_recommendations_of_runs(conn, run_ids))
 
 
 def _create_series(conn: Any, items: Sequence[tuple[str, MetricBatch]],

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.store.schema import events, recommendations
-from rhythmd.store.statements import Deferred, FastStatement
+from rhythmd.store.statements import Deferred, FastStatement, KeyedRows
 
 
 def rec_to_dict(row: Any) -> dict[str, Any]:
@@ -71,6 +73,22 @@ def list_recommendations(conn: Connection, run_id: str, status: str | None) -> D
     if status is None:
         return _BY_RUN.submit(conn, {"run_id": run_id})
     return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": status})
+
+
+_BY_RUNS = FastStatement(select(recommendations).where(recommendations.c.run_id == any_(
+    bindparam("run_ids", type_=ARRAY(recommendations.c.run_id.type)))).order_by(
+    recommendations.c.run_id, *_ORDER))
+
+
+def list_recommendations_of_runs(conn: Connection, run_ids: Sequence[str]
+                                 ) -> dict[str, Deferred] | None:
+    """Every recommendation of each run (as :func:`list_recommendations` with no status), in
+    one read on PostgreSQL (a group commit's runs); None elsewhere or for a single run, where
+    a read per run costs no round trip of its own."""
+    if conn.dialect.name != "postgresql" or len(run_ids) < 2:
+        return None
+    found = KeyedRows(_BY_RUNS.submit(conn, {"run_ids": list(run_ids)}), "run_id")
+    return {r: found.of(r) for r in run_ids}
 
 
 def expire_stale(conn: Connection, pending: list[Any], step: int | None

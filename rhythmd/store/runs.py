@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, any_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.run_status import LIFECYCLE, LOST
 from rhythmd.store.schema import batches, branches, runs
-from rhythmd.store.statements import Deferred, FastStatement, unnest_insert, unnest_rows
+from rhythmd.store.statements import (
+    Deferred,
+    FastStatement,
+    KeyedRows,
+    unnest_insert,
+    unnest_rows,
+)
 
 
 def _loads(value: str | None) -> Any:
@@ -111,6 +119,19 @@ def get_run(conn: Connection, run_id: str) -> Deferred:
     return _GET_RUN.submit(conn, {"run_id": run_id})
 
 
+_GET_RUNS = FastStatement(select(runs).where(runs.c.run_id == any_(
+    bindparam("run_ids", type_=ARRAY(runs.c.run_id.type)))))
+
+
+def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, Deferred]:
+    """:func:`get_run` of several runs: on PostgreSQL one read for all of them (a group
+    commit's runs), elsewhere one each."""
+    if conn.dialect.name != "postgresql" or len(run_ids) < 2:
+        return {r: get_run(conn, r) for r in run_ids}
+    found = KeyedRows(_GET_RUNS.submit(conn, {"run_ids": list(run_ids)}), "run_id")
+    return {r: found.of(r) for r in run_ids}
+
+
 def _status_condition(status: str, rule: LostRule, now: float) -> Any:
     silent = runs.c.updated_at < now - case(
         (runs.c.interval_s * rule.multiple > rule.min_seconds, runs.c.interval_s * rule.multiple),
@@ -147,6 +168,21 @@ def find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
     """The stored batch's row (``.first()``: a dict, or None when the run has no such
     batch)."""
     return _FIND_BATCH.submit(conn, {"run_id": run_id, "batch_id": batch_id})
+
+
+_WANTED = unnest_rows(batches, ["run_id", "batch_id"], ["rid", "bid"])
+_FIND_BATCHES = FastStatement(select(batches).join(_WANTED, and_(
+    batches.c.run_id == _WANTED.c.rid, batches.c.batch_id == _WANTED.c.bid)))
+
+
+def find_batches(conn: Connection, wanted: Sequence[tuple[str, str]]) -> dict[str, Deferred]:
+    """:func:`find_batch` of several (run_id, batch_id), one per run: on PostgreSQL one read
+    for all of them, elsewhere one each; keyed by run id."""
+    if conn.dialect.name != "postgresql" or len(wanted) < 2:
+        return {r: find_batch(conn, r, b) for r, b in wanted}
+    found = KeyedRows(_FIND_BATCHES.submit(conn, {"rid": [r for r, _ in wanted],
+                                                  "bid": [b for _, b in wanted]}), "run_id")
+    return {r: found.of(r) for r, _ in wanted}
 
 
 def record_batch(

@@ -112,6 +112,41 @@ class Deferred:
         return rows[0] if rows else None
 
 
+class KeyedRows:
+    """The rows of one read for many keys (a group commit's runs: one statement instead of
+    one per run), split by ``key`` (a column) when first asked for; :meth:`of` is the
+    :class:`Deferred` of one key's rows, in the read's order."""
+
+    __slots__ = ("_by_key", "_key", "_source")
+
+    def __init__(self, source: Deferred, key: str) -> None:
+        self._source, self._key = source, key
+        self._by_key: dict[Any, list[dict[str, Any]]] | None = None
+
+    def rows_of(self, key: Any) -> list[dict[str, Any]]:
+        if self._by_key is None:
+            by_key: dict[Any, list[dict[str, Any]]] = {}
+            for row in self._source.all():
+                by_key.setdefault(row[self._key], []).append(row)
+            self._by_key = by_key
+        return self._by_key.get(key, [])
+
+    def of(self, key: Any) -> Deferred:
+        return _RowsOf(self, key)
+
+
+class _RowsOf(Deferred):
+    """One key's rows of a :class:`KeyedRows` (read with the others)."""
+
+    __slots__ = ("_group", "_key")
+
+    def __init__(self, group: KeyedRows, key: Any) -> None:  # no statement of its own
+        self._group, self._key = group, key
+
+    def all(self) -> list[dict[str, Any]]:
+        return self._group.rows_of(self._key)
+
+
 def _fetch_dicts(conn: Connection, cursor: Any, compiled: _Compiled, limit: int | None
                  ) -> list[dict[str, Any]]:
     try:
