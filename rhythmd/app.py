@@ -256,7 +256,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI answers 400 to a JSON body it cannot decode (not UTF-8); malformed input is
-        # 422 everywhere else (README), and 400 is in no operation's schema.
+        # 422 everywhere else (docs/api.md), and 400 is in no operation's schema.
         if exc.status_code == 400:
             return detail(422, [{"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}])
         if exc.status_code == 405:

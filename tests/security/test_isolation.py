@@ -14,7 +14,7 @@ from tests.security.conftest import ADMIN, Secured, bearer
 
 SCOPES = ("ingest", "read", "steer", "admin")
 VERBS = ("watch", "read", "ingest", "steer", "admin")
-# The README's table, written out: what each scope may do inside its own project.
+# The scopes of docs/daemon.md (Security), written out: what each may do inside its own project.
 TABLE = {
     "ingest": {"watch", "ingest"},
     "read": {"watch", "read"},
