@@ -8,7 +8,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, any_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.run_status import LIFECYCLE, LOST
@@ -171,8 +183,13 @@ def find_batch(conn: Connection, run_id: str, batch_id: str) -> Deferred:
 
 
 _WANTED = unnest_rows(batches, ["run_id", "batch_id"], ["rid", "bid"])
-_FIND_BATCHES = FastStatement(select(batches).join(_WANTED, and_(
-    batches.c.run_id == _WANTED.c.rid, batches.c.batch_id == _WANTED.c.bid)))
+_FOUND = (select(batches).where(batches.c.run_id == _WANTED.c.rid,
+                                batches.c.batch_id == _WANTED.c.bid)
+          .offset(0).lateral("found"))
+_FIND_BATCHES = FastStatement(select(_FOUND).select_from(_WANTED.join(_FOUND, true())))
+"""One primary-key lookup per wanted batch: the ``OFFSET 0`` keeps the planner from turning
+the lateral subquery into a join, which it may plan as a hash join over a sequential scan of
+every batch (the table grows fast, so its statistics often say it is small)."""
 
 
 def find_batches(conn: Connection, wanted: Sequence[tuple[str, str]]) -> dict[str, Deferred]:

@@ -105,9 +105,10 @@ def test_groups_store_and_analyse_exactly_as_one_by_one(database_url):
         for start in ("INSERT INTO chunks", "UPDATE series", "INSERT INTO series"):
             assert any(sql.startswith(start) and "unnest(" in sql for sql in statements), start
         # and its runs, batch ids and recommendations were read in one statement each
-        for start, many in (("SELECT runs.", "ANY ("), ("SELECT batches.", "unnest("),
-                            ("SELECT recommendations.", "ANY (")):
-            assert any(sql.startswith(start) and many in sql for sql in statements), start
+        for table, many in (("runs", "ANY ("), ("batches", "unnest("),
+                            ("recommendations", "ANY (")):
+            assert any(sql.startswith("SELECT ") and f"FROM {table} " in sql and many in sql
+                       for sql in statements), table
 
 
 def _stream(database_url: str) -> tuple[Store, Service, list, dict[str, str]]:
