@@ -242,6 +242,8 @@ def init_schema(engine: Engine) -> int:
                 "or point RHYTHMD_DATABASE_URL at another database"
             )
         metadata.create_all(conn, checkfirst=True)
+        if engine.dialect.name == "postgresql":
+            _compress_chunks_with_lz4(conn)
         if current is None:
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION,
                                                        applied_at=time.time()))
@@ -251,6 +253,29 @@ def init_schema(engine: Engine) -> int:
                 conn.execute(insert(schema_version).values(version=version,
                                                            applied_at=time.time()))
     return SCHEMA_VERSION
+
+
+_LZ4_COLUMNS = ("steps", "values", "wall_times")
+
+
+def _compress_chunks_with_lz4(conn: Connection) -> None:
+    """PostgreSQL 14+ built with lz4: the chunks' packed arrays are compressed with lz4
+    rather than the default pglz, which costs the server about 1 ms of CPU per 1,000-point
+    chunk (four to five times lz4's) for about a quarter less space. Applies to the values
+    written from then on (the older ones stay readable as they are); nothing to do once set,
+    or on a server without lz4."""
+    has_lz4 = conn.execute(text(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+        "WHERE name = 'default_toast_compression'")).scalar()
+    if not has_lz4:
+        return
+    pending = conn.execute(text(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
+        "AND attname = ANY(:cols) AND attcompression <> 'l'"),
+        {"cols": list(_LZ4_COLUMNS)}).scalars().all()
+    if pending:
+        conn.execute(text("ALTER TABLE chunks " + ", ".join(
+            f'ALTER COLUMN "{c}" SET COMPRESSION lz4' for c in pending)))
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
