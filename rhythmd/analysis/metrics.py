@@ -145,3 +145,13 @@ def is_error_rate_name(name: str) -> bool:
     """Whether a loss-like name is an error rate (the complement of a score): ``val_error``,
     ``top1_err``, ``wer``, ``cer``."""
     return bool(set(_tokens(name)) & {"error", "err", "wer", "cer", "errors"})
+
+
+def is_val_loss_name(name: str) -> bool:
+    """Whether a name reads as a held-out loss (``val/loss``, ``Loss/test``, ``eval_nll``)."""
+    return infer_role(name) == "min" and is_eval_name(name)
+
+
+def is_val_score_name(name: str) -> bool:
+    """Whether a name reads as a held-out score (``val/acc``, ``eval/f1``, ``Accuracy/test``)."""
+    return infer_role(name) == "max" and is_eval_name(name)

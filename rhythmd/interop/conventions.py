@@ -32,17 +32,9 @@ def _is_train_loss(name: str) -> bool:
             and not metrics.is_error_rate_name(name))
 
 
-def _is_val_loss(name: str) -> bool:
-    return metrics.infer_role(name) == "min" and metrics.is_eval_name(name)
-
-
-def _is_val_score(name: str) -> bool:
-    return metrics.infer_role(name) == "max" and metrics.is_eval_name(name)
-
-
 _BY_ROLE: dict[str, Callable[[str], bool]] = {
-    "train_metric": _is_train_loss, "val_metric": _is_val_loss,
-    "aux_val_metric": _is_val_score, "lr_metric": metrics.is_lr_name}
+    "train_metric": _is_train_loss, "val_metric": metrics.is_val_loss_name,
+    "aux_val_metric": metrics.is_val_score_name, "lr_metric": metrics.is_lr_name}
 
 
 def resolve_metric_names(columns: Mapping[str, Any], train: str | None = None,

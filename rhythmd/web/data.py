@@ -80,10 +80,8 @@ def roles_for(run: dict[str, Any], names: list[str]) -> Roles:
     lr = pick(cfg.lr_metric, metrics.LR_NAMES, metrics.is_lr_name)
     train = pick(cfg.train_metric, metrics.TRAIN_LOSS_NAMES,
                  lambda n: loss(n) and not metrics.is_eval_name(n) and n != lr)
-    val = pick(cfg.val_metric, metrics.VAL_LOSS_NAMES,
-               lambda n: metrics.is_eval_name(n) and loss(n))
-    aux = pick(cfg.aux_val_metric, metrics.VAL_SCORE_NAMES,
-               lambda n: metrics.is_eval_name(n) and metrics.infer_role(n) == "max")
+    val = pick(cfg.val_metric, metrics.VAL_LOSS_NAMES, metrics.is_val_loss_name)
+    aux = pick(cfg.aux_val_metric, metrics.VAL_SCORE_NAMES, metrics.is_val_score_name)
     if aux in {train, val, lr}:
         aux = None
     val_role = metrics.infer_role(val) if val else None
