@@ -9,12 +9,21 @@ state stays bounded. Then the per-point cost on per-step streams: microseconds p
 with and without a declared budget (without one, the train loss is judged as pseudo-evals every
 50 steps), for the vectorised analyzer and its per-point path (``bulk=False``, the
 specification the equivalence tests hold it to) on the same stream.
+
+``--streams``: instead, the named ingest streams of ``bench/ingest.py`` (healthy, divergent,
+realistic; ``rhythmd.eval.streams``) through ``RunAnalyzer.feed`` alone, as the daemon feeds
+them (no HTTP, no store): CPU microseconds per point (best of ``--repeat``) and a digest of
+every diagnosis event, the blow-up bound after each batch and the final states, so a change
+meant to be a pure speed-up can show that the analysis says the same thing. ``--batch`` sets
+the points per batch (1,000 as in ``ingest.py``; about 25 is what ``load.py`` sends).
 Usage: python bench/analysis.py [--max-steps 1000000] [--skip-growth]
+       python bench/analysis.py --streams [healthy,divergent,realistic] [--points 500000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -27,7 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rhythmd.analysis import AnalysisConfig, RunAnalyzer
-from rhythmd.eval.streams import synthetic
+from rhythmd.analysis.metrics import with_aliases
+from rhythmd.batch import parse_metric_batch
+from rhythmd.core.analyzers import analysis_names
+from rhythmd.eval.streams import STREAMS, ingest_stream, synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--skip-growth", action="store_true", help="only the per-point table")
+    ap.add_argument("--streams", nargs="?", const=",".join(STREAMS), default=None,
+                    help="the named ingest streams through the analyzer alone (all)")
+    ap.add_argument("--points", type=int, default=500_000, help="--streams: points per stream")
+    ap.add_argument("--repeat", type=int, default=3, help="--streams: best of this many")
     a = ap.parse_args(argv)
+    if a.streams is not None:
+        batch = a.batch if "--batch" in (argv or sys.argv) else 1_000
+        for name in a.streams.split(","):
+            streams(name.strip(), a.points, batch, a.repeat)
+        return 0
     if not a.skip_growth:
         growth(a.max_steps, a.batch)
     per_point()
@@ -74,6 +95,36 @@ def per_point() -> None:
         for label, rc in (("1e6 steps", {"total_steps": 1_000_000}), ("none", {})):
             cells = [_time_stream(make, rc, b, steps) for b in (12, 50, 1000)]
             print(f"{name:>12} {label:>10} {cells[0]:>10.2f} {cells[1]:>10.2f} {cells[2]:>11.2f}")
+
+
+def streams(name: str, n_points: int, batch: int, repeat: int) -> None:
+    """One named stream through ``RunAnalyzer.feed`` alone: µs per point and a result digest."""
+    stream = ingest_stream(name, n_points, batch)
+    bodies = [(i, parse_metric_batch(stream.runs[i].bodies[j])) for i, j in stream.order]
+    best = math.inf
+    digest = ""
+    for _ in range(max(1, repeat)):
+        analyzers = [RunAnalyzer(AnalysisConfig.from_run_config({"total_steps": r.total_steps}))
+                     for r in stream.runs]
+        names = [analysis_names(an.cfg) for an in analyzers]
+        out: list[Any] = []
+        cpu = 0.0
+        for i, b in bodies:
+            an = analyzers[i]
+            series = with_aliases({s.name: (s.steps, s.values) for s in b.series}, names[i])
+            t0 = time.process_time()
+            events = an.feed(series, b.branch, None)
+            bound = an.blowup_bound()
+            cpu += time.process_time() - t0
+            out.append([i, [[e.type, e.step, e.diagnosis.to_dict()] for e in events], bound])
+        out.append([an.state_dict() for an in analyzers])
+        text = json.dumps(out, sort_keys=True, allow_nan=True, default=float)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        best = min(best, cpu)
+    n_events = sum(len(x[1]) for x in out[:-1])
+    print(f"{name:>10}: {stream.n_points:,} points in {len(bodies):,} batches of {batch:,}: "
+          f"{1e6 * best / stream.n_points:.2f} us CPU per point (best of {repeat}), "
+          f"{n_events} events, digest {digest}")
 
 
 def growth(n: int, b: int) -> None:
