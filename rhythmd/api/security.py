@@ -72,30 +72,36 @@ def enforce_named(principal: Principal | None, project: str | None, verb: str) -
                                  f"not {verb} in project {project!r}")
 
 
+async def authorize(request: Request, verb: str) -> Principal | None:
+    """Decide the request by :func:`rhythmd.auth.authorize`: on a route with a ``run_id`` the
+    target is that run's project (a run outside the token's project is 404), elsewhere the
+    token's own project (the route then checks what it names). Returns the caller (None with
+    authentication off), also kept for :func:`principal_in`."""
+    # On the event loop (no thread hop); run projects are cached (they never change), and a
+    # project not cached yet is read in a worker thread.
+    principal = principal_of(request)
+    if principal is None:
+        return None
+    run_id = request.path_params.get("run_id")
+    target: str | None = principal.project
+    if run_id is not None and principal.project != ALL:
+        access = request.app.state.service.access
+        cached, target = access.cached_project(run_id)
+        if not cached:
+            try:
+                target = await run_in_threadpool(access.run_project, run_id)
+            except NotFoundError:
+                raise NotFoundError(f"run {run_id!r} not found") from None
+    enforce(principal, target, verb, what=f"run {run_id!r}")
+    request.state.principal = principal
+    return principal
+
+
 def requires(verb: str) -> Any:
-    """A dependency deciding the request by :func:`rhythmd.auth.authorize`: on a route with a
-    ``run_id`` the target is that run's project (a run outside the token's project is 404),
-    elsewhere the token's own project (the route then checks what it names)."""
+    """:func:`authorize` as a route dependency."""
 
     async def check(request: Request) -> Principal | None:
-        # On the event loop (no thread hop); run projects are cached (they never change), and
-        # a project not cached yet is read in a worker thread.
-        principal = principal_of(request)
-        if principal is None:
-            return None
-        run_id = request.path_params.get("run_id")
-        target: str | None = principal.project
-        if run_id is not None and principal.project != ALL:
-            access = request.app.state.service.access
-            cached, target = access.cached_project(run_id)
-            if not cached:
-                try:
-                    target = await run_in_threadpool(access.run_project, run_id)
-                except NotFoundError:
-                    raise NotFoundError(f"run {run_id!r} not found") from None
-        enforce(principal, target, verb, what=f"run {run_id!r}")
-        request.state.principal = principal
-        return principal
+        return await authorize(request, verb)
 
     return Depends(check)
 
