@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -75,19 +76,12 @@ class OscillationDetector(SeriesDetector):
             amp_s = stats.curvature_sigma(score)
             if amp_s < amp:
                 y, amp = score, amp_s
-        alt = stats.alternation_stats(y)
-        slope, _, _ = stats.theil_sen(np.arange(y.size, dtype=float), y, 0.90)
-        drift = abs(slope) * (y.size - 1)  # net trend over the window (relative units)
-        alt["drift_over_jitter"] = drift / amp if amp > 0 else math.inf
-        bouncy = alt["sign_change_rate"] >= 0.5 and (
-            alt["diff_lag1_autocorr"] <= -0.25 or alt["hf_power_share"] >= 0.5
-        )
-        flagged = amp >= cfg.osc_min_amp and bouncy and drift <= cfg.osc_max_drift_ratio * amp
         out: list[Signal] = []
+        alt: dict[str, float] = {}
         if self.active:  # hysteresis: stays open while the jitter stays near the bar
             keep = amp >= cfg.osc_close_ratio * cfg.osc_min_amp
             self.off = 0 if keep else self.off + 1
-        elif flagged:
+        elif amp >= cfg.osc_min_amp and _flagged(alt, y, amp, cfg.osc_max_drift_ratio):
             self.on += 1
             self.off = 0
             if self.onset is None:
@@ -97,6 +91,8 @@ class OscillationDetector(SeriesDetector):
             self.on = 0
             self.onset = None
         if not self.active and self.on >= cfg.osc_open_evals:
+            if not alt:  # (osc_open_evals <= 0 only: opening without a flagged point)
+                _flagged(alt, y, amp, cfg.osc_max_drift_ratio)
             out.append(self._open(step, v, amp, alt))
         elif self.active and self.off >= cfg.osc_close_evals:
             self.active = False
@@ -109,7 +105,7 @@ class OscillationDetector(SeriesDetector):
     def _rate_bound(self, v: list[float]) -> float | None:
         """1 (or 100) for a loss-like metric named as an error rate (``val_error``, ``wer``)
         whose values lie within that bound: the complement of a score."""
-        if self.mode != "min" or not is_error_rate_name(self.metric) or not v:
+        if self.mode != "min" or not _is_error_rate(self.metric) or not v:
             return None
         top = max(v)
         return 1.0 if top <= 1.0 else (100.0 if top <= 100.0 else None)
@@ -142,3 +138,24 @@ class OscillationDetector(SeriesDetector):
                       min(0.99, 0.5 + amp / (4 * cfg.osc_min_amp)), ev,
                       f"{self.metric} oscillating ({amp:.1%} relative jitter over {len(v)} "
                       f"points); {why}")
+
+
+def _flagged(alt: dict[str, float], y: np.ndarray, amp: float, max_drift_ratio: float) -> bool:
+    """Whether a window whose jitter ``amp`` clears the bar alternates and bounces rather than
+    descends; fills ``alt`` with the bounce statistics (and ``drift_over_jitter``). Only
+    computed when the jitter clears the bar and no oscillation is open: the rest of the time
+    nothing reads them."""
+    alt.update(stats.alternation_stats(y))
+    slope, _, _ = stats.theil_sen(np.arange(y.size, dtype=float), y, 0.90)
+    drift = abs(slope) * (y.size - 1)  # net trend over the window (relative units)
+    alt["drift_over_jitter"] = drift / amp if amp > 0 else math.inf
+    bouncy = alt["sign_change_rate"] >= 0.5 and (
+        alt["diff_lag1_autocorr"] <= -0.25 or alt["hf_power_share"] >= 0.5
+    )
+    return bouncy and drift <= max_drift_ratio * amp
+
+
+@functools.lru_cache(maxsize=64)
+def _is_error_rate(metric: str) -> bool:
+    """``is_error_rate_name``, once per metric name."""
+    return is_error_rate_name(metric)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from .. import stats
 from ..types import AnalysisConfig
 from .base import Signal, signal
-from .series import SeriesDetector
+from .series import EvalSeries, SeriesDetector
 
 
 class StagnationDetector(SeriesDetector):
@@ -76,53 +78,15 @@ class StagnationDetector(SeriesDetector):
         we = ctx.get("warmup_end_step")
         if we is not None and ser.s[-max(w // 2, 1)] < we:  # at least half the window after it
             return []
-        sw = np.asarray(ser.s[-w:], float)
-        yw = np.asarray(ser.v[-w:])
-        level = ser.scale(yw)
-        tau, p_dec, _ = stats.mann_kendall(yw)
-        slope, _, _ = stats.theil_sen(sw, yw, 0.90)
-        total = cfg.total_steps
-        # remaining budget (steps); without a declared budget assume the run doubles
-        remaining = max(total - step, 0) if total else max(step - ser.s[0], 1)
-        proj_gain = max(0.0, -slope) * remaining / level
+        win = _Window(ser, w, step, cfg.total_steps)
+        level, remaining = win.level, win.remaining
         win_gain = (ser.best[-w - 1] - ser.best[-1]) / level
-        noise = stats.diff_sigma(yw) / level
-        # from the run's own start: after a rollback to the initial weights, a model stuck
-        # at the untrained level has gained nothing, whatever its re-warm did first
-        origin = ser.origin3 if math.isfinite(ser.origin3) else ser.first3
-        start = ctx.get("train_start_loss")  # the train loss's robust first level: a better
-        if ctx.get("monitors_train") and isinstance(start, float) and math.isfinite(start):
-            origin = start  # anchor than blocks that may already hold a first blow-up
-        start_scale = ser.scale(np.asarray([origin])) if ser.positive else level
-        gain_from_start = (origin - ser.best_v) / start_scale if start_scale > 0 else 0.0
-        stagnant = win_gain < cfg.stag_min_gain and (
-            p_dec > cfg.stag_alpha or proj_gain < cfg.stag_proj_gain
-        )
         out: list[Signal] = []
         flat_since = self.last_improve_step if self.last_improve_step is not None else ser.s[0]
-        to_metric = self.orientation.to_metric
-        sign = 1.0 if self.mode == "min" else -1.0
-        ev = {
-            "window_evals": w,
-            "window_steps": int(sw[-1] - sw[0]),
-            "kendall_tau": tau,
-            "mk_p_decrease": p_dec,
-            "theil_sen_slope_per_step": sign * slope,
-            "rel_slope_per_1k_steps": -slope * 1000 / level,
-            "projected_rel_gain_remaining": proj_gain,
-            "remaining_steps": int(remaining),
-            "window_rel_gain": win_gain,
-            "rel_noise": noise,
-            "rel_gain_from_start": gain_from_start,
-            "best_value": to_metric(ser.best_v),
-            "start_value": to_metric(ser.first_v),
-            "mode": self.mode,
-            "flat_since_step": int(flat_since),
-            "flat_for_steps": int(step - flat_since),
-            "lr_decay_in_window": _lr_decay(ctx, int(sw[0])),
-        }
+        total = cfg.total_steps
         if self.active:
-            if v3 < self.open_best - max(2 * cfg.stag_min_gain * level, 2 * noise * level):
+            ev = self._evidence(win, win_gain, flat_since, ctx)
+            if v3 < self.open_best - max(2 * cfg.stag_min_gain * level, 2 * win.noise * level):
                 self.active = False
                 out.append(signal("close", "stagnation", self.metric, step, step, "warning", 1.0,
                                   ev, f"{self.metric} improving again at step {step}"))
@@ -131,10 +95,14 @@ class StagnationDetector(SeriesDetector):
                 out.append(signal(
                     "update", "stagnation", self.metric, step, flat_since,
                     "high" if frac > 0.3 else "warning", 0.5, ev,
-                    f"{self.metric} flat for {step - flat_since} steps (MK p={p_dec:.2f}, "
-                    f"{-slope * 1000 / level:+.2%} per 1k steps, projected {proj_gain:.2%} over "
-                    f"the remaining {remaining})"))
-        elif stagnant:
+                    f"{self.metric} flat for {step - flat_since} steps (MK p={win.p_dec:.2f}, "
+                    f"{-win.slope * 1000 / level:+.2%} per 1k steps, projected "
+                    f"{win.proj_gain:.2%} over the remaining {remaining})"))
+        elif win_gain < cfg.stag_min_gain and (
+            win.p_dec > cfg.stag_alpha or win.proj_gain < cfg.stag_proj_gain
+        ):  # stagnant
+            ev = self._evidence(win, win_gain, flat_since, ctx)
+            p_dec, proj_gain = win.p_dec, win.proj_gain
             self.active, self.open_best = True, ser.best_v
             frac = (step - flat_since) / total if total else 0.0
             sev = "high" if frac > 0.3 else "warning"
@@ -153,8 +121,48 @@ class StagnationDetector(SeriesDetector):
                 self.slow_active = False
                 out.append(signal("close", "slow_progress", self.metric, step, step, "warning",
                                   1.0, {}, "superseded by stagnation"))
-        out.extend(self._slow(step, v3, slope, remaining, p_dec, ev))
+        out.extend(self._slow(step, v3, win,
+                              lambda: self._evidence(win, win_gain, flat_since, ctx)))
         return out
+
+    def _evidence(self, win: _Window, win_gain: float, flat_since: int,
+                  ctx: dict[str, Any]) -> dict[str, Any]:
+        """The evidence of a stagnation signal (built once per evaluation, when one is sent)."""
+        if win.ev is not None:
+            return win.ev
+        ser = self.series
+        step, level = win.step, win.level
+        # from the run's own start: after a rollback to the initial weights, a model stuck
+        # at the untrained level has gained nothing, whatever its re-warm did first
+        origin = ser.origin3 if math.isfinite(ser.origin3) else ser.first3
+        start = ctx.get("train_start_loss")  # the train loss's robust first level: a better
+        if ctx.get("monitors_train") and isinstance(start, float) and math.isfinite(start):
+            origin = start  # anchor than blocks that may already hold a first blow-up
+        start_scale = ser.scale([origin]) if ser.positive else level
+        gain_from_start = (origin - ser.best_v) / start_scale if start_scale > 0 else 0.0
+        to_metric = self.orientation.to_metric
+        sign = 1.0 if self.mode == "min" else -1.0
+        sw = win.sw
+        win.ev = {
+            "window_evals": win.w,
+            "window_steps": int(sw[-1] - sw[0]),
+            "kendall_tau": win.tau,
+            "mk_p_decrease": win.p_dec,
+            "theil_sen_slope_per_step": sign * win.slope,
+            "rel_slope_per_1k_steps": -win.slope * 1000 / level,
+            "projected_rel_gain_remaining": win.proj_gain,
+            "remaining_steps": int(win.remaining),
+            "window_rel_gain": win_gain,
+            "rel_noise": win.noise,
+            "rel_gain_from_start": gain_from_start,
+            "best_value": to_metric(ser.best_v),
+            "start_value": to_metric(ser.first_v),
+            "mode": self.mode,
+            "flat_since_step": int(flat_since),
+            "flat_for_steps": int(step - flat_since),
+            "lr_decay_in_window": _lr_decay(ctx, int(sw[0])),
+        }
+        return win.ev
 
     def _collapse(self, step: int, v3: float) -> list[Signal]:
         """A metric that had learned (its best at least ``collapse_min_progress`` below its
@@ -193,21 +201,21 @@ class StagnationDetector(SeriesDetector):
         return stats.rate_steadiness(self.series.s, self.series.v, self.regime_step,
                                      self.cfg.stag_window_evals, remaining)
 
-    def _slow(self, step: int, v3: float, slope: float, remaining: int, p_dec: float,
-              ev: dict[str, Any]) -> list[Signal]:
+    def _slow(self, step: int, v3: float, win: _Window,
+              evidence: Callable[[], dict[str, Any]]) -> list[Signal]:
         cfg, ser = self.cfg, self.series
         total = cfg.total_steps
         if not total or self.active or ser.first_step is None:
             return []
+        judged = step >= cfg.slow_min_fraction * total and win.p_dec <= cfg.stag_alpha
+        if not judged:  # not slow: nothing below reads the statistics
+            return self._slow_off(step)
+        p_dec, remaining = win.p_dec, win.remaining
         start = ser.first_v
-        ref = ser.scale(np.asarray([start])) if ser.positive else ser.scale(np.asarray(ser.v))
-        proj_end = v3 + min(slope, 0.0) * remaining
+        ref = ser.scale([start]) if ser.positive else ser.scale(ser.v)
+        proj_end = v3 + min(win.slope, 0.0) * remaining
         gain = (start - proj_end) / ref
-        judged = step >= cfg.slow_min_fraction * total and p_dec <= cfg.stag_alpha
-        ratio, log_gain = self._steadiness(remaining) if judged else (math.nan, math.nan)
-        # steady: still falling at about its earlier rate (much faster means it is recovering
-        # from something else, e.g. a too-large LR now decaying), and slowly enough that the
-        # whole budget at this rate gains little (a fast steady decay is healthy progress)
+        ratio, log_gain = self._steadiness(remaining)
         done = math.log(start / v3) if ser.positive and v3 > 0 and start > 0 else math.inf
         # (a loss's rule: a score's complement has no floor to fall towards at a steady log
         # rate; an accuracy climbing steadily under its schedule is not a too-small LR)
@@ -215,30 +223,72 @@ class StagnationDetector(SeriesDetector):
                   and cfg.slow_steady_ratio <= ratio <= cfg.slow_steady_max_ratio
                   and log_gain >= cfg.slow_steady_log_gain
                   and done + log_gain <= cfg.slow_max_total_log_gain)
-        slow = judged and (gain < cfg.slow_min_total_gain or steady)
-        e = dict(ev, projected_total_rel_gain=gain, steady_rate_ratio=ratio,
+        if not (gain < cfg.slow_min_total_gain or steady):
+            return self._slow_off(step)
+        e = dict(evidence(), projected_total_rel_gain=gain, steady_rate_ratio=ratio,
                  projected_log_gain_remaining=log_gain)
-        if slow and not self.slow_active:
+        if not self.slow_active:
             self.slow_active, self.slow_off = True, 0
             return [signal("open", "slow_progress", self.metric, step, int(ser.first_step),
                            "warning", 1 - p_dec, e,
                            f"{self.metric} improving too slowly: projected {gain:.1%} total gain "
                            f"by step {total} (lr likely too small)")]
-        if self.slow_active and not slow:
-            self.slow_off += 1
-            if self.slow_off >= 2:
-                self.slow_active = False
-                return [signal("close", "slow_progress", self.metric, step, step, "warning",
-                               1.0, {}, f"{self.metric} progress rate recovered")]
-        elif slow:
-            # still too slow: refresh the evidence, so a change that did not help can be
-            # followed by another (the policy waits a detection window between them)
-            self.slow_off = 0
-            return [signal("update", "slow_progress", self.metric, step, int(ser.first_step),
-                           "warning", 1 - p_dec, e,
-                           f"{self.metric} still improving too slowly: projected {gain:.1%} "
-                           f"total gain by step {total} (lr likely too small)")]
-        return []
+        # still too slow: refresh the evidence, so a change that did not help can be
+        # followed by another (the policy waits a detection window between them)
+        self.slow_off = 0
+        return [signal("update", "slow_progress", self.metric, step, int(ser.first_step),
+                       "warning", 1 - p_dec, e,
+                       f"{self.metric} still improving too slowly: projected {gain:.1%} "
+                       f"total gain by step {total} (lr likely too small)")]
+
+    def _slow_off(self, step: int) -> list[Signal]:
+        """A point that is not too slow: an open slow progress closes at the second in a row."""
+        if not self.slow_active:
+            return []
+        self.slow_off += 1
+        if self.slow_off < 2:
+            return []
+        self.slow_active = False
+        return [signal("close", "slow_progress", self.metric, step, step, "warning", 1.0, {},
+                       f"{self.metric} progress rate recovered")]
+
+
+class _Window:
+    """The window of one evaluation and its statistics, each computed on first use: most
+    evaluations read only a few of them, and the evidence only when a signal is sent."""
+
+    def __init__(self, ser: EvalSeries, w: int, step: int, total: int | None) -> None:
+        self.w, self.step = w, step
+        self.sw = np.asarray(ser.s[-w:], float)
+        self.yw = np.asarray(ser.v[-w:])
+        self.level = ser.scale(self.yw)
+        # remaining budget (steps); without a declared budget assume the run doubles
+        self.remaining = max(total - step, 0) if total else max(step - ser.s[0], 1)
+        self.ev: dict[str, Any] | None = None
+
+    @cached_property
+    def _mk(self) -> tuple[float, float, float]:
+        return stats.mann_kendall(self.yw)
+
+    @property
+    def tau(self) -> float:
+        return self._mk[0]
+
+    @property
+    def p_dec(self) -> float:
+        return self._mk[1]
+
+    @cached_property
+    def slope(self) -> float:
+        return stats.theil_sen(self.sw, self.yw, 0.90)[0]
+
+    @property
+    def proj_gain(self) -> float:
+        return max(0.0, -self.slope) * self.remaining / self.level
+
+    @cached_property
+    def noise(self) -> float:
+        return stats.diff_sigma(self.yw) / self.level
 
 
 def _lr_decay(ctx: dict[str, Any], since_step: int) -> float:
