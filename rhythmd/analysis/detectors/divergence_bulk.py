@@ -32,8 +32,8 @@ class DivergenceBulkPath:
         ``update`` per point would leave; the caller feeds the point at the returned index
         through ``update``.
         """
-        if self.active and self.critical and xs.size and not math.isfinite(float(xs[0])):
-            return self._ff_nonfinite(xs)
+        if self.active:
+            return self._ff_open(steps, xs)
         cfg = self.cfg
         nb = cfg.div_baseline_steps
         if (not self.watch_level or self.active or self.spike_open or self.pending is not None
@@ -49,18 +49,13 @@ class DivergenceBulkPath:
         if n == 0:
             return 0
         xs = xs[:n]
-        if self.signed:
-            z = np.clip((xs - self.m0) / self.s0, -stats._BIG, stats._BIG)
-            ynew = list(map(math.asinh, z.tolist()))  # math.asinh: bit-identical to _y()
-        else:
-            z = np.clip(xs / self.scale, -stats._BIG, stats._BIG)
-            ynew = list(map(math.asinh, z.tolist()))
+        ynew = self._ys_of(xs)
         hist = self.ys[-(nb + 4) :]
         o = len(hist)
         f = np.asarray(hist + ynew)
         yv = f[o:]
-        m5 = np.sort(sliding_window_view(f[o - 4 :], 5), axis=1)[:, 2]
-        # baseline refreshes at count % 8 == 0 over ys[-(nb + 5):-5] (same numpy median)
+        m5 = _median5(f[o - 4 :])
+        # baseline refreshes at count % 8 == 0 over ys[-(nb + 5):-5] (same floats as median)
         cnt = self.count + 1 + np.arange(n)
         ref = np.flatnonzero(cnt % 8 == 0)
         bm = np.empty(ref.size + 1)
@@ -68,13 +63,12 @@ class DivergenceBulkPath:
         bm[0], braw[0] = self.base_med, self.base_sig_raw
         if ref.size:
             win = sliding_window_view(f, nb)[o + ref - (nb + 4)]
-            med = np.median(win, axis=1)
+            med = _row_median(win)
             bm[1:] = med
-            braw[1:] = MAD_TO_SIGMA * np.median(np.abs(win - med[:, None]), axis=1)
-        fl = np.asarray([self._floor(float(b)) for b in bm])  # floor at each baseline level
-        bsig = np.maximum(braw, fl)
-        bsig[0] = self.base_sig
-        sig_b = bsig
+            braw[1:] = MAD_TO_SIGMA * _row_median(np.abs(win - med[:, None]))
+        fl = self._floors(bm)  # floor at each baseline level (for the gate only)
+        sig_b = np.maximum(braw, fl)
+        sig_b[0] = self.base_sig
         spk_b = np.maximum(braw, 0.2 * fl)
         jj = np.arange(n)
         old = np.searchsorted(ref, jj, side="left")  # baseline in force before point j
@@ -84,7 +78,7 @@ class DivergenceBulkPath:
         def above(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a > b, conservatively
             return a > b - 1e-9 * (1.0 + np.abs(b))
 
-        bestc = np.minimum.accumulate(np.r_[self.best_m5, m5])[1:]
+        bestc = np.minimum.accumulate(np.concatenate(([self.best_m5], m5)))[1:]
         learned, back = self._back_bar()
         flag = above(m5, bm[old] + 3 * sig_b[old])
         flag |= above(m5, np.full(n, bar))
@@ -95,25 +89,153 @@ class DivergenceBulkPath:
         k = int(hit[0]) if hit.size else n
         if k == 0:
             return 0
-        cap = nb + cfg.div_trend_steps + 8
-        ys_all = self.ys + ynew[:k]
-        ss_all = self.ss + steps[:k].tolist()
-        xs_all = self.xs + xs[:k].tolist()
-        ln = len(self.ys)
-        if ln + k > 2 * cap:  # same trimming as per-point appends
-            ln = cap + (k - (2 * cap + 1 - ln)) % (cap + 1)
-        else:
-            ln += k
-        self.ys, self.ss, self.xs = ys_all[-ln:], ss_all[-ln:], xs_all[-ln:]
-        self.count += k
+        self._extend(ynew[:k], steps[:k].tolist(), xs[:k].tolist())
         self.elev_start = None
         self.best_m5 = float(bestc[k - 1])
         c = int(cur[k - 1])
         if c > 0:
             self.base_med = float(bm[c])
-            self.base_sig_raw = float(braw[c])
-            self.base_sig = float(bsig[c])
+            self.base_sig_raw = raw = float(braw[c])
+            fl_c = self._floor(self.base_med)
+            self.base_sig = raw if raw >= fl_c else fl_c
         return k
+
+    def _extend(self: DivergenceDetector, ys: list[float], ss: list[int],
+                xs: list[float]) -> None:
+        """Append points to the window and count them, trimmed as per-point appends trim."""
+        cfg = self.cfg
+        cap = cfg.div_baseline_steps + cfg.div_trend_steps + 8
+        k = len(ys)
+        ln = len(self.ys)
+        if ln + k > 2 * cap:
+            ln = cap + (k - (2 * cap + 1 - ln)) % (cap + 1)
+            self.ys = (self.ys + ys)[-ln:]
+            self.ss = (self.ss + ss)[-ln:]
+            self.xs = (self.xs + xs)[-ln:]
+        else:
+            self.ys += ys
+            self.ss += ss
+            self.xs += xs
+        self.count += k
+
+    def _ff_open(self: DivergenceDetector, steps: np.ndarray, xs: np.ndarray) -> int:
+        """``fast_forward`` while a divergence is open: runs of non-finite losses (critical
+        only) and of finite ones that neither close it nor change its severity."""
+        n = int(xs.size)
+        done, w = 0, 64  # finite losses in windows that grow while none stops (a divergence
+        # that closes within a few steps costs no pass over the whole batch)
+        while done < n:
+            if self.critical and not math.isfinite(float(xs[done])):
+                k = self._ff_nonfinite(xs[done:])
+            else:
+                end = min(n, done + w)
+                if end - done <= 64:
+                    k = self._ff_open_scalar(steps[done:end].tolist(), xs[done:end].tolist())
+                else:
+                    k = self._ff_open_bulk(steps[done:end], xs[done:end])
+                if k == end - done:
+                    w *= 4
+            if k == 0:
+                break
+            done += k
+        return done
+
+    def _open_gate(self: DivergenceDetector) -> tuple[float, float, bool] | None:
+        """(elevated above, recovering at or below, watch the severity) for ``update`` of a
+        finite loss while a divergence is open; None when the fast path does not apply
+        (the start level or the window still forming)."""
+        if (not self.watch_level or self.scale is None or len(self.init) < 10
+                or len(self.init_x) < 10 or not math.isfinite(self.sig0_cache)
+                or len(self.ys) < 4):
+            return None
+        sig = self.base_sig if math.isfinite(self.base_sig) else self.sig0_cache
+        base = self.base_med if math.isfinite(self.base_med) else self.y0
+        band = 0.0 if self.open_test == "back_at_start" else 3 * sig
+        return base + 3 * sig, self.open_base + band, not self.critical and self.severity != "high"
+
+    def _ff_open_scalar(self: DivergenceDetector, sl: list[int], xl: list[float]) -> int:
+        """``_ff_open`` over finite losses, point by point: what ``update`` and ``_track``
+        do, stopping before a point that closes the divergence, changes its severity, is
+        non-finite or would change the scale."""
+        gate = self._open_gate()
+        if gate is None:
+            return 0
+        elev, okay, watch = gate
+        l0 = self._loss(self.y0)
+        if watch and not l0 > 0:
+            return 0
+        rec = self.cfg.div_recover_steps
+        signed = self.signed
+        ys = self.ys
+        for j, (st, x) in enumerate(zip(sl, xl, strict=True)):
+            if not math.isfinite(x) or (x <= 0 and not signed):
+                return j
+            y = self._y(x)
+            m5 = sorted([*ys[-4:], y])[2]
+            run = self.ok_run + 1 if m5 <= okay else 0
+            if run >= rec or (watch and self._loss(m5) / l0 >= 3):
+                return j
+            self._extend([y], [st], [x])
+            ys = self.ys
+            self.ok_run = run
+            if m5 > elev:
+                if self.elev_start is None:
+                    self.elev_start = st
+            else:
+                self.elev_start = None
+            self.best_m5 = min(self.best_m5, m5)
+        return len(xl)
+
+    def _ff_open_bulk(self: DivergenceDetector, steps: np.ndarray, xs: np.ndarray) -> int:
+        """``_ff_open_scalar`` with numpy over many points (same floats)."""
+        gate = self._open_gate()
+        if gate is None:
+            return 0
+        elev, okay, watch = gate
+        if watch:  # a warning that may turn high: rare, checked point by point
+            return self._ff_open_scalar(steps.tolist(), xs.tolist())
+        ok = np.isfinite(xs) if self.signed else np.isfinite(xs) & (xs > 0)
+        n = int(xs.size) if ok.all() else int(np.argmin(ok))
+        if n == 0:
+            return 0
+        ynew = self._ys_of(xs[:n])
+        f = np.asarray(self.ys[-4:] + ynew)
+        m5 = _median5(f)
+        jj = np.arange(n)
+        last_bad = np.maximum.accumulate(np.where(m5 <= okay, -1, jj))
+        run = jj - last_bad + np.where(last_bad < 0, self.ok_run, 0)
+        hit = np.flatnonzero(run >= self.cfg.div_recover_steps)
+        k = int(hit[0]) if hit.size else n
+        if k == 0:
+            return 0
+        m5l = m5[:k].tolist()
+        sl = steps[:k].tolist()
+        self._extend(ynew[:k], sl, xs[:k].tolist())
+        self.ok_run = int(run[k - 1])
+        low = np.flatnonzero(m5[:k] <= elev)
+        if not m5l[-1] > elev:
+            self.elev_start = None
+        elif low.size:
+            self.elev_start = sl[int(low[-1]) + 1]
+        elif self.elev_start is None:
+            self.elev_start = sl[0]
+        self.best_m5 = min(self.best_m5, *m5l)
+        return k
+
+    def _floors(self: DivergenceDetector, y: np.ndarray) -> np.ndarray:
+        """``_floor`` at finite levels with numpy's tanh (within ulps: for the gate only)."""
+        f = self.cfg.div_sigma_floor
+        if self.signed:
+            return np.full(y.size, f)
+        return np.maximum(np.minimum(f, f * math.sqrt(2.0) * np.tanh(np.abs(y))), 1e-300)
+
+    def _ys_of(self: DivergenceDetector, xs: np.ndarray) -> list[float]:
+        """``_y`` of finite losses (positive on the log scale), bit for bit."""
+        if self.signed:
+            z = np.clip((xs - self.m0) / self.s0, -stats._BIG, stats._BIG)
+        else:
+            z = np.clip(xs / self.scale, -stats._BIG, stats._BIG)
+        return list(map(math.asinh, z.tolist()))  # math.asinh: bit-identical to _y()
 
     def _ff_nonfinite(self: DivergenceDetector, xs: np.ndarray) -> int:
         """A run of non-finite losses while a critical divergence is open (a run that blew
@@ -125,52 +247,119 @@ class DivergenceBulkPath:
         return j
 
     def _ff_scalar(self: DivergenceDetector, sl: list[int], xl: list[float]) -> int:
-        """``fast_forward`` for a few points (same gate, same floats, pure Python)."""
+        """``fast_forward`` for a few points (same gate, same floats, pure Python). The
+        thresholds change only when the baseline is refreshed (every 8th point); its MAD is
+        computed only when a bound from its floor trips the gate, or for the state."""
         cfg = self.cfg
         nb = cfg.div_baseline_steps
-        cap = nb + cfg.div_trend_steps + 8
-        bar = self.y0 + cfg.div_z * self.sig0_cache
         learned, back = self._back_bar()
+        learned += 1e-9 * (1.0 + abs(learned))
+        back = _margin(back)
+        bar = _margin(self.y0 + cfg.div_z * self.sig0_cache)
+        zmax = cfg.spike_z - 1e-9 * (1.0 + cfg.spike_z)
         signed = self.signed
-        for j, (st, x) in enumerate(zip(sl, xl, strict=True)):
+        base, raw = self.base_med, self.base_sig_raw
+        fl = self._floor(base)
+        lim = _Limits(cfg.div_z_recent, bar, base, raw, fl, self.base_sig)
+        win = self.ys[-(nb + 4):]
+        pend: list[float] | None = None  # sorted window of a refresh whose MAD is pending
+        best = self.best_m5
+        cnt = self.count
+        refreshed = False
+        j = 0
+        for x in xl:
             if not math.isfinite(x) or (x <= 0 and not signed):
-                return j
+                break
             y = self._y(x)
-            ys = self.ys
-            m5 = sorted([*ys[-4:], y])[2]
-            best = m5 if m5 < self.best_m5 else self.best_m5
-            if best < learned + 1e-9 * (1.0 + abs(learned)) \
-                    and m5 > back - 1e-9 * (1.0 + abs(back)):
-                return j
-            b = self.base_sig
-            sig = b
-            base = self.base_med
-            t = base + 3 * sig
-            if m5 > t - 1e-9 * (1.0 + abs(t)):
-                return j
-            cnt = self.count + 1
-            raw = self.base_sig_raw
-            refresh = cnt % 8 == 0
+            m5 = sorted([*win[-4:], y])[2]
+            if (m5 if m5 < best else best) < learned and m5 > back:
+                break
+            refresh = (cnt + 1) % 8 == 0
+            if lim.trips(m5, y, zmax, refresh):
+                if pend is None:
+                    break
+                base, raw = stats.median_mad(pend)
+                pend = None
+                lim = _Limits(cfg.div_z_recent, bar, base, raw, fl)
+                if lim.trips(m5, y, zmax, refresh):
+                    break
             if refresh:  # ys[-(nb + 5):-5] once y is appended
-                base, raw = stats.median_mad(ys[-(nb + 4) : -4])
-                fl = self._floor(base)
-                b = raw if raw >= fl else fl
-                sig = b
-            fs = 0.2 * self._floor(base)
-            spk = raw if raw > fs else fs
-            t = base + cfg.div_z_recent * sig
-            zy = (y - base) / spk
-            if (m5 > bar - 1e-9 * (1.0 + abs(bar)) or m5 > t - 1e-9 * (1.0 + abs(t))
-                    or zy > cfg.spike_z - 1e-9 * (1.0 + cfg.spike_z)):
-                return j
-            ys.append(y)
-            self.ss.append(st)
-            self.xs.append(x)
-            if len(ys) > 2 * cap:
-                self.ys, self.ss, self.xs = ys[-cap:], self.ss[-cap:], self.xs[-cap:]
-            self.count = cnt
+                w = sorted(win[-(nb + 4): -4])
+                h = len(w) // 2
+                b_ = w[h] if len(w) % 2 else (w[h - 1] + w[h]) / 2
+                f_ = self._floor(b_)
+                new = _Limits(cfg.div_z_recent, bar, b_, None, f_)
+                r_ = None
+                if new.trips(m5, y, zmax, after_refresh=True):
+                    b_, r_ = stats.median_mad(w)
+                    new = _Limits(cfg.div_z_recent, bar, b_, r_, f_)
+                    if new.trips(m5, y, zmax, after_refresh=True):
+                        break
+                base, raw, fl, lim, refreshed = b_, r_, f_, new, True
+                pend = w if r_ is None else None
+            win.append(y)
+            cnt += 1
+            if m5 < best:
+                best = m5
+            j += 1
+        if j:
+            self._extend(win[-j:], sl[:j], xl[:j])
             self.elev_start = None
             self.best_m5 = best
-            if refresh:
-                self.base_med, self.base_sig_raw, self.base_sig = base, raw, b
-        return len(xl)
+            if refreshed:
+                if pend is not None:
+                    base, raw = stats.median_mad(pend)
+                self.base_med, self.base_sig_raw = base, raw
+                self.base_sig = raw if raw >= fl else fl
+        return j
+
+
+class _Limits:
+    """The quiet-state thresholds of one baseline (``_ff_scalar``), exact when its raw sigma
+    is known; with ``raw=None`` lower bounds from the floor (sigma >= floor), so a point they
+    pass is certainly quiet."""
+
+    __slots__ = ("base", "jump", "level", "spk", "top")
+
+    def __init__(self, zr: float, bar: float, base: float, raw: float | None, fl: float,
+                 sig: float | None = None) -> None:
+        if sig is None:
+            sig = fl if raw is None or not raw >= fl else raw
+        fs = 0.2 * fl
+        self.base = base
+        self.spk = fs if raw is None or not raw > fs else raw
+        self.jump = _margin(base + 3 * sig)  # elevated (over the baseline before a point)
+        self.level = min(bar, _margin(base + zr * sig))  # above the bar or a level jump
+        self.top = min(self.level, self.jump)
+
+    def trips(self, m5: float, y: float, zmax: float, before_refresh: bool = False,
+              after_refresh: bool = False) -> bool:
+        """Whether a point may fire. A point that refreshes the baseline is tested for
+        elevation against the baseline before it, for the rest against the one after it."""
+        if before_refresh:
+            return m5 > self.jump
+        return (m5 > (self.level if after_refresh else self.top)
+                or (y - self.base) / self.spk > zmax)
+
+
+def _median5(f: np.ndarray) -> np.ndarray:
+    """The median of each 5 consecutive values (one of them, as a sort picks it): median of
+    3 of the last and the middle two of the first four."""
+    n = f.size - 4
+    a, b, c, d, e = (f[i:i + n] for i in range(5))
+    lo = np.maximum(np.minimum(a, b), np.minimum(c, d))
+    hi = np.minimum(np.maximum(a, b), np.maximum(c, d))
+    return np.maximum(np.minimum(lo, hi), np.minimum(np.maximum(lo, hi), e))
+
+
+def _row_median(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` of finite rows, bit for bit: the middle element, or
+    ``(a + b) / 2`` of the middle two."""
+    h = a.shape[1] // 2
+    s = np.sort(a, axis=1)  # cheaper than a partition at two indices for rows this short
+    return s[:, h] if a.shape[1] % 2 else (s[:, h - 1] + s[:, h]) / 2
+
+
+def _margin(t: float) -> float:
+    """``t`` less a relative 1e-9: a value above it may be above ``t`` (a conservative gate)."""
+    return t - 1e-9 * (1.0 + abs(t))
