@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -53,6 +54,15 @@ def _small_finite(v: list[float] | np.ndarray) -> bool:
     return isinstance(v, list) and len(v) <= 128 and not any(x != x for x in v)
 
 
+def _short_list(a: np.ndarray) -> list[float] | None:
+    """A 1-D float array of at most 128 elements and no NaN as a list, else None: the
+    pure-Python statistics are exact and several times cheaper there."""
+    if a.ndim != 1 or a.size > 128 or a.dtype != np.float64:
+        return None
+    v: list[float] = a.tolist()
+    return None if any(x != x for x in v) else v
+
+
 def median(v: list[float] | np.ndarray) -> float:
     """Median of a non-empty sequence (nan if empty)."""
     if len(v) == 0:
@@ -60,6 +70,14 @@ def median(v: list[float] | np.ndarray) -> float:
     if _small_finite(v):
         return float(_pymedian(v))  # type: ignore[arg-type]
     return array_median(np.asarray(v, dtype=float).ravel())
+
+
+def abs_median(v: list[float] | np.ndarray) -> float:
+    """``abs(median(v))``: the same float whether a short array takes the pure-Python median
+    or not (they can differ only in the sign of a zero)."""
+    if isinstance(v, np.ndarray) and (short := _short_list(v)) is not None:
+        return abs(float(_pymedian(short))) if short else math.nan
+    return abs(median(v))
 
 
 def median_mad(v: list[float]) -> tuple[float, float]:
@@ -78,6 +96,9 @@ def robust_sigma(v: list[float] | np.ndarray) -> float:
     a = np.asarray(v, dtype=float)
     if a.size < 2:
         return 0.0
+    short = _short_list(a)  # the MAD does not depend on the sign of a zero median
+    if short is not None:
+        return median_mad(short)[1]
     a = a.ravel()
     return float(MAD_TO_SIGMA * array_median(np.abs(a - array_median(a))))
 
@@ -87,7 +108,7 @@ def diff_sigma(v: list[float] | np.ndarray) -> float:
     a = np.asarray(v, dtype=float)
     if a.size < 3:
         return 0.0
-    return robust_sigma(np.diff(a)) / math.sqrt(2.0)
+    return robust_sigma(a[1:] - a[:-1] if a.ndim == 1 else np.diff(a)) / math.sqrt(2.0)
 
 
 def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
@@ -99,14 +120,20 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
     n = y.size
     if n < 3:
         return 0.0, 1.0, 1.0
-    i, j = _pairs(n)
-    s = float(np.sign(y[j] - y[i]).sum())  # sums of +-1: exact in any order
-    ys = np.sort(y)
-    if ys[-1] == ys[-1] and bool(np.all(ys[1:] != ys[:-1])):  # no NaN, no ties
-        ties = 0.0
+    v = y.tolist() if n <= _PY_PAIRS_MAX and y.ndim == 1 else []
+    if v and math.isfinite(sum(v)):  # finite: the sign of a difference is the comparison's
+        s = float(sum([(b > a) - (b < a) for i, a in enumerate(v) for b in v[i + 1:]]))
+        counts = [] if len(set(v)) == n else list(Counter(v).values())
+        ties = float(sum(c * (c - 1) * (2 * c + 5) for c in counts))
     else:
-        _, counts = np.unique(y, return_counts=True)
-        ties = float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
+        i, j = _pairs(n)
+        s = float(np.sign(y[j] - y[i]).sum())  # sums of +-1: exact in any order
+        ys = np.sort(y)
+        if ys[-1] == ys[-1] and bool(np.all(ys[1:] != ys[:-1])):  # no NaN, no ties
+            ties = 0.0
+        else:
+            _, cnt = np.unique(y, return_counts=True)
+            ties = float(np.sum(cnt * (cnt - 1) * (2 * cnt + 5)))
     var = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
     tau = s / (n * (n - 1) / 2.0)
     if var <= 0:
@@ -118,6 +145,7 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
 
 
 _PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_PY_PAIRS_MAX = 12  # up to this many points (66 pairs) pure Python beats numpy's per-call cost
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,16 +168,10 @@ def theil_sen(x: np.ndarray, y: np.ndarray, conf: float = 0.90) -> tuple[float, 
     n = x.size
     if n < 2:
         return 0.0, -math.inf, math.inf
-    i, j = _pairs(n)
-    dx = x[j] - x[i]
-    ok = dx != 0
-    if not ok.all():
-        if not ok.any():
-            return 0.0, -math.inf, math.inf
-        slopes = np.sort((y[j] - y[i])[ok] / dx[ok])
-    else:
-        slopes = np.sort((y[j] - y[i]) / dx)
-    m = slopes.size
+    slopes = _sorted_slopes(x, y)
+    m = len(slopes)
+    if m == 0:
+        return 0.0, -math.inf, math.inf
     # np.median of the sorted slopes (NaN sorts last and makes the median NaN), bit for bit
     h = m // 2
     if math.isnan(slopes[-1]):
@@ -165,11 +187,39 @@ def theil_sen(x: np.ndarray, y: np.ndarray, conf: float = 0.90) -> tuple[float, 
     return slope, lo, hi
 
 
-def _erfinv(p: float) -> float:
-    """Inverse error function (enough precision for confidence levels)."""
-    from scipy.special import erfinv
+def _sorted_slopes(x: np.ndarray, y: np.ndarray) -> list[float] | np.ndarray:
+    """The slopes of all pairs of points with distinct x, ascending (as ``np.sort`` orders
+    them: NaN last). In pure Python for a short window where that gives the same sequence (no
+    NaN, and no negative zero whose place among the zeros numpy's sort may choose)."""
+    n = x.size
+    if n <= _PY_PAIRS_MAX and x.ndim == 1 and y.shape == x.shape:
+        xs, ys = x.tolist(), y.tolist()
+        slopes = [(ys[j] - b) / d for i, (a, b) in enumerate(zip(xs, ys, strict=True))
+                  for j in range(i + 1, n) if (d := xs[j] - a) != 0]
+        t = sum(slopes)  # NaN when a slope is NaN (or both infinities occur)
+        if t == t and not (0.0 in slopes
+                           and any(math.copysign(1.0, v) < 0 for v in slopes if v == 0)):
+            slopes.sort()
+            return slopes
+    i, j = _pairs(n)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    if not ok.all():
+        return np.sort((y[j] - y[i])[ok] / dx[ok])
+    return np.sort((y[j] - y[i]) / dx)
 
-    return float(erfinv(p))
+
+_ERFINV: dict[float, float] = {}
+
+
+def _erfinv(p: float) -> float:
+    """Inverse error function (enough precision for confidence levels), cached."""
+    found = _ERFINV.get(p)
+    if found is None:
+        from scipy.special import erfinv
+
+        found = _ERFINV[p] = float(erfinv(p))
+    return found
 
 
 def normal_confidence(z: float) -> float:
@@ -298,4 +348,7 @@ def curvature_sigma(y: np.ndarray) -> float:
     y = np.asarray(y, dtype=float)
     if y.size < 4:
         return 0.0
-    return robust_sigma(np.diff(y, 2)) / math.sqrt(6.0)
+    if y.ndim != 1:
+        return robust_sigma(np.diff(y, 2)) / math.sqrt(6.0)
+    d = y[1:] - y[:-1]
+    return robust_sigma(d[1:] - d[:-1]) / math.sqrt(6.0)  # np.diff(y, 2)

@@ -123,12 +123,12 @@ class EvalSeries(Stateful):
             self.first3 = math.nan
         self.best_v = self.best[-1] if self.best else math.inf
 
-    def scale(self, window: np.ndarray) -> float:
+    def scale(self, window: list[float] | np.ndarray) -> float:
         """What "relative" means for this series: the level (median of ``window``) of a
         positive series, else a shift-free scale: the progress made so far (first three points
         to the best), or four noise sigmas if larger."""
         if self.positive:
-            return max(abs(stats.array_median(np.asarray(window, float))), 1e-300)
+            return max(stats.abs_median(window), 1e-300)
         prog = self.first3 - self.best_v if math.isfinite(self.first3) else 0.0
         noise = 4.0 * stats.diff_sigma(self.v[-16:])
         tiny = 1e-12 * max((abs(x) for x in self.v[-16:]), default=1.0)
@@ -138,8 +138,13 @@ class EvalSeries(Stateful):
         """Relative, scale-free view of a window: log of a positive series (differences are
         relative changes), else the values over :meth:`scale`."""
         y = np.asarray(window, dtype=float)
-        log_view = self.positive and y.size and bool(np.all(y > 0))
-        out = np.log(y) if log_view else y / self.scale(y)
+        vals = y.tolist() if y.ndim == 1 else y.ravel().tolist()
+        if self.positive and vals and all(map((0.0).__lt__, vals)):
+            out = np.log(y)
+            if math.inf not in vals:  # finite logs: the clipping below would not change them
+                return out
+        else:
+            out = y / self.scale(y)
         return np.clip(np.nan_to_num(out, nan=0.0, posinf=1e12, neginf=-1e12), -1e12, 1e12)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -49,7 +51,7 @@ class StagnationDetector(SeriesDetector):
         """Number of points in the window ending at the newest point."""
         cfg, ser = self.cfg, self.series
         span = cfg.stag_window_frac * (cfg.total_steps or 2 * step)
-        n_in = sum(1 for s in ser.s if s >= step - span)
+        n_in = sum(map(operator.le, itertools.repeat(step - span, len(ser.s)), ser.s))
         return min(max(n_in, cfg.stag_min_evals), len(ser.s) - 1)
 
     def update(self, step: int, value: float, ctx: dict[str, Any]) -> list[Signal]:
@@ -68,7 +70,7 @@ class StagnationDetector(SeriesDetector):
         collapse = [] if ctx.get("has_train_loss") else self._collapse(step, v3)
         if collapse:
             return collapse
-        tol = cfg.stag_min_gain * ser.scale(np.asarray(ser.v[-3:]))
+        tol = cfg.stag_min_gain * ser.scale(ser.v[-3:])
         if not math.isfinite(self.ref_best) or v3 < self.ref_best - tol:
             self.ref_best = v3
             self.last_improve_step = int(step)
@@ -174,8 +176,8 @@ class StagnationDetector(SeriesDetector):
         if not math.isfinite(ser.first3) or ser.n < 4:
             return []
         progress = ser.first3 - ser.best_v
-        rel = progress / ser.scale(np.asarray([ser.first3])) if ser.positive else \
-            progress / ser.scale(np.asarray(ser.v))
+        rel = progress / ser.scale([ser.first3]) if ser.positive else \
+            progress / ser.scale(ser.v)
         back = ser.first3 - 0.1 * progress
         lost = ser.v[-1] >= back and ser.v[-2] >= back
         if not self.collapsed and rel >= cfg.collapse_min_progress and lost:
@@ -261,7 +263,7 @@ class _Window:
         self.w, self.step = w, step
         self.sw = np.asarray(ser.s[-w:], float)
         self.yw = np.asarray(ser.v[-w:])
-        self.level = ser.scale(self.yw)
+        self.level = ser.scale(ser.v[-w:])
         # remaining budget (steps); without a declared budget assume the run doubles
         self.remaining = max(total - step, 0) if total else max(step - ser.s[0], 1)
         self.ev: dict[str, Any] | None = None
