@@ -110,12 +110,14 @@ class Store:
         server, so that two groups, or a group and a single-run transaction, never wait for
         each other in a cycle. The hot writes of the batches (chunks, series counts, batch and
         run rows) are sent together at the end (:func:`~rhythmd.store.pipeline.deferred_writes`):
-        the caller must not read them back in the transaction. On SQLite the same as
-        :meth:`write`.
+        the caller must not read them back in the transaction. On SQLite the one writer's
+        transaction, with the same deferred writes (one ``executemany`` per statement for the
+        group instead of one per batch).
         """
         if self.sqlite:
-            with translate_db_errors(), self._sqlite_write_lock:
-                yield from self._sqlite_transaction()
+            with (translate_db_errors(), self._sqlite_write_lock,
+                  contextmanager(self._sqlite_transaction)() as conn, deferred_writes(conn)):
+                yield conn
             return
         order = sorted((advisory_key(r), r) for r in set(run_ids))
         with ExitStack() as held:
