@@ -19,7 +19,7 @@ __all__ = ["STATE_VERSION", "RunAnalyzer"]
 MONITORED_KINDS = ("stagnation", "slow_progress", "oscillation")
 MAX_OBJECTIVES = 8  # objective streams watched for non-finite values (bounded state)
 MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
-_ORDER = {"lr": 0, "train": 1, "val": 2}
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0))  # (steps, values) of a role the batch lacks
 _MODE_WORDS = {"min": "loss to minimise", "max": "score to maximise"}
 
 
@@ -107,31 +107,28 @@ class RunAnalyzer:
                 self._rollback(int(start))
         kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for role, st, va in cols:
-            if st.size > 1 and not np.all(st[1:] > st[:-1]):
+            if st.size > 1 and not (st[1:] > st[:-1]).all():
                 order = np.argsort(st, kind="stable")
                 st, va = st[order], va[order]
+                first = np.ones(st.size, bool)
+                first[1:] = st[1:] != st[:-1]  # repeats inside one batch: keep the first
+                st, va = st[first], va[first]
             last = self.last_step.get(role)
-            keep = np.ones(st.size, bool)
-            keep[1:] = st[1:] != st[:-1]  # repeats inside one batch: keep the first
-            if last is not None:
-                keep &= st > last
-            if not keep.all():
-                st, va = st[keep], va[keep]
+            if last is not None and int(st[0]) <= last:
+                newer = st > last
+                st, va = st[newer], va[newer]
             if st.size:
                 self.last_step[role] = int(st[-1])
                 kept[role] = (st, va)
         if not kept:
             return self._events
-        evals: list[tuple[int, int, str, float]] = []
+        evals: list[tuple[int, float]] = []  # (step, value) of the evaluations, in step order
         if "val" in kept:
             st, va = kept["val"]
-            evals.extend((s, _ORDER["val"], "val", v)
-                         for s, v in zip(st.tolist(), va.tolist(), strict=True))
-        evals.sort(key=lambda p: (p[0], p[1]))
-        empty = (np.zeros(0, np.int64), np.zeros(0))
-        self._lr_s, self._lr_v = kept.get("lr", empty)
+            evals = list(zip(st.tolist(), va.tolist(), strict=True))
+        self._lr_s, self._lr_v = kept.get("lr", _EMPTY)
         self._lr_i = 0
-        tr_s, tr_v = kept.get("train", empty)
+        tr_s, tr_v = kept.get("train", _EMPTY)
         with np.errstate(all="ignore"):  # huge values may overflow inside numpy reductions
             self._train_and_evals(tr_s, tr_v, evals)
             self._sched_to(None)
@@ -266,7 +263,7 @@ class RunAnalyzer:
             self._lr_i = i1
 
     def _train_and_evals(self, st: np.ndarray, va: np.ndarray,
-                         evals: list[tuple[int, int, str, float]]) -> None:
+                         evals: list[tuple[int, float]]) -> None:
         """The batch's train points and evaluations in step order (a train point before an
         evaluation at the same step). The divergence detector fast-forwards across the
         evaluations (they never read its running state), so a validation stream does not cut
@@ -278,12 +275,12 @@ class RunAnalyzer:
             k = i + self.div.fast_forward(st[i:], va[i:]) if i < n and self.bulk else i
             stop = int(st[k]) if k < n else None
             while e < len(evals) and (stop is None or evals[e][0] < stop):
-                step, _, role, v = evals[e]
+                step, v = evals[e]
                 j = min(k, max(done, int(np.searchsorted(st, step, side="right"))))
                 if j > done:
                     self._blocks(st, va, done, j)
                     done = j
-                self._eval(step, v, role)
+                self._eval(step, v)
                 e += 1
             if k > done:
                 self._blocks(st, va, done, k)
@@ -338,7 +335,7 @@ class RunAnalyzer:
                     for sig in self.stag.update(step, stats.median(fin), ctx):
                         self._apply(sig)
 
-    def _eval(self, step: int, v: float, role: str) -> None:
+    def _eval(self, step: int, v: float) -> None:
         ctx = self._monitor_ctx(step)
         ctx["train_mean"] = self.blk_sum / self.blk_n if self.blk_n else math.nan
         self.blk_sum, self.blk_n = 0.0, 0

@@ -17,6 +17,7 @@ Undeclared metrics get a role from their name (:func:`infer_role`), or none.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 ROLES = ("min", "max", "objective", "ignore")
@@ -103,6 +104,7 @@ def declared_roles(run_config: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1024)  # pure; the analyzer asks for every stream of every batch
 def infer_role(name: str) -> str | None:
     """The role a conventional name implies: an adversarial or RL loss is an ``"objective"``,
     accuracy-like names are ``"max"``, loss-like names ``"min"``; None when the name says
@@ -126,6 +128,7 @@ def is_eval_name(name: str) -> bool:
     return bool(toks) and (toks[0] in _EVAL_WORDS or (len(toks) > 1 and toks[-1] in _EVAL_WORDS))
 
 
+@lru_cache(maxsize=1024)
 def is_lr_name(name: str) -> bool:
     """Whether a name is a learning-rate stream."""
     low = name.lower()

@@ -75,8 +75,7 @@ class ScheduleTracker:
         ``update`` per point gives (same floats), at a cost of a few numpy passes per batch
         plus one Python step per closed knot."""
         if lrs.size < 24:  # a few points (an evaluation's or a per-point step's): no numpy
-            for st, lr in zip(steps.tolist(), lrs.tolist(), strict=True):
-                self.update(st, lr)
+            self._update_few(steps.tolist(), lrs.tolist())
             return
         with np.errstate(all="ignore"):
             ok = np.isfinite(lrs) & (lrs > 1e-100) & (lrs < 1e100)
@@ -89,8 +88,7 @@ class ScheduleTracker:
         if m == 0:
             return
         if m < 24:  # small batches: the scalar path is cheaper
-            for st, lr in zip(steps.tolist(), lrs.tolist(), strict=True):
-                self.update(st, lr)
+            self._update_few(steps.tolist(), lrs.tolist())
             return
         assert self.last is not None
         sl = steps.tolist()
@@ -115,6 +113,36 @@ class ScheduleTracker:
                 self.seen_non_rise = self.seen_non_rise or self.warmup_end_step is None
         self.max_lr = max(self.max_lr, float(lrs.max()))
         self._swing_many(steps.astype(np.float64), sl, ll, n0)
+
+    def _update_few(self, sl: list[int], ll: list[float]) -> None:
+        """``update`` per point, its common case inline: once the warmup is settled (its
+        flags no longer change), a valid lr that stays inside the open segment's slope band
+        only moves the band, the counters and the last point."""
+        tol = self.tol
+        for st, lr in zip(sl, ll, strict=True):
+            last, seg = self.last, self.seg_start
+            if (last is None or seg is None or not 1e-100 < lr < 1e100 or self.rising
+                    or (self.warmup_end_step is None and not self.seen_non_rise)):
+                self.update(st, lr)  # (a NaN fails the range test)
+                continue
+            s, dx = float(st), float(st) - seg[0]
+            y = math.log(lr)  # lr > 1e-100: log(max(lr, _TINY)) in update
+            if dx > 0:
+                lo = (y - tol - seg[1]) / dx
+                hi = (y + tol - seg[1]) / dx
+                lo = lo if lo > self.lo else self.lo
+                hi = hi if hi < self.hi else self.hi
+                if not lo <= hi:
+                    self.update(st, lr)
+                    continue
+                self.lo, self.hi = lo, hi
+            prev = last[1]
+            self.n += 1
+            if abs(lr - prev) > 1e-9 * prev:
+                self.last_change_step = st
+            if lr > self.max_lr:
+                self.max_lr = lr
+            self.last = [s, lr]
 
     def _swing_many(self, sf: np.ndarray, sl: list[int], ll: list[float], n0: int) -> None:
         """Swing filter over many points (ordinals n0 + 1, ...); one scalar ``_swing`` at
