@@ -28,6 +28,7 @@ MAX_BRANCH = 2**31 - 1
 
 NONFINITE_STRINGS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _NUMBER_TYPES = frozenset({float, int})
+_SMALL = 64  # lists up to this long are range-checked in Python, longer ones in numpy
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +98,17 @@ def _steps_array(raw: Any, loc: tuple[str | int, ...]) -> np.ndarray:
     if raw and set(map(type, raw)) != {int}:
         bad = next(i for i, v in enumerate(raw) if type(v) is not int)
         raise InvalidInputError((*loc, bad), "steps must be integers", raw[bad])
-    try:
-        steps = np.array(raw, dtype=np.int64)
-    except OverflowError:
-        steps = None
-    if steps is None or (steps.size and (steps.min() < 0 or steps.max() > MAX_STEP)):
+    if len(raw) <= _SMALL:  # the usual per-flush batch: Python's min/max beat numpy's here
+        steps = (np.array(raw, dtype=np.int64) if not raw or (min(raw) >= 0
+                 and max(raw) <= MAX_STEP) else None)
+    else:
+        try:
+            steps = np.array(raw, dtype=np.int64)
+        except OverflowError:
+            steps = None
+        if steps is not None and (steps.min() < 0 or steps.max() > MAX_STEP):
+            steps = None
+    if steps is None:
         arr = np.array([min(max(v, -1), MAX_STEP + 1) for v in raw], dtype=np.int64)
         bad = int(np.flatnonzero((arr < 0) | (arr > MAX_STEP))[0])
         raise InvalidInputError((*loc, bad), f"steps must be in [0, {MAX_STEP}]", raw[bad])
