@@ -178,10 +178,10 @@ def recommend(conn: Any, run: Any, analyzer: RunAnalyzer, events: list[Diagnosis
         return None
     run_id = run["run_id"]
     rows = (sent if sent is not None else recs_q.list_recommendations(conn, run_id, None)).all()
-    history = [recs_q.rec_to_dict(r) for r in rows]
     if not answerable(events) and not any(
-            h["action"] in TRIAL_ACTIONS and h["status"] == APPLIED for h in history):
+            r["action"] in TRIAL_ACTIONS and r["status"] == APPLIED for r in rows):
         return None  # nothing to answer and no applied change to judge
+    history = [recs_q.rec_to_dict(r) for r in rows]
     config = json.loads(run["config"]) if run["config"] else None
     decision = decide(events, run_context(analyzer, step, history),
                       PolicyConfig.from_run_config(config))
