@@ -8,6 +8,7 @@ so its existence does not leak. Every decision is :func:`rhythmd.auth.authorize`
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from typing import Any
@@ -111,6 +112,13 @@ def principal_in(request: Request) -> Principal | None:
     return getattr(request.state, "principal", None)
 
 
+@functools.lru_cache(maxsize=64)
+def _non_loopback_ip(host: str) -> bool:
+    """Whether ``host`` is a real IP address that is not a loopback one (a daemon listens on
+    a few addresses: cached, not parsed on every request)."""
+    return _is_ip(host) and not is_loopback(host)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -135,7 +143,7 @@ class LoopbackOnlyMiddleware:
             server = scope.get("server")
             # scope["server"] is the local socket address: refuse when it is a real,
             # non-loopback IP (in-process test clients report a host name instead).
-            if server and _is_ip(server[0]) and not is_loopback(server[0]):
+            if server and _non_loopback_ip(server[0]):
                 await _refuse(send, "this rhythmd has no authentication and serves loopback "
                                     "clients only: set RHYTHMD_AUTH=required (or "
                                     "RHYTHMD_INSECURE=1)")
