@@ -51,7 +51,17 @@ def array_median(a: np.ndarray) -> float:
 
 
 def _small_finite(v: list[float] | np.ndarray) -> bool:
-    return isinstance(v, list) and len(v) <= 128 and not any(x != x for x in v)
+    """A list of at most 128 numbers and no NaN (a NaN makes the sum NaN)."""
+    if not isinstance(v, list) or len(v) > 128:
+        return False
+    t = sum(v)
+    return t == t or not any(x != x for x in v)  # (or both infinities, and no NaN)
+
+
+def mean(a: np.ndarray) -> float:
+    """``float(np.mean(a))`` of a 1-D float array (the same sum over the same count), without
+    its per-call overhead."""
+    return float(np.add.reduce(a)) / a.size if a.size else math.nan
 
 
 def _short_list(a: np.ndarray) -> list[float] | None:
@@ -325,17 +335,17 @@ def rate_steadiness(steps: list[int], values: list[float], since_step: int | Non
     if n < window:
         return math.nan, math.nan
     a = np.asarray(v, dtype=float)
-    y = np.log(a) if bool(np.all(a > 0)) else a / max(abs(median(v)), 1e-12)
+    y = np.log(a) if bool((a > 0).all()) else a / max(abs(median(v)), 1e-12)
     x = np.asarray(s, dtype=float)
     h = n - min(window, n // 2)
     # earlier rate: the average from the regime's start to the recent window (medians of three
     # evals at both ends), so that a fast first drop counts in full
     y0, y1 = median(y[:3].tolist()), median(y[h - 3 : h].tolist())
-    x0, x1 = float(np.mean(x[:3])), float(np.mean(x[h - 3 : h]))
+    x0, x1 = mean(x[:3]), mean(x[h - 3 : h])
     early = (y1 - y0) / (x1 - x0) if x1 > x0 else math.nan
-    recent = theil_sen(x[h:], y[h:], 0.90)[0]
     if not early < 0:
         return math.nan, math.nan
+    recent = theil_sen(x[h:], y[h:], 0.90)[0]
     return recent / early, max(-recent, 0.0) * remaining
 
 

@@ -82,10 +82,13 @@ CASES: list[tuple[str, Callable[[np.ndarray], object], Callable[[np.ndarray], ob
      lambda a: _old_robust_sigma(np.diff(a)) / math.sqrt(2.0) if a.size >= 3 else 0.0),
     ("curvature_sigma", stats.curvature_sigma,
      lambda a: _old_robust_sigma(np.diff(a, 2)) / math.sqrt(6.0) if a.size >= 4 else 0.0),
+    ("mean", stats.mean, lambda a: float(np.mean(a))),
+    ("mean(3)", lambda a: stats.mean(a[:3]), lambda a: float(np.mean(a[:3]))),
     ("mann_kendall", stats.mann_kendall, _numpy_path(stats.mann_kendall)),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 @pytest.mark.parametrize(("name", "new", "old"), CASES, ids=[c[0] for c in CASES])
 def test_window_statistic_is_bit_identical(name: str, new: Callable[[np.ndarray], object],
                                            old: Callable[[np.ndarray], object]) -> None:
@@ -126,3 +129,16 @@ def test_series_view_and_scale_are_bit_identical() -> None:
             assert _same(ser.view(y), old_view(ser, y)), y.tolist()
             want = max(abs(_old_median(y)), 1e-300) if ser.positive else ser.scale(y)
             assert _same(ser.scale(y), want) and _same(ser.scale(y.tolist()), want)
+
+
+def test_window_count_matches_a_plain_count() -> None:
+    from rhythmd.analysis.detectors.stagnation import _count_at_least
+
+    rng = np.random.default_rng(3)
+    for k in range(3000):
+        steps = sorted(rng.integers(0, 500, rng.integers(0, 40)).tolist())
+        if k % 3 == 0 and steps:  # out of order (a restored or rewound series)
+            i, j = rng.integers(len(steps), size=2)
+            steps[i], steps[j] = steps[j], steps[i]
+        start = float(rng.uniform(-10, 510)) if k % 2 else float(rng.integers(0, 500))
+        assert _count_at_least(steps, start) == sum(1 for s in steps if s >= start)

@@ -78,17 +78,19 @@ class EvalSeries(Stateful):
         """Add one evaluation; True when it closed a block (a point was appended). A block
         closes at the evaluation after which the next one, at the current spacing, would fall
         outside it, so regular evaluations close blocks without delay."""
-        if self.blk_s:
-            self.gap = int(step) - self.blk_s[-1]
+        blk_s, st = self.blk_s, int(step)
+        if blk_s:
+            self.gap = st - blk_s[-1]
         elif self.s:
-            self.gap = int(step) - self.s[-1]
-        self.blk_s.append(int(step))
+            self.gap = st - self.s[-1]
+        blk_s.append(st)
         self.blk_v.append(float(v))
         if v <= 0:
             self.positive = False
-        span = self.block_steps(self.blk_s[0])
+        start = blk_s[0]
+        span = self.block_steps(start)
         gap = self.gap if self.gap and self.gap > 0 else span
-        if step + gap < self.blk_s[0] + span and len(self.blk_v) < BLOCK_MAX_EVALS:
+        if step + gap < start + span and len(self.blk_v) < BLOCK_MAX_EVALS:
             return False
         self._append(self.blk_s[-1], stats.median(self.blk_v))
         self.blk_s, self.blk_v = [], []

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import operator
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ class StagnationDetector(SeriesDetector):
         """Number of points in the window ending at the newest point."""
         cfg, ser = self.cfg, self.series
         span = cfg.stag_window_frac * (cfg.total_steps or 2 * step)
-        n_in = sum(map(operator.le, itertools.repeat(step - span, len(ser.s)), ser.s))
+        n_in = _count_at_least(ser.s, step - span)
         return min(max(n_in, cfg.stag_min_evals), len(ser.s) - 1)
 
     def update(self, step: int, value: float, ctx: dict[str, Any]) -> list[Signal]:
@@ -144,11 +144,11 @@ class StagnationDetector(SeriesDetector):
         gain_from_start = (origin - ser.best_v) / start_scale if start_scale > 0 else 0.0
         to_metric = self.orientation.to_metric
         sign = 1.0 if self.mode == "min" else -1.0
-        sw = win.sw
+        s0, s1 = win.ends
         win.ev = {
             "window_evals": win.w,
-            "window_steps": int(sw[-1] - sw[0]),
-            "kendall_tau": win.tau,
+            "window_steps": int(s1 - s0),
+            "kendall_tau": win.mk[0],
             "mk_p_decrease": win.p_dec,
             "theil_sen_slope_per_step": sign * win.slope,
             "rel_slope_per_1k_steps": -win.slope * 1000 / level,
@@ -162,7 +162,7 @@ class StagnationDetector(SeriesDetector):
             "mode": self.mode,
             "flat_since_step": int(flat_since),
             "flat_for_steps": int(step - flat_since),
-            "lr_decay_in_window": _lr_decay(ctx, int(sw[0])),
+            "lr_decay_in_window": _lr_decay(ctx, int(s0)),
         }
         return win.ev
 
@@ -255,42 +255,65 @@ class StagnationDetector(SeriesDetector):
                        f"{self.metric} progress rate recovered")]
 
 
+def _count_at_least(steps: list[int], start: float) -> int:
+    """How many of ``steps`` are ``>= start``: by bisection when the split it finds holds
+    (always for ascending steps), else by counting."""
+    i = bisect.bisect_left(steps, start)
+    if (i == 0 or max(steps[:i]) < start) and (i == len(steps) or min(steps[i:]) >= start):
+        return len(steps) - i
+    return sum(map(operator.le, itertools.repeat(start, len(steps)), steps))
+
+
 class _Window:
     """The window of one evaluation and its statistics, each computed on first use: most
     evaluations read only a few of them, and the evidence only when a signal is sent."""
 
+    __slots__ = ("_mk", "_noise", "_slope", "ev", "level", "remaining", "s", "step", "v", "w")
+
     def __init__(self, ser: EvalSeries, w: int, step: int, total: int | None) -> None:
         self.w, self.step = w, step
-        self.sw = np.asarray(ser.s[-w:], float)
-        self.yw = np.asarray(ser.v[-w:])
-        self.level = ser.scale(ser.v[-w:])
+        self.s, self.v = ser.s[-w:], ser.v[-w:]
+        self.level = ser.scale(self.v)
         # remaining budget (steps); without a declared budget assume the run doubles
         self.remaining = max(total - step, 0) if total else max(step - ser.s[0], 1)
         self.ev: dict[str, Any] | None = None
-
-    @cached_property
-    def _mk(self) -> tuple[float, float, float]:
-        return stats.mann_kendall(self.yw)
+        self._mk: tuple[float, float, float] | None = None
+        self._slope: float | None = None
+        self._noise: float | None = None
 
     @property
-    def tau(self) -> float:
-        return self._mk[0]
+    def ends(self) -> tuple[float, float]:
+        """The window's first and last steps, as floats."""
+        return float(self.s[0]), float(self.s[-1])
+
+    @property
+    def mk(self) -> tuple[float, float, float]:
+        """Mann–Kendall (tau, p_decreasing, p_increasing)."""
+        if self._mk is None:
+            self._mk = stats.mann_kendall(np.asarray(self.v, float))
+        return self._mk
 
     @property
     def p_dec(self) -> float:
-        return self._mk[1]
+        return self.mk[1]
 
-    @cached_property
+    @property
     def slope(self) -> float:
-        return stats.theil_sen(self.sw, self.yw, 0.90)[0]
+        """Theil–Sen slope (per step)."""
+        if self._slope is None:
+            self._slope = stats.theil_sen(np.asarray(self.s, float), np.asarray(self.v, float),
+                                          0.90)[0]
+        return self._slope
 
     @property
     def proj_gain(self) -> float:
         return max(0.0, -self.slope) * self.remaining / self.level
 
-    @cached_property
+    @property
     def noise(self) -> float:
-        return stats.diff_sigma(self.yw) / self.level
+        if self._noise is None:
+            self._noise = stats.diff_sigma(self.v) / self.level
+        return self._noise
 
 
 def _lr_decay(ctx: dict[str, Any], since_step: int) -> float:
