@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: str = Field("text", pattern="^(text|json)$",
                             description="Log lines as `text` (key=value) or `json`.")
+    access_log: bool = Field(
+        False, description="`rhythmd serve` logs every HTTP request (uvicorn's access log). Off "
+        "by default: hundreds of jobs flushing several times a second make it most of the log "
+        "and a measurable share of the CPU; rejected requests are logged either way."
+    )
     max_body_bytes: int = Field(
         16 * 2**20, ge=1024, description="Largest accepted request body, in bytes (413 above)."
     )

@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default=env.log_level,
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="log level [RHYTHMD_LOG_LEVEL, default info]")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                   default=env.access_log,
+                   help="log every HTTP request [RHYTHMD_ACCESS_LOG, default off; rejected "
+                        "requests are logged either way]")
     p.add_argument("--insecure", action="store_true", default=env.insecure,
                    help="serve a non-loopback --host without authentication (RHYTHMD_INSECURE); "
                         "prefer RHYTHMD_AUTH=required with tokens")
@@ -60,5 +64,5 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["RHYTHMD_INSECURE"] = "1"
     os.environ["RHYTHMD_LOG_LEVEL"] = args.log_level
     uvicorn.run("rhythmd.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level)
+                workers=args.workers, log_level=args.log_level, access_log=args.access_log)
     return 0

@@ -66,3 +66,37 @@ def test_serve_help_documents_each_setting():
     assert r.returncode == 0
     for env in ("RHYTHMD_HOST", "RHYTHMD_PORT", "RHYTHMD_DATABASE_URL", "RHYTHMD_WORKERS"):
         assert env in r.stdout
+
+
+def _serve_and_get_healthz(tmp_path: Path, *flags: str) -> str:
+    """Run ``rhythmd serve`` with ``flags``, GET /healthz once, stop it; its log."""
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rhythmd.cli", "serve", "--port", str(port),
+             "--database-url", f"sqlite:///{tmp_path / 'r.db'}", *flags],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return log.read_text()
+
+
+def test_serve_logs_each_request_only_with_access_log(tmp_path):
+    assert "GET /healthz" not in _serve_and_get_healthz(tmp_path)
+    assert "GET /healthz" in _serve_and_get_healthz(tmp_path, "--access-log")
