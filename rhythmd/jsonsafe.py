@@ -1,11 +1,24 @@
-"""JSON-safe values: non-finite floats as the strings "NaN", "Infinity", "-Infinity"."""
+"""JSON-safe values: non-finite floats as the strings "NaN", "Infinity", "-Infinity"; and
+the JSON text the store keeps (non-finite floats as the literals Python's ``json`` reads)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import numpy as np
+from pydantic_core import PydanticSerializationError, to_json
+
+
+def stored_json(obj: Any) -> str:
+    """``obj`` as JSON text that ``json.loads`` reads back exactly: NaN and ±Infinity as its
+    literals, floats in shortest round-trip form. Encoded by pydantic-core (5-10x
+    ``json.dumps`` on an analyzer state of about 20 kB); ``json.dumps`` for what it cannot."""
+    try:
+        return to_json(obj, inf_nan_mode="constants").decode()
+    except PydanticSerializationError:
+        return json.dumps(obj)
 
 
 def nonfinite_to_str(value: float) -> float | str:

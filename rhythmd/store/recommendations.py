@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from rhythmd.jsonsafe import stored_json
 from rhythmd.store.schema import events, recommendations
 from rhythmd.store.statements import Deferred, FastStatement, KeyedRows
 
@@ -143,7 +144,7 @@ def add_event(
 ) -> None:
     _INSERT_EVENT.executemany(conn, [{
         "run_id": run_id, "kind": kind, "step": step, "wall_time": time.time(), "ref_id": ref_id,
-        "payload": json.dumps(payload), "processed": False}])
+        "payload": stored_json(payload), "processed": False}])
 
 
 def list_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
