@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -130,7 +131,7 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
     n = y.size
     if n < 3:
         return 0.0, 1.0, 1.0
-    v = y.tolist() if n <= _PY_PAIRS_MAX and y.ndim == 1 else []
+    v = y.tolist() if n <= _PY_MAX and y.ndim == 1 else []
     if v and math.isfinite(sum(v)):  # finite: the sign of a difference is the comparison's
         s = float(sum([(b > a) - (b < a) for i, a in enumerate(v) for b in v[i + 1:]]))
         counts = [] if len(set(v)) == n else list(Counter(v).values())
@@ -155,7 +156,7 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float, float]:
 
 
 _PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-_PY_PAIRS_MAX = 12  # up to this many points (66 pairs) pure Python beats numpy's per-call cost
+_PY_MAX = 12  # up to this many points (66 pairs) pure Python beats numpy's per-call cost
 
 
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +203,7 @@ def _sorted_slopes(x: np.ndarray, y: np.ndarray) -> list[float] | np.ndarray:
     them: NaN last). In pure Python for a short window where that gives the same sequence (no
     NaN, and no negative zero whose place among the zeros numpy's sort may choose)."""
     n = x.size
-    if n <= _PY_PAIRS_MAX and x.ndim == 1 and y.shape == x.shape:
+    if n <= _PY_MAX and x.ndim == 1 and y.shape == x.shape:
         xs, ys = x.tolist(), y.tolist()
         slopes = [(ys[j] - b) / d for i, (a, b) in enumerate(zip(xs, ys, strict=True))
                   for j in range(i + 1, n) if (d := xs[j] - a) != 0]
@@ -272,12 +273,9 @@ def alternation_stats(y: np.ndarray) -> dict[str, float]:
     out = {"sign_change_rate": 0.0, "diff_lag1_autocorr": 0.0, "hf_power_share": 0.0}
     if y.size < 5:
         return out
-    d = np.diff(y)
-    s = np.sign(d)
-    nz = s[s != 0]
-    if nz.size >= 2:
-        out["sign_change_rate"] = np.count_nonzero(nz[1:] != nz[:-1]) / (nz.size - 1)
-    dc = d - d.mean()
+    d = y[1:] - y[:-1] if y.ndim == 1 else np.diff(y)
+    out["sign_change_rate"] = _sign_change_rate(d)
+    dc = d - mean(d)
     den = float(np.dot(dc, dc))
     if den > 0:
         out["diff_lag1_autocorr"] = float(np.dot(dc[1:], dc[:-1]) / den)
@@ -285,7 +283,24 @@ def alternation_stats(y: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _sign_change_rate(d: np.ndarray) -> float:
+    """Share of sign changes between consecutive non-zero differences (a NaN differs from
+    everything); 0.0 with fewer than two."""
+    v = d.tolist() if d.size <= _PY_MAX and d.ndim == 1 else []
+    if v and (t := sum(v)) == t:  # no NaN: a non-zero difference is positive or negative
+        up = [x > 0 for x in v if x != 0]
+        changes = sum([a != b for a, b in itertools.pairwise(up)])
+        return changes / (len(up) - 1) if len(up) >= 2 else 0.0
+    s = np.sign(d)
+    nz = s[s != 0]
+    return np.count_nonzero(nz[1:] != nz[:-1]) / (nz.size - 1) if nz.size >= 2 else 0.0
+
+
 _HF_BINS: dict[int, np.ndarray] = {}
+try:  # the transform scipy.fft.rfft runs (same function, same floats), without its dispatch
+    from scipy.fft._pocketfft.pypocketfft import r2c as _r2c
+except ImportError:  # pragma: no cover - another scipy layout: scipy.fft.rfft
+    _r2c = None
 
 
 def hf_power_share(r: np.ndarray) -> float:
@@ -297,7 +312,8 @@ def hf_power_share(r: np.ndarray) -> float:
     n = r.size
     if n < 2:
         return 0.0
-    x = sp_fft.rfft(r)
+    x = _r2c(r, (0,), True, 0, None, 1) if _r2c and r.ndim == 1 and r.dtype == np.float64 \
+        else sp_fft.rfft(r)
     p = x.real * x.real + x.imag * x.imag
     p *= 1.0 / n  # density scaling (fs = 1, boxcar window)
     if n % 2:
@@ -309,8 +325,8 @@ def hf_power_share(r: np.ndarray) -> float:
         hf = np.arange(p.size) / n >= 0.25
         if len(_HF_BINS) < 256:
             _HF_BINS[n] = hf
-    tot = float(np.sum(p[1:]))
-    return float(np.sum(p[hf]) / tot) if tot > 0 else 0.0
+    tot = float(np.add.reduce(p[1:]))
+    return float(np.add.reduce(p[hf])) / tot if tot > 0 else 0.0
 
 
 def rate_steadiness(steps: list[int], values: list[float], since_step: int | None,

@@ -67,7 +67,8 @@ def _numpy_path(f: Callable[..., object]) -> Callable[..., object]:
 
     def ref(*args: object) -> object:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(stats, "_PY_PAIRS_MAX", 0)
+            mp.setattr(stats, "_PY_MAX", 0)
+            mp.setattr(stats, "_r2c", None)
             return f(*args)
 
     return ref
@@ -85,6 +86,9 @@ CASES: list[tuple[str, Callable[[np.ndarray], object], Callable[[np.ndarray], ob
     ("mean", stats.mean, lambda a: float(np.mean(a))),
     ("mean(3)", lambda a: stats.mean(a[:3]), lambda a: float(np.mean(a[:3]))),
     ("mann_kendall", stats.mann_kendall, _numpy_path(stats.mann_kendall)),
+    ("alternation_stats", lambda a: tuple(stats.alternation_stats(a).values()),
+     _numpy_path(lambda a: tuple(stats.alternation_stats(a).values()))),
+    ("hf_power_share", stats.hf_power_share, _numpy_path(stats.hf_power_share)),
 ]
 
 
