@@ -16,9 +16,13 @@ little CPU next to the daemon on a small machine.
 Backends:
 
 - ``sqlite``: one daemon process on a fresh SQLite file (the single-process mode).
-- ``postgresql``: two daemon processes on one fresh PostgreSQL database behind a trivial
-  round-robin in the driver: the batches of every run alternate between the two daemons (each
-  run starting at a random one, as jobs started independently would).
+- ``postgresql``: two daemon processes on one fresh PostgreSQL database. ``--balance
+  affine`` (default): each run sends all its batches to one of them, drawn per run: what
+  ``rhythmd serve --workers 2`` gives the client hook, whose one keep-alive connection stays
+  with the worker that accepted it. ``--balance round-robin``: the batches of every run
+  alternate between the two (each run starting at a random one), as a per-request balancer
+  would do; each process then also replays the batches the other stored before it analyses
+  its own (the worst case: docs/daemon.md advises against it).
   Afterwards the exact same batches are replayed into one daemon process on another fresh
   database, and the diagnoses of every run must be the same (wall times ignored).
 
@@ -267,7 +271,7 @@ async def stream_run(rs: RunStats, conns: list[HttpConn], t0: float, args: argpa
         n = sum(len(x["steps"]) for x in series)
         body = json.dumps({"batch_id": f"b{b}", "series": series},
                           separators=(",", ":")).encode()
-        conn = conns[(first + b) % len(conns)]  # round-robin over the daemons
+        conn = conns[(first + b) % len(conns) if args.balance == "round-robin" else first]
         b += 1
         sent = time.monotonic()
         try:
@@ -478,7 +482,8 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     for r in results:
         same = r["same_diagnoses"]
         rows.append([
-            r["backend"], str(r["procs"]), str(args.runs), f"{r['elapsed']:.1f}",
+            r["backend"], (f"{r['procs']} {args.balance}" if r["procs"] > 1 else "1"),
+            str(args.runs), f"{r['elapsed']:.1f}",
             f"{r['points'] / r['elapsed']:,.0f}", f"{r['requests'] / r['elapsed']:,.0f}",
             f"{r['p50'] * 1e3:.1f}", f"{r['p99'] * 1e3:.1f}", f"{r['p99_later'] * 1e3:.1f}",
             f"{r['max'] * 1e3:.1f}",
@@ -512,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="random (default): each run validates at its own step phase, as "
                          "independent jobs do; aligned: every run validates on the same steps "
                          "(all 200 evaluations land in one flush interval)")
+    ap.add_argument("--balance", choices=("affine", "round-robin"), default="affine",
+                    help="postgresql: affine (default): each run's batches to one daemon, "
+                         "drawn per run; round-robin: alternate between the daemons")
     ap.add_argument("--dump-latencies", metavar="FILE", default=None,
                     help="write [send time, latency] of every request as JSON (last backend)")
     ap.add_argument("--max-p99-ms", type=float, default=None,
