@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -294,13 +296,15 @@ class RunAnalyzer:
         """What ``_train`` does after the detector, for points ``i0:i1`` in bulk: eval-interval
         sums of the train loss and (when the train loss is monitored) pseudo-eval blocks."""
         vals = va[i0:i1].tolist()
-        s = self.blk_sum
-        n = 0
-        for x in vals:
-            if math.isfinite(x):  # sequential sum: same rounding as the per-point path
-                s += x
-                n += 1
-        self.blk_sum, self.blk_n = s, self.blk_n + n
+        if len(vals) < 48:  # sequential sums: the per-point path's rounding
+            fin = [x for x in vals if math.isfinite(x)]
+            self.blk_sum = functools.reduce(operator.add, fin, self.blk_sum)
+        else:  # (cumsum adds in order; sum() may not)
+            a = va[i0:i1]
+            fin = a[np.isfinite(a)]
+            if fin.size:
+                self.blk_sum = float(np.cumsum(np.concatenate(([self.blk_sum], fin)))[-1])
+        self.blk_n += len(fin)
         if self.monitor != "train" or not self.div.watch_level:
             return
         pos, m = 0, len(vals)

@@ -20,6 +20,7 @@ from .schedule_fit_base import JUMP_SAMPLES
 from .types import ScheduleSegment, _plain
 
 _TINY = 1e-300
+_FEW = 128  # update_many: below this many points the scalar loop beats numpy's call overhead
 
 
 class ScheduleTracker:
@@ -74,7 +75,7 @@ class ScheduleTracker:
         """Bulk ``update`` for points in step order: exactly the state that calling
         ``update`` per point gives (same floats), at a cost of a few numpy passes per batch
         plus one Python step per closed knot."""
-        if lrs.size < 24:  # a few points (an evaluation's or a per-point step's): no numpy
+        if lrs.size < _FEW:  # a few points (an evaluation's or a per-point step's): no numpy
             self._update_few(steps.tolist(), lrs.tolist())
             return
         with np.errstate(all="ignore"):
@@ -87,7 +88,7 @@ class ScheduleTracker:
         m = int(lrs.size)
         if m == 0:
             return
-        if m < 24:  # small batches: the scalar path is cheaper
+        if m < _FEW:  # small batches: the scalar path is cheaper
             self._update_few(steps.tolist(), lrs.tolist())
             return
         assert self.last is not None
@@ -115,34 +116,54 @@ class ScheduleTracker:
         self._swing_many(steps.astype(np.float64), sl, ll, n0)
 
     def _update_few(self, sl: list[int], ll: list[float]) -> None:
-        """``update`` per point, its common case inline: once the warmup is settled (its
-        flags no longer change), a valid lr that stays inside the open segment's slope band
-        only moves the band, the counters and the last point."""
+        """``update`` per point, its common case in a tight loop (:meth:`_settled_run`)."""
+        i, m = 0, len(sl)
+        while i < m:
+            if (self.last is not None and self.seg_start is not None and not self.rising
+                    and (self.warmup_end_step is not None or self.seen_non_rise)):
+                i = self._settled_run(sl, ll, i)
+                if i == m:
+                    break
+            self.update(sl[i], ll[i])
+            i += 1
+
+    def _settled_run(self, sl: list[int], ll: list[float], i: int) -> int:
+        """Points ``i, ...`` while ``update`` would only move the open segment's slope band,
+        the counters and the last point (the warmup flags are settled: they no longer
+        change); returns the index of the first point it leaves to ``update`` (an lr out of
+        range, or one that closes the segment)."""
+        assert self.last is not None and self.seg_start is not None
         tol = self.tol
-        for st, lr in zip(sl, ll, strict=True):
-            last, seg = self.last, self.seg_start
-            if (last is None or seg is None or not 1e-100 < lr < 1e100 or self.rising
-                    or (self.warmup_end_step is None and not self.seen_non_rise)):
-                self.update(st, lr)  # (a NaN fails the range test)
-                continue
-            s, dx = float(st), float(st) - seg[0]
-            y = math.log(lr)  # lr > 1e-100: log(max(lr, _TINY)) in update
+        s0, y0 = self.seg_start
+        lo, hi = self.lo, self.hi
+        prev = self.last[1]
+        mx, chg = self.max_lr, self.last_change_step
+        j, m = i, len(sl)
+        while j < m:
+            st, lr = sl[j], ll[j]
+            if not 1e-100 < lr < 1e100:  # (NaN too)
+                break
+            dx = st - s0
             if dx > 0:
-                lo = (y - tol - seg[1]) / dx
-                hi = (y + tol - seg[1]) / dx
-                lo = lo if lo > self.lo else self.lo
-                hi = hi if hi < self.hi else self.hi
-                if not lo <= hi:
-                    self.update(st, lr)
-                    continue
-                self.lo, self.hi = lo, hi
-            prev = last[1]
-            self.n += 1
+                y = math.log(lr)  # lr > 1e-100: log(max(lr, _TINY)) in update
+                a = (y - tol - y0) / dx
+                b = (y + tol - y0) / dx
+                a = a if a > lo else lo
+                b = b if b < hi else hi
+                if not a <= b:
+                    break
+                lo, hi = a, b
             if abs(lr - prev) > 1e-9 * prev:
-                self.last_change_step = st
-            if lr > self.max_lr:
-                self.max_lr = lr
-            self.last = [s, lr]
+                chg = st
+            if lr > mx:
+                mx = lr
+            prev = lr
+            j += 1
+        if j > i:
+            self.lo, self.hi, self.max_lr, self.last_change_step = lo, hi, mx, chg
+            self.n += j - i
+            self.last = [float(sl[j - 1]), prev]
+        return j
 
     def _swing_many(self, sf: np.ndarray, sl: list[int], ll: list[float], n0: int) -> None:
         """Swing filter over many points (ordinals n0 + 1, ...); one scalar ``_swing`` at

@@ -14,6 +14,8 @@ from ..stats import MAD_TO_SIGMA
 if TYPE_CHECKING:
     from .divergence import DivergenceDetector
 
+_SCALAR_MAX = 128  # fast_forward: up to this many losses the pure-Python loop is cheaper
+
 
 class DivergenceBulkPath:
     """``fast_forward`` of :class:`~.divergence.DivergenceDetector` (a base class of it): the
@@ -42,7 +44,7 @@ class DivergenceBulkPath:
                 or not math.isfinite(self.base_sig) or not math.isfinite(self.base_sig_raw)
                 or len(self.ys) < nb + 5 or xs.size == 0):
             return 0
-        if xs.size <= 128:  # small batches: scalar loop, no numpy call overhead
+        if xs.size <= _SCALAR_MAX:  # small batches: scalar loop, no numpy call overhead
             return self._ff_scalar(steps.tolist(), xs.tolist())
         ok = np.isfinite(xs) if self.signed else np.isfinite(xs) & (xs > 0)
         n = int(xs.size) if ok.all() else int(np.argmin(ok))
@@ -267,15 +269,22 @@ class DivergenceBulkPath:
         cnt = self.count
         refreshed = False
         j = 0
+        scale = self.scale or 1.0
+        big = stats._BIG
         for x in xl:
             if not math.isfinite(x) or (x <= 0 and not signed):
                 break
-            y = self._y(x)
+            if signed:
+                y = self._y(x)
+            else:  # _y on the log scale, inline
+                z = x / scale
+                y = math.asinh(z if z < big else big)
             m5 = sorted([*win[-4:], y])[2]
             if (m5 if m5 < best else best) < learned and m5 > back:
                 break
             refresh = (cnt + 1) % 8 == 0
-            if lim.trips(m5, y, zmax, refresh):
+            if (refresh or m5 > lim.top or (y - lim.base) / lim.spk > zmax) \
+                    and lim.trips(m5, y, zmax, refresh):  # (the usual case decided inline)
                 if pend is None:
                     break
                 base, raw = stats.median_mad(pend)
