@@ -7,6 +7,7 @@ step and value bounds that let a read select chunks without unpacking them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,22 +18,33 @@ I8 = np.dtype("<i8")
 """Packed steps: little-endian int64."""
 F8 = np.dtype("<f8")
 """Packed values and wall times: little-endian float64 (non-finite kept exactly)."""
+_SMALL = 64  # series up to this long get their bounds from Python lists, longer from numpy
 
 
 def encode(s: SeriesData, *, series_id: int, run_id: str, seq_start: int, batch_seq: int,
            branch: int) -> dict[str, Any]:
     """The chunk row of one series of a batch (its points numbered from ``seq_start``)."""
     values = s.values
-    finite_mask = np.isfinite(values)
     n = int(values.size)
-    n_finite = int(np.count_nonzero(finite_mask))
-    if n_finite == n:
-        vmin, vmax = float(values.min()), float(values.max())
-    elif n_finite:
-        finite = values[finite_mask]
-        vmin, vmax = float(finite.min()), float(finite.max())
+    vmin: float | None
+    vmax: float | None
+    if n <= _SMALL:  # a per-flush batch: Python's min/max cost a fifth of numpy's calls
+        steps = s.steps.tolist()
+        min_step, max_step = min(steps), max(steps)
+        finite = [v for v in values.tolist() if math.isfinite(v)]
+        n_finite = len(finite)
+        vmin, vmax = (min(finite), max(finite)) if finite else (None, None)
     else:
-        vmin = vmax = None
+        min_step, max_step = int(s.steps.min()), int(s.steps.max())
+        finite_mask = np.isfinite(values)
+        n_finite = int(np.count_nonzero(finite_mask))
+        if n_finite == n:
+            vmin, vmax = float(values.min()), float(values.max())
+        elif n_finite:
+            fin = values[finite_mask]
+            vmin, vmax = float(fin.min()), float(fin.max())
+        else:
+            vmin = vmax = None
     return {
         "series_id": series_id,
         "run_id": run_id,
@@ -40,8 +52,8 @@ def encode(s: SeriesData, *, series_id: int, run_id: str, seq_start: int, batch_
         "batch_seq": batch_seq,
         "branch": branch,
         "n": n,
-        "min_step": int(s.steps.min()),
-        "max_step": int(s.steps.max()),
+        "min_step": min_step,
+        "max_step": max_step,
         "n_nonfinite": n - n_finite,
         "vmin": vmin,
         "vmax": vmax,
