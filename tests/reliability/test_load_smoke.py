@@ -14,9 +14,10 @@ from tests.conftest import ROOT as REPO
 from tests.conftest import _postgres_unavailable, require_postgres
 
 
-def _run(backends: str) -> str:
+def _run(backends: str, *extra: str) -> str:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "load.py"), "--short", "--backends", backends],
+        [sys.executable, str(REPO / "bench" / "load.py"), "--short", "--backends", backends,
+         *extra],
         cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
     out = proc.stdout + proc.stderr
     print("\n" + out)
@@ -33,5 +34,8 @@ def test_load_short_sqlite() -> None:
 def test_load_short_postgresql_two_processes() -> None:
     if _postgres_unavailable() is not None:
         require_postgres()  # skips, or fails under CI=true
-    out = _run("postgresql")
+    # round-robin: every batch of a run alternates between the processes, so each catches up on
+    # the other's batches before analysing its own (the case that must give the same diagnoses)
+    out = _run("postgresql", "--balance", "round-robin")
+    assert "2 round-robin" in out
     assert "yes (" in out  # same diagnoses, and some diagnoses to compare
