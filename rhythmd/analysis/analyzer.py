@@ -296,15 +296,16 @@ class RunAnalyzer:
         """What ``_train`` does after the detector, for points ``i0:i1`` in bulk: eval-interval
         sums of the train loss and (when the train loss is monitored) pseudo-eval blocks."""
         vals = va[i0:i1].tolist()
-        if len(vals) < 48:  # sequential sums: the per-point path's rounding
-            fin = [x for x in vals if math.isfinite(x)]
-            self.blk_sum = functools.reduce(operator.add, fin, self.blk_sum)
-        else:  # (cumsum adds in order; sum() may not)
+        # sums in order, the per-point path's rounding (cumsum adds in order; sum() may not)
+        s = functools.reduce(operator.add, vals, self.blk_sum) if len(vals) < 256 else math.nan
+        if math.isfinite(s):  # (a non-finite value, or an overflow, makes the sum non-finite)
+            self.blk_sum, self.blk_n = s, self.blk_n + len(vals)
+        else:
             a = va[i0:i1]
             fin = a[np.isfinite(a)]
             if fin.size:
                 self.blk_sum = float(np.cumsum(np.concatenate(([self.blk_sum], fin)))[-1])
-        self.blk_n += len(fin)
+            self.blk_n += int(fin.size)
         if self.monitor != "train" or not self.div.watch_level:
             return
         pos, m = 0, len(vals)

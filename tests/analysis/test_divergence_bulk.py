@@ -1,7 +1,8 @@
 """``DivergenceDetector.fast_forward`` leaves exactly the state of per-point ``update``:
 random loss streams (noise levels, spikes, blow-ups that stay up, recover or go non-finite,
 flat stretches, losses <= 0) cut into random chunks, short (pure-Python path) and long
-(numpy path), compared signal for signal and attribute for attribute."""
+(numpy path), compared signal for signal and attribute for attribute; and its statistics
+helpers against ``stats``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rhythmd.analysis import AnalysisConfig
+from rhythmd.analysis import AnalysisConfig, stats
 from rhythmd.analysis.detectors import DivergenceDetector
+from rhythmd.analysis.detectors.divergence_bulk import _sorted_mad
 
 
 def _stream(seed: int) -> np.ndarray:
@@ -82,3 +84,18 @@ def test_fast_forward_is_per_point_update(seed: int) -> None:
     new = _run(x, chunks, bulk=True)
     assert new[0] == ref[0]
     assert new[1] == ref[1]
+
+
+def test_sorted_mad_is_median_mad() -> None:
+    rng = np.random.default_rng(7)
+    for t in range(3000):
+        n = int(rng.choice([2, 3, 8, 9, 63, 64, 65]))
+        if t % 3 == 0:  # ties
+            v = rng.choice([0.0, 1.0, 2.0, 0.5, -1.0], n)
+        elif t % 3 == 1:  # wide range
+            v = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+        else:  # a few ulps apart
+            v = rng.random() + rng.integers(-3, 4, n) * 1e-16
+        w = sorted(v.tolist())
+        m, mad = stats.median_mad(w)
+        assert _sorted_mad(w, m) == mad

@@ -14,6 +14,7 @@ from ..stats import MAD_TO_SIGMA
 if TYPE_CHECKING:
     from .divergence import DivergenceDetector
 
+_Seq = list[float] | list[int] | np.ndarray
 _SCALAR_MAX = 128  # fast_forward: up to this many losses the pure-Python loop is cheaper
 
 
@@ -54,7 +55,7 @@ class DivergenceBulkPath:
         ynew = self._ys_of(xs)
         hist = self.ys[-(nb + 4) :]
         o = len(hist)
-        f = np.asarray(hist + ynew)
+        f = np.concatenate((hist, ynew))
         yv = f[o:]
         m5 = _median5(f[o - 4 :])
         # baseline refreshes at count % 8 == 0 over ys[-(nb + 5):-5] (same floats as median)
@@ -91,7 +92,7 @@ class DivergenceBulkPath:
         k = int(hit[0]) if hit.size else n
         if k == 0:
             return 0
-        self._extend(ynew[:k], steps[:k].tolist(), xs[:k].tolist())
+        self._extend(ynew[:k], steps[:k], xs[:k])
         self.elev_start = None
         self.best_m5 = float(bestc[k - 1])
         c = int(cur[k - 1])
@@ -102,22 +103,24 @@ class DivergenceBulkPath:
             self.base_sig = raw if raw >= fl_c else fl_c
         return k
 
-    def _extend(self: DivergenceDetector, ys: list[float], ss: list[int],
-                xs: list[float]) -> None:
-        """Append points to the window and count them, trimmed as per-point appends trim."""
+    def _extend(self: DivergenceDetector, ys: _Seq, ss: _Seq, xs: _Seq) -> None:
+        """Append points (lists, or arrays: only the ones kept become Python numbers) to the
+        window and count them, trimmed as per-point appends trim."""
         cfg = self.cfg
         cap = cfg.div_baseline_steps + cfg.div_trend_steps + 8
         k = len(ys)
         ln = len(self.ys)
-        if ln + k > 2 * cap:
-            ln = cap + (k - (2 * cap + 1 - ln)) % (cap + 1)
-            self.ys = (self.ys + ys)[-ln:]
-            self.ss = (self.ss + ss)[-ln:]
-            self.xs = (self.xs + xs)[-ln:]
+        if ln + k <= 2 * cap:
+            self.ys += _pylist(ys)
+            self.ss += _pylist(ss)
+            self.xs += _pylist(xs)
+        elif (ln := cap + (k - (2 * cap + 1 - ln)) % (cap + 1)) <= k:
+            self.ys, self.ss, self.xs = (_pylist(a[k - ln:]) for a in (ys, ss, xs))
         else:
-            self.ys += ys
-            self.ss += ss
-            self.xs += xs
+            old = len(self.ys) - (ln - k)
+            self.ys = self.ys[old:] + _pylist(ys)
+            self.ss = self.ss[old:] + _pylist(ss)
+            self.xs = self.xs[old:] + _pylist(xs)
         self.count += k
 
     def _ff_open(self: DivergenceDetector, steps: np.ndarray, xs: np.ndarray) -> int:
@@ -201,7 +204,7 @@ class DivergenceBulkPath:
         if n == 0:
             return 0
         ynew = self._ys_of(xs[:n])
-        f = np.asarray(self.ys[-4:] + ynew)
+        f = np.concatenate((self.ys[-4:], ynew))
         m5 = _median5(f)
         jj = np.arange(n)
         last_bad = np.maximum.accumulate(np.where(m5 <= okay, -1, jj))
@@ -212,7 +215,7 @@ class DivergenceBulkPath:
             return 0
         m5l = m5[:k].tolist()
         sl = steps[:k].tolist()
-        self._extend(ynew[:k], sl, xs[:k].tolist())
+        self._extend(ynew[:k], sl, xs[:k])
         self.ok_run = int(run[k - 1])
         low = np.flatnonzero(m5[:k] <= elev)
         if not m5l[-1] > elev:
@@ -231,13 +234,14 @@ class DivergenceBulkPath:
             return np.full(y.size, f)
         return np.maximum(np.minimum(f, f * math.sqrt(2.0) * np.tanh(np.abs(y))), 1e-300)
 
-    def _ys_of(self: DivergenceDetector, xs: np.ndarray) -> list[float]:
+    def _ys_of(self: DivergenceDetector, xs: np.ndarray) -> np.ndarray:
         """``_y`` of finite losses (positive on the log scale), bit for bit."""
         if self.signed:
             z = np.clip((xs - self.m0) / self.s0, -stats._BIG, stats._BIG)
         else:
             z = np.clip(xs / self.scale, -stats._BIG, stats._BIG)
-        return list(map(math.asinh, z.tolist()))  # math.asinh: bit-identical to _y()
+        # math.asinh: bit-identical to _y() (numpy's may differ in the last bit)
+        return np.fromiter(map(math.asinh, z.tolist()), float, xs.size)
 
     def _ff_nonfinite(self: DivergenceDetector, xs: np.ndarray) -> int:
         """A run of non-finite losses while a critical divergence is open (a run that blew
@@ -271,6 +275,7 @@ class DivergenceBulkPath:
         j = 0
         scale = self.scale or 1.0
         big = stats._BIG
+        y4, y3, y2, y1 = win[-4:]  # the last four values, latest last
         for x in xl:
             if not math.isfinite(x) or (x <= 0 and not signed):
                 break
@@ -279,7 +284,7 @@ class DivergenceBulkPath:
             else:  # _y on the log scale, inline
                 z = x / scale
                 y = math.asinh(z if z < big else big)
-            m5 = sorted([*win[-4:], y])[2]
+            m5 = sorted((y4, y3, y2, y1, y))[2]
             if (m5 if m5 < best else best) < learned and m5 > back:
                 break
             refresh = (cnt + 1) % 8 == 0
@@ -287,26 +292,27 @@ class DivergenceBulkPath:
                     and lim.trips(m5, y, zmax, refresh):  # (the usual case decided inline)
                 if pend is None:
                     break
-                base, raw = stats.median_mad(pend)
-                pend = None
+                raw, pend = _sorted_mad(pend, base), None
                 lim = _Limits(cfg.div_z_recent, bar, base, raw, fl)
                 if lim.trips(m5, y, zmax, refresh):
                     break
             if refresh:  # ys[-(nb + 5):-5] once y is appended
-                w = sorted(win[-(nb + 4): -4])
+                w = win[-(nb + 4): -4]
+                w.sort()
                 h = len(w) // 2
                 b_ = w[h] if len(w) % 2 else (w[h - 1] + w[h]) / 2
                 f_ = self._floor(b_)
                 new = _Limits(cfg.div_z_recent, bar, b_, None, f_)
                 r_ = None
                 if new.trips(m5, y, zmax, after_refresh=True):
-                    b_, r_ = stats.median_mad(w)
+                    r_ = _sorted_mad(w, b_)
                     new = _Limits(cfg.div_z_recent, bar, b_, r_, f_)
                     if new.trips(m5, y, zmax, after_refresh=True):
                         break
                 base, raw, fl, lim, refreshed = b_, r_, f_, new, True
                 pend = w if r_ is None else None
             win.append(y)
+            y4, y3, y2, y1 = y3, y2, y1, y
             cnt += 1
             if m5 < best:
                 best = m5
@@ -317,7 +323,7 @@ class DivergenceBulkPath:
             self.best_m5 = best
             if refreshed:
                 if pend is not None:
-                    base, raw = stats.median_mad(pend)
+                    raw = _sorted_mad(pend, base)
                 self.base_med, self.base_sig_raw = base, raw
                 self.base_sig = raw if raw >= fl else fl
         return j
@@ -349,6 +355,32 @@ class _Limits:
             return m5 > self.jump
         return (m5 > (self.level if after_refresh else self.top)
                 or (y - self.base) / self.spk > zmax)
+
+
+def _sorted_mad(w: list[float], m: float) -> float:
+    """``stats.median_mad(w)[1]`` of a sorted list ``w`` with median ``m`` (same float): the
+    k-th smallest ``abs(x - m)`` is the least largest one of k consecutive values, found by
+    bisection instead of sorting all of them."""
+
+    def kth(c: int) -> float:
+        lo, hi = 0, len(w) - c  # the first start whose right end is the farther one
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if w[mid + c - 1] - m >= m - w[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        best = max(abs(w[lo] - m), abs(w[lo + c - 1] - m))
+        if lo > 0:
+            best = min(best, max(abs(w[lo - 1] - m), abs(w[lo + c - 2] - m)))
+        return best
+
+    h = len(w) // 2
+    return MAD_TO_SIGMA * (kth(h + 1) if len(w) % 2 else (kth(h) + kth(h + 1)) / 2)
+
+
+def _pylist(a: _Seq) -> list:  # type: ignore[type-arg]
+    return a.tolist() if isinstance(a, np.ndarray) else a
 
 
 def _median5(f: np.ndarray) -> np.ndarray:
