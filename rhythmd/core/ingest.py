@@ -61,7 +61,7 @@ class _BatchReads:
 
 @dataclass(frozen=True, slots=True)
 class _GroupReads:
-    """Reads of a group's runs sent as one statement each (PostgreSQL): {run_id: rows}."""
+    """Reads of a group's runs sent as one statement each: {run_id: rows}."""
 
     runs: dict[str, Deferred]
     batches: dict[str, Deferred]
@@ -252,13 +252,10 @@ class Ingestor:
                             [recs_q.rec_to_dict(r) for r in pending], outcome.blowup_bound)
 
 
-def _submit_group_reads(conn: Any, items: Sequence[tuple[str, MetricBatch]]
-                        ) -> _GroupReads | None:
-    """The runs, batch ids and recommendations of a group's runs, one read each on
-    PostgreSQL (instead of one per batch: each statement costs the driver and the server
-    more than its rows); None elsewhere."""
-    if conn.dialect.name != "postgresql":
-        return None
+def _submit_group_reads(conn: Any, items: Sequence[tuple[str, MetricBatch]]) -> _GroupReads:
+    """The runs, batch ids and recommendations of a group's runs, one read each (instead of
+    one per batch: each statement costs the driver, and on PostgreSQL the server, more than
+    its rows)."""
     run_ids = [run_id for run_id, _ in items]
     return _GroupReads(
         runs_q.get_runs(conn, run_ids),

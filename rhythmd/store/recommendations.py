@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.jsonsafe import stored_json
 from rhythmd.store.schema import events, recommendations
-from rhythmd.store.statements import Deferred, FastStatement, KeyedRows
+from rhythmd.store.statements import Deferred, FastStatement, KeyedRows, json_param, json_rows
 
 
 def rec_to_dict(row: Any) -> dict[str, Any]:
@@ -81,14 +81,22 @@ _BY_RUNS = FastStatement(select(recommendations).where(recommendations.c.run_id 
     recommendations.c.run_id, *_ORDER))
 
 
+_BY_RUNS_SQLITE = FastStatement(select(recommendations).where(
+    recommendations.c.run_id.in_(json_rows("run_ids"))).order_by(
+    recommendations.c.run_id, *_ORDER))
+
+
 def list_recommendations_of_runs(conn: Connection, run_ids: Sequence[str]
                                  ) -> dict[str, Deferred] | None:
     """Every recommendation of each run (as :func:`list_recommendations` with no status), in
-    one read on PostgreSQL (a group commit's runs); None elsewhere or for a single run, where
-    a read per run costs no round trip of its own."""
-    if conn.dialect.name != "postgresql" or len(run_ids) < 2:
+    one read (a group commit's runs); None for a single run."""
+    if len(run_ids) < 2:
         return None
-    found = KeyedRows(_BY_RUNS.submit(conn, {"run_ids": list(run_ids)}), "run_id")
+    if conn.dialect.name == "postgresql":
+        read = _BY_RUNS.submit(conn, {"run_ids": list(run_ids)})
+    else:
+        read = _BY_RUNS_SQLITE.submit(conn, {"run_ids": json_param(run_ids)})
+    found = KeyedRows(read, "run_id")
     return {r: found.of(r) for r in run_ids}
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -29,6 +30,8 @@ from rhythmd.store.statements import (
     Deferred,
     FastStatement,
     KeyedRows,
+    json_param,
+    json_rows,
     unnest_insert,
     unnest_rows,
 )
@@ -135,12 +138,18 @@ _GET_RUNS = FastStatement(select(runs).where(runs.c.run_id == any_(
     bindparam("run_ids", type_=ARRAY(runs.c.run_id.type)))))
 
 
+_GET_RUNS_SQLITE = FastStatement(select(runs).where(runs.c.run_id.in_(json_rows("run_ids"))))
+
+
 def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, Deferred]:
-    """:func:`get_run` of several runs: on PostgreSQL one read for all of them (a group
-    commit's runs), elsewhere one each."""
-    if conn.dialect.name != "postgresql" or len(run_ids) < 2:
+    """:func:`get_run` of several runs (a group commit's) in one read."""
+    if len(run_ids) < 2:
         return {r: get_run(conn, r) for r in run_ids}
-    found = KeyedRows(_GET_RUNS.submit(conn, {"run_ids": list(run_ids)}), "run_id")
+    if conn.dialect.name == "postgresql":
+        read = _GET_RUNS.submit(conn, {"run_ids": list(run_ids)})
+    else:
+        read = _GET_RUNS_SQLITE.submit(conn, {"run_ids": json_param(run_ids)})
+    found = KeyedRows(read, "run_id")
     return {r: found.of(r) for r in run_ids}
 
 
@@ -192,13 +201,21 @@ the lateral subquery into a join, which it may plan as a hash join over a sequen
 every batch (the table grows fast, so its statistics often say it is small)."""
 
 
+_FIND_BATCHES_SQLITE = FastStatement(select(batches).where(
+    tuple_(batches.c.run_id, batches.c.batch_id).in_(json_rows("wanted", "$[0]", "$[1]"))))
+
+
 def find_batches(conn: Connection, wanted: Sequence[tuple[str, str]]) -> dict[str, Deferred]:
-    """:func:`find_batch` of several (run_id, batch_id), one per run: on PostgreSQL one read
-    for all of them, elsewhere one each; keyed by run id."""
-    if conn.dialect.name != "postgresql" or len(wanted) < 2:
+    """:func:`find_batch` of several (run_id, batch_id), one per run, in one read; keyed by
+    run id."""
+    if len(wanted) < 2:
         return {r: find_batch(conn, r, b) for r, b in wanted}
-    found = KeyedRows(_FIND_BATCHES.submit(conn, {"rid": [r for r, _ in wanted],
-                                                  "bid": [b for _, b in wanted]}), "run_id")
+    if conn.dialect.name == "postgresql":
+        read = _FIND_BATCHES.submit(conn, {"rid": [r for r, _ in wanted],
+                                           "bid": [b for _, b in wanted]})
+    else:
+        read = _FIND_BATCHES_SQLITE.submit(conn, {"wanted": json_param(wanted)})
+    found = KeyedRows(read, "run_id")
     return {r: found.of(r) for r, _ in wanted}
 
 

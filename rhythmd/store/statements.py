@@ -31,11 +31,12 @@ together at its end.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select
+from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
@@ -293,6 +294,22 @@ class FastStatement:
         """Send the statement now and take its rows later (in a :func:`pipeline`, reads
         submitted together share one round trip)."""
         return Deferred(conn, self.execute(conn, params), self._compiled(conn))
+
+
+def json_rows(name: str, *paths: str) -> Select[Any]:
+    """SQLite: the elements of the JSON array parameter ``name`` as a subquery, one column per
+    JSON path in ``paths`` (none: the element itself), by ``json_each``: what
+    :func:`unnest_rows` and ``= ANY(:array)`` do on PostgreSQL, for a parameter that
+    :func:`json_param` encoded."""
+    each = func.json_each(bindparam(name)).table_valued("value")
+    if not paths:
+        return select(each.c.value)
+    return select(*[func.json_extract(each.c.value, p) for p in paths])
+
+
+def json_param(values: Sequence[Any]) -> str:
+    """A list as the JSON text a :func:`json_rows` parameter takes."""
+    return json.dumps(list(values))
 
 
 def unnest_rows(table: Table, keys: Sequence[str], names: Sequence[str] | None = None
