@@ -109,7 +109,7 @@ class RunAnalyzer:
                 self._rollback(int(start))
         kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for role, st, va in cols:
-            if st.size > 1 and not (st[1:] > st[:-1]).all():
+            if st.size > 1 and not _increasing(st):
                 order = np.argsort(st, kind="stable")
                 st, va = st[order], va[order]
                 first = np.ones(st.size, bool)
@@ -454,6 +454,14 @@ class RunAnalyzer:
         persistence.restore_analyzer(self, d)
 
 
+def _increasing(st: np.ndarray) -> bool:
+    """Whether the steps are strictly increasing (short arrays: without numpy's overhead)."""
+    if st.size > 64:
+        return bool((st[1:] > st[:-1]).all())
+    sl = st.tolist()
+    return all(map(operator.lt, sl, sl[1:]))
+
+
 def _arrays(pair: Any) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) -> int64 and float64 arrays of equal length (extra entries dropped)."""
     try:
@@ -462,5 +470,7 @@ def _arrays(pair: Any) -> tuple[np.ndarray, np.ndarray]:
         va = np.asarray(va, dtype=np.float64).ravel()
     except (TypeError, ValueError, OverflowError):
         return np.zeros(0, np.int64), np.zeros(0)
-    n = min(st.size, va.size)
-    return st[:n], va[:n]
+    if st.size != va.size:
+        n = min(st.size, va.size)
+        st, va = st[:n], va[:n]
+    return st, va

@@ -78,8 +78,7 @@ class ScheduleTracker:
         if lrs.size < _FEW:  # a few points (an evaluation's or a per-point step's): no numpy
             self._update_few(steps.tolist(), lrs.tolist())
             return
-        with np.errstate(all="ignore"):
-            ok = np.isfinite(lrs) & (lrs > 1e-100) & (lrs < 1e100)
+        ok = (lrs > 1e-100) & (lrs < 1e100)  # (False for NaN)
         if not ok.all():
             steps, lrs = steps[ok], lrs[ok]
         if lrs.size and (self.last is None or self.seg_start is None):
@@ -94,9 +93,7 @@ class ScheduleTracker:
         assert self.last is not None
         sl = steps.tolist()
         ll = lrs.tolist()
-        prev = np.empty(m)
-        prev[0] = self.last[1]
-        prev[1:] = lrs[:-1]
+        prev = np.concatenate(([self.last[1]], lrs[:-1]))
         n0 = self.n
         self.n += m
         chg = np.flatnonzero(np.abs(lrs - prev) > 1e-9 * prev)
@@ -168,9 +165,9 @@ class ScheduleTracker:
     def _swing_many(self, sf: np.ndarray, sl: list[int], ll: list[float], n0: int) -> None:
         """Swing filter over many points (ordinals n0 + 1, ...); one scalar ``_swing`` at
         each closed segment."""
-        ys = np.asarray(list(map(math.log, ll)))  # math.log: bit-identical to ``update``
         m = len(ll)
-        pos, w = 0, 64
+        ys = np.fromiter(map(math.log, ll), float, m)  # math.log: bit-identical to update
+        pos, w = 0, max(64, m)  # the window shrinks at each closed segment
         tol = self.tol
         while pos < m:
             assert self.seg_start is not None

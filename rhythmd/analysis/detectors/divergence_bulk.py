@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from .. import stats
 from ..stats import MAD_TO_SIGMA
@@ -64,8 +64,10 @@ class DivergenceBulkPath:
         bm = np.empty(ref.size + 1)
         braw = np.empty(ref.size + 1)
         bm[0], braw[0] = self.base_med, self.base_sig_raw
-        if ref.size:
-            win = sliding_window_view(f, nb)[o + ref - (nb + 4)]
+        if ref.size:  # the windows start 8 values apart: a strided view, no copy
+            w0 = f[o + int(ref[0]) - (nb + 4):]
+            win = as_strided(w0, (ref.size, nb), (8 * w0.strides[0], w0.strides[0]),
+                             writeable=False)
             med = _row_median(win)
             bm[1:] = med
             braw[1:] = MAD_TO_SIGMA * _row_median(np.abs(win - med[:, None]))
@@ -73,21 +75,18 @@ class DivergenceBulkPath:
         sig_b = np.maximum(braw, fl)
         sig_b[0] = self.base_sig
         spk_b = np.maximum(braw, 0.2 * fl)
-        jj = np.arange(n)
-        old = np.searchsorted(ref, jj, side="left")  # baseline in force before point j
-        cur = np.searchsorted(ref, jj, side="right")  # after a refresh at j
-        bar = self.y0 + cfg.div_z * self.sig0_cache
-
-        def above(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a > b, conservatively
-            return a > b - 1e-9 * (1.0 + np.abs(b))
-
-        bestc = np.minimum.accumulate(np.concatenate(([self.best_m5], m5)))[1:]
+        # the baseline in force before point j (old) and after a refresh at j (cur)
+        cur = cnt // 8 - self.count // 8
+        old = (cnt - 1) // 8 - self.count // 8
+        bar = _margin(self.y0 + cfg.div_z * self.sig0_cache)
         learned, back = self._back_bar()
-        flag = above(m5, bm[old] + 3 * sig_b[old])
-        flag |= above(m5, np.full(n, bar))
-        flag |= above(m5, np.full(n, back)) & (bestc < learned + 1e-9 * (1.0 + abs(learned)))
-        flag |= above(m5, bm[cur] + cfg.div_z_recent * sig_b[cur])
-        flag |= above((yv - bm[cur]) / spk_b[cur], np.full(n, cfg.spike_z))
+        learned += 1e-9 * (1.0 + abs(learned))
+        bestc = np.minimum.accumulate(np.concatenate(([self.best_m5], m5)))[1:]
+        # the tests of update, each with a small margin (a conservative gate)
+        flag = m5 > np.minimum(_margins(bm + 3 * sig_b)[old],  # elevated
+                               np.minimum(_margins(bm + cfg.div_z_recent * sig_b), bar)[cur])
+        flag |= (m5 > _margin(back)) & (bestc < learned)
+        flag |= (yv - bm[cur]) / spk_b[cur] > cfg.spike_z - 1e-9 * (1.0 + cfg.spike_z)
         hit = np.flatnonzero(flag)
         k = int(hit[0]) if hit.size else n
         if k == 0:
@@ -237,9 +236,9 @@ class DivergenceBulkPath:
     def _ys_of(self: DivergenceDetector, xs: np.ndarray) -> np.ndarray:
         """``_y`` of finite losses (positive on the log scale), bit for bit."""
         if self.signed:
-            z = np.clip((xs - self.m0) / self.s0, -stats._BIG, stats._BIG)
-        else:
-            z = np.clip(xs / self.scale, -stats._BIG, stats._BIG)
+            z = np.minimum(np.maximum((xs - self.m0) / self.s0, -stats._BIG), stats._BIG)
+        else:  # (positive)
+            z = np.minimum(xs / self.scale, stats._BIG)
         # math.asinh: bit-identical to _y() (numpy's may differ in the last bit)
         return np.fromiter(map(math.asinh, z.tolist()), float, xs.size)
 
@@ -404,3 +403,8 @@ def _row_median(a: np.ndarray) -> np.ndarray:
 def _margin(t: float) -> float:
     """``t`` less a relative 1e-9: a value above it may be above ``t`` (a conservative gate)."""
     return t - 1e-9 * (1.0 + abs(t))
+
+
+def _margins(t: np.ndarray) -> np.ndarray:
+    """:func:`_margin` of each value."""
+    return t - 1e-9 * (1.0 + np.abs(t))
