@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import operator
@@ -22,6 +23,7 @@ MONITORED_KINDS = ("stagnation", "slow_progress", "oscillation")
 MAX_OBJECTIVES = 8  # objective streams watched for non-finite values (bounded state)
 MAX_CLOSED = 32  # closed diagnoses kept in memory/state (oldest dropped first)
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0))  # (steps, values) of a role the batch lacks
+_ATOMIC = (bool, int, float, str, type(None))  # evidence values a deep copy returns as they are
 _MODE_WORDS = {"min": "loss to minimise", "max": "score to maximise"}
 
 
@@ -382,7 +384,7 @@ class RunAnalyzer:
         d = self._diags[self.open.pop(kind)]
         d.status, d.closed_at_step, d.updated_at_step = "closed", int(step), int(step)
         d.evidence["closed_reason"] = why
-        self._events.append(DiagnosisEvent("closed", copy.deepcopy(d), int(step)))
+        self._events.append(DiagnosisEvent("closed", _snapshot(d), int(step)))
         self._prune()
 
     def _apply(self, sig: Signal) -> None:
@@ -408,14 +410,14 @@ class RunAnalyzer:
                 d.evidence["monitor_source"] = self.monitoring()["source"]
             self._diags.append(d)
             self.open[kind] = len(self._diags) - 1
-            self._events.append(DiagnosisEvent("opened", copy.deepcopy(d), step))
+            self._events.append(DiagnosisEvent("opened", _snapshot(d), step))
         elif kind in self.open and act in ("update", "open"):
             d = self._diags[self.open[kind]]
             d.severity, d.updated_at_step = sig["severity"], step
             d.confidence = max(d.confidence, sig["confidence"])
             d.evidence.update(sig["evidence"])
             d.message = sig["message"]
-            ev = DiagnosisEvent("updated", copy.deepcopy(d), step)
+            ev = DiagnosisEvent("updated", _snapshot(d), step)
             if d.id in self._upd:
                 self._events[self._upd[d.id]] = ev
             else:
@@ -452,6 +454,12 @@ class RunAnalyzer:
         """Restore :meth:`state_dict` (or a version 2 one); ``ValueError`` for a state of
         another version (the caller replays the run instead)."""
         persistence.restore_analyzer(self, d)
+
+
+def _snapshot(d: Diagnosis) -> Diagnosis:
+    """``copy.deepcopy(d)`` for an event: only the evidence holds mutable values."""
+    ev = {k: v if type(v) in _ATOMIC else copy.deepcopy(v) for k, v in d.evidence.items()}
+    return dataclasses.replace(d, evidence=ev)
 
 
 def _finite_median(vals: list[float]) -> float | None:
