@@ -11,6 +11,7 @@ decaying there, and ``segments()`` gives its typed pieces.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -133,11 +134,9 @@ class ScheduleTracker:
         tol = self.tol
         s0, y0 = self.seg_start
         lo, hi = self.lo, self.hi
-        prev = self.last[1]
-        mx, chg = self.max_lr, self.last_change_step
-        j, m = i, len(sl)
-        while j < m:
-            st, lr = sl[j], ll[j]
+        mx = self.max_lr
+        j = i
+        for st, lr in zip(islice(sl, i, None), islice(ll, i, None), strict=True):
             if not 1e-100 < lr < 1e100:  # (NaN too)
                 break
             dx = st - s0
@@ -145,21 +144,25 @@ class ScheduleTracker:
                 y = math.log(lr)  # lr > 1e-100: log(max(lr, _TINY)) in update
                 a = (y - tol - y0) / dx
                 b = (y + tol - y0) / dx
-                a = a if a > lo else lo
-                b = b if b < hi else hi
+                if not a > lo:  # max(lo, a), min(hi, b) as update takes them
+                    a = lo
+                if not b < hi:
+                    b = hi
                 if not a <= b:
                     break
                 lo, hi = a, b
-            if abs(lr - prev) > 1e-9 * prev:
-                chg = st
             if lr > mx:
                 mx = lr
-            prev = lr
             j += 1
         if j > i:
-            self.lo, self.hi, self.max_lr, self.last_change_step = lo, hi, mx, chg
+            for t in range(j - 1, i - 1, -1):  # the last change (usually the last point)
+                prev = ll[t - 1] if t > i else self.last[1]
+                if abs(ll[t] - prev) > 1e-9 * prev:
+                    self.last_change_step = sl[t]
+                    break
+            self.lo, self.hi, self.max_lr = lo, hi, mx
             self.n += j - i
-            self.last = [float(sl[j - 1]), prev]
+            self.last = [float(sl[j - 1]), ll[j - 1]]
         return j
 
     def _swing_many(self, sf: np.ndarray, sl: list[int], ll: list[float], n0: int) -> None:
