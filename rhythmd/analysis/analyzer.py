@@ -275,12 +275,14 @@ class RunAnalyzer:
         path, after the evaluations before them."""
         n = int(st.size)
         i = done = e = 0  # detector consumed [0, i); blocks and evaluations applied to done
+        ends = np.searchsorted(st, [s for s, _ in evals], side="right").tolist() if evals \
+            else []  # each evaluation's end among the train points
         while i < n or e < len(evals):
             k = i + self.div.fast_forward(st[i:], va[i:]) if i < n and self.bulk else i
             stop = int(st[k]) if k < n else None
             while e < len(evals) and (stop is None or evals[e][0] < stop):
                 step, v = evals[e]
-                j = min(k, max(done, int(np.searchsorted(st, step, side="right"))))
+                j = min(k, max(done, ends[e]))
                 if j > done:
                     self._blocks(st, va, done, j)
                     done = j
