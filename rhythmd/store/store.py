@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rhythmd.errors import InvalidInputError, StoreUnavailableError
+from rhythmd.store.checkpoint import WalCheckpointer
 from rhythmd.store.engine import ProcessLock, is_sqlite, make_engine, sqlite_path
 from rhythmd.store.locks import (
     RunLocks,
@@ -38,6 +39,7 @@ class Store:
         self._sqlite_write_lock = threading.Lock()
         self._sqlite_writer: Connection | None = None  # SQLite: the one writing connection
         self._process_lock: ProcessLock | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self.schema_version: int | None = None
 
     @property
@@ -56,8 +58,14 @@ class Store:
         except BaseException:
             self.close()
             raise
+        if path is not None:
+            self._checkpointer = WalCheckpointer(path)
+            self._checkpointer.start()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         with self._sqlite_write_lock:
             if self._sqlite_writer is not None:
                 self._sqlite_writer.close()
