@@ -8,7 +8,8 @@ behind it. The daemon's connections turn that off (``PRAGMA wal_autocheckpoint=0
 thread runs a ``PASSIVE`` checkpoint every ``interval_s`` instead, on its own connection: it
 copies what it can without waiting for, or blocking, the writer or the readers, and the next
 commit after a complete one starts the log over, so the file stays as small as before.
-Durability is unchanged: a commit is durable once it is in the log, whoever copies it later.
+What a commit guarantees is unchanged (it is in the log when the commit returns, as before);
+only who copies it into the database file, and when, changes.
 """
 
 from __future__ import annotations
