@@ -7,12 +7,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, any_, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from rhythmd.jsonsafe import stored_json
 from rhythmd.store.schema import events, recommendations
-from rhythmd.store.statements import Deferred, FastStatement, KeyedRows, json_param, json_rows
+from rhythmd.store.statements import Deferred, FastStatement, ReadByIds
 
 
 def rec_to_dict(row: Any) -> dict[str, Any]:
@@ -76,14 +75,8 @@ def list_recommendations(conn: Connection, run_id: str, status: str | None) -> D
     return _BY_RUN_STATUS.submit(conn, {"run_id": run_id, "status": status})
 
 
-_BY_RUNS = FastStatement(select(recommendations).where(recommendations.c.run_id == any_(
-    bindparam("run_ids", type_=ARRAY(recommendations.c.run_id.type)))).order_by(
-    recommendations.c.run_id, *_ORDER))
-
-
-_BY_RUNS_SQLITE = FastStatement(select(recommendations).where(
-    recommendations.c.run_id.in_(json_rows("run_ids"))).order_by(
-    recommendations.c.run_id, *_ORDER))
+_BY_RUNS = ReadByIds(select(recommendations), recommendations.c.run_id,
+                     order_by=(recommendations.c.run_id, *_ORDER))
 
 
 def list_recommendations_of_runs(conn: Connection, run_ids: Sequence[str]
@@ -92,12 +85,7 @@ def list_recommendations_of_runs(conn: Connection, run_ids: Sequence[str]
     one read (a group commit's runs); None for a single run."""
     if len(run_ids) < 2:
         return None
-    if conn.dialect.name == "postgresql":
-        read = _BY_RUNS.submit(conn, {"run_ids": list(run_ids)})
-    else:
-        read = _BY_RUNS_SQLITE.submit(conn, {"run_ids": json_param(run_ids)})
-    found = KeyedRows(read, "run_id")
-    return {r: found.of(r) for r in run_ids}
+    return _BY_RUNS.submit(conn, run_ids)
 
 
 def expire_stale(conn: Connection, pending: list[Any], step: int | None

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
-    any_,
     bindparam,
     case,
     func,
@@ -22,7 +21,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from rhythmd.run_status import LIFECYCLE, LOST
 from rhythmd.store.schema import batches, branches, runs
@@ -30,6 +28,7 @@ from rhythmd.store.statements import (
     Deferred,
     FastStatement,
     KeyedRows,
+    ReadByIds,
     json_param,
     json_rows,
     unnest_insert,
@@ -134,23 +133,14 @@ def get_run(conn: Connection, run_id: str) -> Deferred:
     return _GET_RUN.submit(conn, {"run_id": run_id})
 
 
-_GET_RUNS = FastStatement(select(runs).where(runs.c.run_id == any_(
-    bindparam("run_ids", type_=ARRAY(runs.c.run_id.type)))))
-
-
-_GET_RUNS_SQLITE = FastStatement(select(runs).where(runs.c.run_id.in_(json_rows("run_ids"))))
+_GET_RUNS = ReadByIds(select(runs), runs.c.run_id)
 
 
 def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, Deferred]:
     """:func:`get_run` of several runs (a group commit's) in one read."""
     if len(run_ids) < 2:
         return {r: get_run(conn, r) for r in run_ids}
-    if conn.dialect.name == "postgresql":
-        read = _GET_RUNS.submit(conn, {"run_ids": list(run_ids)})
-    else:
-        read = _GET_RUNS_SQLITE.submit(conn, {"run_ids": json_param(run_ids)})
-    found = KeyedRows(read, "run_id")
-    return {r: found.of(r) for r in run_ids}
+    return _GET_RUNS.submit(conn, run_ids)
 
 
 def _status_condition(status: str, rule: LostRule, now: float) -> Any:

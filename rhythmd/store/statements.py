@@ -36,10 +36,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select
+from sqlalchemy import Connection, Select, Table, any_, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 
@@ -310,6 +310,30 @@ def json_rows(name: str, *paths: str) -> Select[Any]:
 def json_param(values: Sequence[Any]) -> str:
     """A list as the JSON text a :func:`json_rows` parameter takes."""
     return json.dumps(list(values))
+
+
+class ReadByIds:
+    """One read of the rows of ``query`` whose ``column`` is among a list of ids (a group
+    commit's runs), split by that column: ``= ANY(:ids)`` on PostgreSQL, ``IN`` the
+    :func:`json_rows` of a JSON array elsewhere."""
+
+    __slots__ = ("_any", "_json", "key")
+
+    def __init__(self, query: Select[Any], column: ColumnElement[Any],
+                 order_by: Sequence[ColumnElement[Any]] = ()) -> None:
+        self.key = column.key
+        self._any = FastStatement(query.where(column == any_(
+            bindparam("ids", type_=ARRAY(column.type)))).order_by(*order_by))
+        self._json = FastStatement(query.where(column.in_(json_rows("ids"))).order_by(*order_by))
+
+    def submit(self, conn: Connection, ids: Sequence[Any]) -> dict[Any, Deferred]:
+        """``{id: its rows}`` (each a :class:`Deferred`), read together."""
+        if conn.dialect.name == "postgresql":
+            read = self._any.submit(conn, {"ids": list(ids)})
+        else:
+            read = self._json.submit(conn, {"ids": json_param(ids)})
+        found = KeyedRows(read, self.key)
+        return {i: found.of(i) for i in ids}
 
 
 def unnest_rows(table: Table, keys: Sequence[str], names: Sequence[str] | None = None
