@@ -96,8 +96,9 @@ class Store:
         trip each. No effect on SQLite.
         """
         if self.sqlite:
-            with translate_db_errors(), self._sqlite_write_lock:
-                yield from self._sqlite_transaction()
+            with translate_db_errors(), self._sqlite_write_lock, \
+                    self._sqlite_transaction() as conn:
+                yield conn
             return
         guard: AbstractContextManager[object] = (
             self._run_locks.get(run_id) if run_id is not None else nullcontext())
@@ -124,7 +125,7 @@ class Store:
         """
         if self.sqlite:
             with (translate_db_errors(), self._sqlite_write_lock,
-                  contextmanager(self._sqlite_transaction)() as conn, deferred_writes(conn)):
+                  self._sqlite_transaction() as conn, deferred_writes(conn)):
                 yield conn
             return
         order = sorted((advisory_key(r), r) for r in set(run_ids))
@@ -137,6 +138,7 @@ class Store:
                 with deferred_writes(conn):
                     yield conn
 
+    @contextmanager
     def _sqlite_transaction(self) -> Iterator[Connection]:
         """A transaction on the kept-open writing connection (the caller holds the write lock):
         SQLite has one writer at a time anyway, and checking a connection out of the pool and
