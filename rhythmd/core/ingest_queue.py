@@ -20,6 +20,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any, Protocol
 
 from rhythmd.batch import MetricBatch
@@ -59,7 +60,6 @@ class IngestQueue:
         self._queue: deque[_Item] = deque()
         self._in_flight = 0
         self._busy_runs: set[str] = set()  # runs with a batch in a transaction now
-        self._tasks: set[asyncio.Task[None]] = set()
         self.groups = 0
         """Transactions started (``batches / groups`` is the mean group size)."""
         self.batches = 0
@@ -72,16 +72,22 @@ class IngestQueue:
         return await future
 
     def _start_groups(self) -> None:
+        loop: asyncio.AbstractEventLoop | None = None
         while self._in_flight < self.concurrency and self._queue:
             group = self._take_group()
             if not group:
                 return
+            if loop is None:
+                loop = asyncio.get_running_loop()
             self._in_flight += 1
             self.groups += 1
             self.batches += len(group)
-            task = asyncio.create_task(self._store(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # straight to a thread, and back by one callback: no task and no wrapped future in
+            # between, which would each cost the request another pass of the event loop
+            try:
+                self._threads.submit(self._store, loop, group)
+            except RuntimeError as exc:  # closed (shutting down): the group gets the error
+                self._answer(group, [exc] * len(group))
 
     def _take_group(self) -> list[_Item]:
         """The waiting batches of distinct runs, oldest first; a run's later batch stays
@@ -105,28 +111,32 @@ class IngestQueue:
         self._busy_runs |= runs
         return group
 
-    async def _store(self, group: list[_Item]) -> None:
+    def _store(self, loop: asyncio.AbstractEventLoop, group: list[_Item]) -> None:
+        """In a queue thread: store the group, then hand the results to the event loop."""
+        results: list[Any] = [RuntimeError("the ingest thread was interrupted")] * len(group)
         try:
-            results: list[Any] = await asyncio.get_running_loop().run_in_executor(
-                self._threads, self.ingestor.ingest_many,
-                [(run_id, batch) for run_id, batch, _ in group])
-        except asyncio.CancelledError:  # shutting down: the requests are cancelled too
-            for _, _, future in group:
-                future.cancel()
-            raise
+            results = self.ingestor.ingest_many([(run_id, batch) for run_id, batch, _ in group])
         except Exception as exc:  # every request of the group gets the error
             results = [exc] * len(group)
         finally:
-            self._in_flight -= 1
-            self._busy_runs.difference_update(run_id for run_id, _, _ in group)
+            with suppress(RuntimeError):  # the loop is closed: its requests are gone with it
+                loop.call_soon_threadsafe(self._finish, group, results)
+
+    def _finish(self, group: list[_Item], results: list[Any]) -> None:
+        """On the event loop: answer the group's requests and start the next groups."""
+        self._answer(group, results)
+        self._start_groups()
+
+    def _answer(self, group: list[_Item], results: list[Any]) -> None:
+        self._in_flight -= 1
+        self._busy_runs.difference_update(run_id for run_id, _, _ in group)
         for (_, _, future), result in zip(group, results, strict=True):
-            if future.done():
+            if future.done():  # the client went away meanwhile
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        self._start_groups()
 
     def close(self) -> None:
         """Let the transactions in flight finish, then stop the queue's threads."""

@@ -87,6 +87,38 @@ def test_a_request_that_went_away_is_not_stored():
     assert service.groups == [[("r1", "b1")], [("r3", "b3")]]
 
 
+def test_a_failed_or_closed_queue_answers_every_request_and_keeps_going():
+    """An error out of the store reaches each request of its group, and the queue takes the
+    next group after it; once closed (shutting down) every request gets an error at once,
+    none is left waiting."""
+
+    class Failing(FakeService):
+        def ingest_many(self, items):
+            if any(run_id == "boom" for run_id, _ in items):
+                raise RuntimeError("database exploded")
+            return super().ingest_many(items)
+
+    service = Failing(delay=0.01)
+
+    async def main():
+        committer = IngestQueue(service, concurrency=1)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(committer.ingest("boom", _batch("b1")))
+        await asyncio.sleep(0)
+        later = asyncio.ensure_future(committer.ingest("r2", _batch("b2")))
+        results = await asyncio.gather(first, later, return_exceptions=True)
+        committer.close()
+        closed = await asyncio.wait_for(asyncio.gather(
+            committer.ingest("r3", _batch("b3")), committer.ingest("r4", _batch("b4")),
+            return_exceptions=True), timeout=5)
+        return results, closed, committer
+
+    (boom, fine), closed, committer = asyncio.run(main())
+    assert isinstance(boom, RuntimeError) and "exploded" in str(boom)
+    assert isinstance(fine, IngestResult) and fine.batch_id == "b2"
+    assert all(isinstance(r, RuntimeError) for r in closed)
+    assert committer._in_flight == 0 and not committer._busy_runs
+
+
 def test_the_route_stores_through_the_committer(postgres_url, monkeypatch):
     app = create_app(Settings(database_url=postgres_url, ingest_concurrency=1))
     with TestClient(app) as c:
