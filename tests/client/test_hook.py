@@ -182,6 +182,8 @@ def test_rollback_restores_and_starts_a_branch(fake: FakeDaemon) -> None:
         if step == 30:
             snap_weights = s.model.weight.detach().clone()
         if step == 45 and not sent_rec:
+            # the run is created in the background: on a loaded machine 45 steps can come first
+            assert wait_for(lambda: hook.run_id in fake.state.runs)
             fake.state.add_rec(hook.run_id, "rollback", {"to_step": 30, "lr_factor": 0.5})
             sent_rec = True
         if step >= 45 and hook.branch == 0:
