@@ -45,7 +45,8 @@ from rhythmd.eval.streams import STREAMS, ingest_stream, synthetic
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-steps", type=int, default=1_000_000)
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="points per batch (50; --streams: 1,000)")
     ap.add_argument("--skip-growth", action="store_true", help="only the per-point table")
     ap.add_argument("--streams", nargs="?", const=",".join(STREAMS), default=None,
                     help="the named ingest streams through the analyzer alone (all)")
@@ -53,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="--streams: best of this many")
     a = ap.parse_args(argv)
     if a.streams is not None:
-        batch = a.batch if "--batch" in (argv or sys.argv) else 1_000
+        batch = a.batch or 1_000
         for name in a.streams.split(","):
             streams(name.strip(), a.points, batch, a.repeat)
         return 0
     if not a.skip_growth:
-        growth(a.max_steps, a.batch)
+        growth(a.max_steps, a.batch or 50)
     per_point()
     return 0
 

@@ -144,6 +144,7 @@ def role_of(name: str, declared: dict[str, str]) -> tuple[str | None, str]:
     return r, ("inferred from the name" if r is not None else "unknown")
 
 
+@lru_cache(maxsize=1024)
 def is_error_rate_name(name: str) -> bool:
     """Whether a loss-like name is an error rate (the complement of a score): ``val_error``,
     ``top1_err``, ``wer``, ``cer``."""

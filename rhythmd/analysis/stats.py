@@ -71,7 +71,7 @@ def _short_list(a: np.ndarray) -> list[float] | None:
     if a.ndim != 1 or a.size > 128 or a.dtype != np.float64:
         return None
     v: list[float] = a.tolist()
-    return None if any(x != x for x in v) else v
+    return v if _small_finite(v) else None
 
 
 def median(v: list[float] | np.ndarray) -> float:

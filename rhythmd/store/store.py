@@ -118,7 +118,7 @@ class Store:
         The locks are taken in one global order (by advisory key), in this process and on the
         server, so that two groups, or a group and a single-run transaction, never wait for
         each other in a cycle. The hot writes of the batches (chunks, series counts, batch and
-        run rows) are sent together at the end (:func:`~rhythmd.store.pipeline.deferred_writes`):
+        run rows) are sent together at the end (:func:`~rhythmd.store.statements.deferred_writes`):
         the caller must not read them back in the transaction. On SQLite the one writer's
         transaction, with the same deferred writes (one ``executemany`` per statement for the
         group instead of one per batch).

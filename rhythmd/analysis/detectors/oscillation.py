@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -105,7 +104,7 @@ class OscillationDetector(SeriesDetector):
     def _rate_bound(self, v: list[float]) -> float | None:
         """1 (or 100) for a loss-like metric named as an error rate (``val_error``, ``wer``)
         whose values lie within that bound: the complement of a score."""
-        if self.mode != "min" or not _is_error_rate(self.metric) or not v:
+        if self.mode != "min" or not is_error_rate_name(self.metric) or not v:
             return None
         top = max(v)
         return 1.0 if top <= 1.0 else (100.0 if top <= 100.0 else None)
@@ -153,9 +152,3 @@ def _flagged(alt: dict[str, float], y: np.ndarray, amp: float, max_drift_ratio: 
         alt["diff_lag1_autocorr"] <= -0.25 or alt["hf_power_share"] >= 0.5
     )
     return bouncy and drift <= max_drift_ratio * amp
-
-
-@functools.lru_cache(maxsize=64)
-def _is_error_rate(metric: str) -> bool:
-    """``is_error_rate_name``, once per metric name."""
-    return is_error_rate_name(metric)
